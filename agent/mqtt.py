@@ -1,0 +1,483 @@
+"""MQTT plumbing: one small client API over paho-mqtt 1.6.1 *and* 2.x, plus the topic names.
+
+Owns: the paho compatibility layer (callback API versions, reason codes, connect flags), the
+connect/loop thread with reconnect backoff, waitable publish/subscribe acknowledgements, URL parsing
+(mqtt://, mqtts://) and the topic layout (`Topics`). Must not touch: what is published (lists,
+reports, confirmations belong to their own modules) and never logs payloads (they may be reports).
+
+Why a layer at all: OpenWrt ships paho 1.6.1, desktops get 2.x, and the two differ in the
+constructor (`CallbackAPIVersion`), in every callback signature and in how reason codes look. Every
+other module talks to `MqttClient` and never imports paho itself.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections import namedtuple
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt
+import paho.mqtt.client as _paho
+
+from agent.errors import ConfigError, GatewatchError
+
+log = logging.getLogger(__name__)
+
+PAHO_VERSION = getattr(paho.mqtt, "__version__", "0")
+#: True on paho-mqtt 2.x (callback API version 2); False on 1.6.x.
+PAHO2 = hasattr(_paho, "CallbackAPIVersion")
+
+DEFAULT_PREFIX = "gatewatch/v1"
+#: The smallest common broker payload limit; list chunks must fit in it.
+MAX_PAYLOAD = 128 * 1024
+
+PROTOCOLS = {"3.1.1": _paho.MQTTv311, "5": _paho.MQTTv5, "3.1": _paho.MQTTv31}
+
+Message = namedtuple("Message", "topic payload qos retain")
+Message.__doc__ = "An received MQTT message (immutable): topic str, payload bytes, qos int, retain bool."
+
+
+class MqttError(GatewatchError, ConnectionError):
+    """The broker could not be reached, refused us, or an operation timed out."""
+
+
+class TopicError(GatewatchError, ValueError):
+    """A topic segment is empty or contains '/', '+', '#' or NUL."""
+
+
+def _rc_value(rc):
+    """Normalise a paho return/reason code (int on 1.6, ReasonCode object on 2.x) to an int."""
+    if rc is None:
+        return 0
+    value = getattr(rc, "value", rc)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return -1
+
+
+def _rc_failed(rc):
+    """True if a CONNACK/SUBACK/PUBACK reason code means failure (>= 0x80, or a v3 connack refusal)."""
+    if rc is None:
+        return False
+    if hasattr(rc, "is_failure"):
+        return bool(rc.is_failure)
+    return _rc_value(rc) != 0
+
+
+def parse_url(url):
+    """Split ``mqtt[s]://[user[:password]@]host[:port]`` into a dict; raise ConfigError if invalid."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError("broker URL %r is invalid (%s); use mqtt://host:1883 or mqtts://host:8883"
+                          % (url, exc)) from None
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ConfigError("broker URL %r: scheme must be mqtt:// or mqtts://" % (url,))
+    if not parts.hostname:
+        raise ConfigError("broker URL %r has no host; use mqtt://host:1883" % (url,))
+    tls = parts.scheme == "mqtts"
+    return {
+        "host": parts.hostname,
+        "port": port or (8883 if tls else 1883),
+        "tls": tls,
+        "username": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password else None,
+    }
+
+
+def _check_segment(name, value):
+    value = str(value)
+    if not value or any(c in value for c in "/+#\0"):
+        raise TopicError("topic segment %s=%r must be non-empty and free of '/', '+', '#'"
+                         % (name, value))
+    return value
+
+
+class Topics:
+    """Topic names under one versioned prefix (default ``gatewatch/v1``); see DESIGN.md, MQTT.
+
+    Names are built here only, so that the broker ACL (firmware/mosquitto/) and the code agree.
+    Every segment is validated: a source called ``a/b`` or ``#`` would widen a subscription.
+    """
+
+    def __init__(self, prefix=DEFAULT_PREFIX):
+        prefix = prefix.strip("/")
+        if not prefix or "+" in prefix or "#" in prefix:
+            raise TopicError("topic prefix %r must be non-empty and free of wildcards" % (prefix,))
+        self.prefix = prefix
+
+    def _t(self, *segments):
+        return "/".join((self.prefix,) + segments)
+
+    # lists
+    def lists_filter(self):
+        """Everything about lists (devices subscribe to this)."""
+        return self._t("lists", "#")
+
+    def manifest(self, source, list_name):
+        """Retained signed manifest of the newest version of one list."""
+        return self._t("lists", _check_segment("source", source), _check_segment("list", list_name),
+                       "manifest")
+
+    def snapshot_chunk(self, source, list_name, version, index):
+        """Chunk ``index`` of the full snapshot of ``version``."""
+        return self._t("lists", _check_segment("source", source), _check_segment("list", list_name),
+                       "v%d" % int(version), "snapshot", "%d" % int(index))
+
+    def delta_chunk(self, source, list_name, from_version, to_version, index):
+        """Chunk ``index`` of the delta ``from_version`` -> ``to_version``."""
+        return self._t("lists", _check_segment("source", source), _check_segment("list", list_name),
+                       "delta", "%d-%d" % (int(from_version), int(to_version)), "%d" % int(index))
+
+    # confirmation
+    def confirm_req(self):
+        """Where devices publish confirmation requests."""
+        return self._t("confirm", "req")
+
+    def confirm_req_shared(self, group="hub"):
+        """Shared subscription by which several hub instances split confirmation requests."""
+        return "$share/%s/%s" % (_check_segment("group", group), self.confirm_req())
+
+    def confirm_resp(self, client_id, request_id):
+        """The answer to one request of one device."""
+        return self._t("confirm", "resp", _check_segment("client_id", client_id),
+                       _check_segment("request_id", request_id))
+
+    def confirm_resp_filter(self, client_id):
+        """What a device subscribes to for its own answers (the ACL allows no other)."""
+        return self._t("confirm", "resp", _check_segment("client_id", client_id), "#")
+
+    # reports
+    def reports(self, source):
+        """Where devices publish reports for one source. No device identity in the topic."""
+        return self._t("reports", _check_segment("source", source))
+
+    def reports_filter(self):
+        """All reports of all sources."""
+        return self._t("reports", "+")
+
+    def reports_shared(self, group="hub"):
+        """Shared subscription by which several collectors split the reports."""
+        return "$share/%s/%s" % (_check_segment("group", group), self.reports_filter())
+
+    def source_of_report_topic(self, topic):
+        """The source segment of a report topic, or None if ``topic`` is not one."""
+        head = self._t("reports") + "/"
+        if not topic.startswith(head):
+            return None
+        rest = topic[len(head):]
+        return rest if rest and "/" not in rest else None
+
+    # status
+    def status(self, client_id):
+        """Retained device status (list versions, last refusal; nothing about subscribers)."""
+        return self._t("status", _check_segment("client_id", client_id))
+
+    def status_filter(self):
+        """All device statuses (hub side)."""
+        return self._t("status", "+")
+
+
+def _filter_of(topic_filter):
+    """The plain filter behind a ``$share/<group>/<filter>`` subscription (for local matching)."""
+    if topic_filter.startswith("$share/"):
+        parts = topic_filter.split("/", 2)
+        return parts[2] if len(parts) == 3 else topic_filter
+    return topic_filter
+
+
+class PublishAck:
+    """Waitable acknowledgement of one publish: PUBACK for QoS 1, written to the socket for QoS 0.
+
+    paho's own MQTTMessageInfo.wait_for_publish() raises when the publish happened while the
+    connection was down, although paho keeps QoS>0 messages and resends them on reconnect; this
+    object waits for the real acknowledgement instead.
+    """
+
+    __slots__ = ("mid", "rc", "_event", "failed")
+
+    def __init__(self, mid, rc):
+        self.mid = mid
+        self.rc = rc
+        self.failed = False
+        self._event = threading.Event()
+
+    def _set(self, failed=False):
+        self.failed = failed
+        self._event.set()
+
+    @property
+    def done(self):
+        """True once the broker acknowledged (or refused, see ``failed``)."""
+        return self._event.is_set()
+
+    def wait(self, timeout=None):
+        """Block until acknowledged; return True if acknowledged in time and not refused."""
+        return self._event.wait(timeout) and not self.failed
+
+
+class SubscribeAck:
+    """Waitable SUBACK; ``granted`` lists the granted QoS per filter (>= 0x80 means refused)."""
+
+    def __init__(self):
+        self.granted = None
+        self._event = threading.Event()
+
+    def _set(self, granted):
+        self.granted = granted
+        self._event.set()
+
+    def wait(self, timeout=None):
+        """Block until the SUBACK; True if every filter was granted."""
+        if not self._event.wait(timeout):
+            return False
+        return all(g < 0x80 for g in self.granted)
+
+
+class MqttClient:
+    """A paho client with a loop thread, reconnect backoff and waitable acknowledgements.
+
+    ``callback(message)`` of a subscription runs on the network thread; for QoS 1 paho sends the
+    PUBACK only after the callback returns, so a callback that stores durably before returning
+    gives at-least-once delivery into that store.
+    """
+
+    def __init__(self, url, client_id, username=None, password=None, tls=None, *,
+                 clean_session=True, keepalive=30, protocol="3.1.1", reconnect=(0.5, 30.0),
+                 max_inflight=20, max_queued=0, will=None, on_connect=None, on_disconnect=None):
+        conf = parse_url(url)
+        if protocol not in PROTOCOLS:
+            raise ConfigError("MQTT protocol %r unknown; use one of %s" % (protocol, sorted(PROTOCOLS)))
+        if not client_id:
+            raise ConfigError("an MQTT client id is required")
+        self.url = url
+        self.host, self.port = conf["host"], conf["port"]
+        self.client_id = client_id
+        self.username = username if username is not None else conf["username"]
+        self.password = password if password is not None else conf["password"]
+        self._protocol = PROTOCOLS[protocol]
+        self._keepalive = keepalive
+        self._user_on_connect = on_connect
+        self._user_on_disconnect = on_disconnect
+        self._lock = threading.Lock()
+        self._acks = {}          # mid -> PublishAck, waiting for on_publish
+        self._early = {}         # mid -> failed flag, on_publish ran before publish() registered
+        self._sub_acks = {}      # mid -> SubscribeAck
+        self._early_sub = {}     # mid -> granted codes, SUBACK before subscribe() registered
+        self._subs = {}          # topic filter -> (qos, callback)
+        self._connected = threading.Event()
+        self._started = False
+        self.last_connect_error = None
+        self.connects = 0
+
+        kwargs = {"client_id": client_id, "protocol": self._protocol}
+        if self._protocol != _paho.MQTTv5:
+            kwargs["clean_session"] = clean_session
+        if PAHO2:
+            kwargs["callback_api_version"] = _paho.CallbackAPIVersion.VERSION2
+        self._clean_start = clean_session
+        self._client = _paho.Client(**kwargs)
+        if self.username is not None:
+            self._client.username_pw_set(self.username, self.password)
+        if conf["tls"] or tls:
+            self._setup_tls(tls or {})
+        if will is not None:
+            topic, payload, qos, retain = will
+            self._client.will_set(topic, payload, qos, retain)
+        self._client.max_inflight_messages_set(max_inflight)
+        self._client.max_queued_messages_set(max_queued)
+        self._client.reconnect_delay_set(min_delay=max(1, int(reconnect[0])), max_delay=int(reconnect[1]))
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+
+    def _setup_tls(self, tls):
+        """``tls``: dict with optional ca_certs, certfile, keyfile, insecure (skip host check)."""
+        allowed = {"ca_certs", "certfile", "keyfile", "insecure"}
+        unknown = set(tls) - allowed
+        if unknown:
+            raise ConfigError("unknown TLS settings %s; allowed: %s" % (sorted(unknown), sorted(allowed)))
+        self._client.tls_set(ca_certs=tls.get("ca_certs"), certfile=tls.get("certfile"),
+                             keyfile=tls.get("keyfile"), cert_reqs=ssl.CERT_REQUIRED)
+        if tls.get("insecure"):
+            self._client.tls_insecure_set(True)
+
+    # life cycle -----------------------------------------------------------------------------
+    def start(self):
+        """Start the loop thread and connect in the background (retrying with backoff)."""
+        if self._started:
+            return self
+        self._started = True
+        kwargs = {}
+        if self._protocol == _paho.MQTTv5:
+            kwargs["clean_start"] = self._clean_start
+        self._client.connect_async(self.host, self.port, self._keepalive, **kwargs)
+        self._client.loop_start()
+        return self
+
+    def connect(self, timeout=10.0):
+        """Start and wait until connected; raise MqttError saying why if that does not happen."""
+        self.start()
+        if not self._connected.wait(timeout):
+            why = self.last_connect_error or "no answer"
+            raise MqttError("could not connect to %s:%d within %.1fs (%s); is the broker running and "
+                            "are the credentials right?" % (self.host, self.port, timeout, why))
+        return self
+
+    def stop(self):
+        """Disconnect cleanly and stop the loop thread."""
+        if not self._started:
+            return
+        self._started = False
+        try:
+            self._client.disconnect()
+        finally:
+            self._client.loop_stop()
+            self._connected.clear()
+
+    def abort(self):
+        """Drop the TCP connection without DISCONNECT or PUBACK; paho reconnects with backoff.
+
+        A QoS 1 message whose handler failed is then not acknowledged, so a broker holding a
+        persistent session delivers it again instead of losing it.
+        """
+        sock = self._client.socket()
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self.connect()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def connected(self):
+        """True while a session with the broker is up."""
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout=None):
+        """Block until connected; True if so within ``timeout``."""
+        return self._connected.wait(timeout)
+
+    # operations -----------------------------------------------------------------------------
+    def publish(self, topic, payload, qos=0, retain=False):
+        """Publish; returns a PublishAck. QoS>0 publishes made while offline are sent on reconnect."""
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8")
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        rc = _rc_value(info.rc)
+        ack = PublishAck(info.mid, rc)
+        if rc == _paho.MQTT_ERR_QUEUE_SIZE:
+            ack._set(failed=True)
+            return ack
+        with self._lock:
+            if info.mid in self._early:
+                ack._set(self._early.pop(info.mid))
+            else:
+                self._acks[info.mid] = ack
+        return ack
+
+    def subscribe(self, topic_filter, callback, qos=1):
+        """Subscribe (again after every reconnect); ``callback(Message)``. Returns a SubscribeAck."""
+        with self._lock:
+            self._subs[topic_filter] = (qos, callback)
+        return self._send_subscribe(topic_filter, qos)
+
+    def unsubscribe(self, topic_filter):
+        """Forget a subscription."""
+        with self._lock:
+            self._subs.pop(topic_filter, None)
+        self._client.unsubscribe(topic_filter)
+
+    def _send_subscribe(self, topic_filter, qos):
+        ack = SubscribeAck()
+        rc, mid = self._client.subscribe(topic_filter, qos)
+        if _rc_value(rc) != 0 or mid is None:
+            ack._set([0x80])  # not connected: on_connect subscribes again
+            return ack
+        with self._lock:
+            if mid in self._early_sub:
+                ack._set(self._early_sub.pop(mid))
+            else:
+                self._sub_acks[mid] = ack
+        return ack
+
+    # paho callbacks (signatures differ between 1.6 and 2.x: take *args) --------------------
+    def _on_connect(self, client, userdata, flags, rc, *rest):
+        if _rc_failed(rc):
+            self.last_connect_error = "refused: %s" % (rc if PAHO2 else _paho.connack_string(rc),)
+            log.warning("broker %s:%d refused the connection: %s", self.host, self.port,
+                        self.last_connect_error)
+            return
+        self.last_connect_error = None
+        self.connects += 1
+        with self._lock:
+            subs = list(self._subs.items())
+        for topic_filter, (qos, _cb) in subs:
+            self._send_subscribe(topic_filter, qos)
+        self._connected.set()
+        log.info("connected to %s:%d as %s", self.host, self.port, self.client_id)
+        if self._user_on_connect:
+            self._user_on_connect(self)
+
+    def _on_disconnect(self, client, userdata, *args):
+        # 1.6: (rc) or (rc, properties); 2.x: (flags, reason_code, properties)
+        rc = args[1] if PAHO2 else args[0]
+        was = self._connected.is_set()
+        self._connected.clear()
+        if was:
+            log.info("disconnected from %s:%d (%s)", self.host, self.port, rc)
+        if self._user_on_disconnect:
+            self._user_on_disconnect(self)
+
+    def _on_publish(self, client, userdata, mid, *rest):
+        failed = bool(rest) and PAHO2 and _rc_failed(rest[0])
+        with self._lock:
+            ack = self._acks.pop(mid, None)
+            if ack is None:
+                self._early[mid] = failed
+        if ack is not None:
+            ack._set(failed)
+
+    def _on_subscribe(self, client, userdata, mid, granted, *rest):
+        codes = [_rc_value(g) for g in granted]
+        with self._lock:
+            ack = self._sub_acks.pop(mid, None)
+            if ack is None:
+                self._early_sub[mid] = codes
+        if ack is not None:
+            ack._set(codes)
+
+    def _on_message(self, client, userdata, msg):
+        message = Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain))
+        with self._lock:
+            subs = list(self._subs.items())
+        for topic_filter, (_qos, callback) in subs:
+            if _paho.topic_matches_sub(_filter_of(topic_filter), message.topic):
+                try:
+                    callback(message)
+                except Exception:  # a bad handler must not kill the network thread
+                    log.exception("handler for %s failed; dropping the connection so that the "
+                                  "broker delivers the message again", topic_filter)
+                    self.abort()
+
+
+def wait_all(acks, timeout):
+    """Wait for every PublishAck until a shared deadline; return how many were acknowledged."""
+    deadline = time.monotonic() + timeout
+    n = 0
+    for ack in acks:
+        if ack.wait(max(0.0, deadline - time.monotonic())):
+            n += 1
+    return n

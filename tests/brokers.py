@@ -1,0 +1,199 @@
+"""Real mosquitto brokers for tests: free loopback port, own config and persistence folders.
+
+Use the fixture (``from tests.brokers import mosquitto  # noqa: F401``) or call
+``start_mosquitto(tmp_path, acl=..., users=...)`` for a broker with logins and an ACL. A broker can be
+stopped (SIGTERM: mosquitto saves its persistence), killed (SIGKILL) and started again on the same
+port with the same persistence, which is what the no-loss tests need.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+FIRMWARE_CONF = Path(__file__).resolve().parent.parent / "firmware" / "mosquitto"
+
+
+def free_port(host="127.0.0.1"):
+    """A TCP port that was free a moment ago on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _port_open(host, port):
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class Broker:
+    """A mosquitto process: ``url``, ``port``, ``stop()``, ``start()``, ``kill()``, ``log_text()``."""
+
+    def __init__(self, folder, port, conf_text):
+        self.folder = Path(folder)
+        self.host = "127.0.0.1"
+        self.port = port
+        self.conf = self.folder / "mosquitto.conf"
+        self.log = self.folder / "mosquitto.log"
+        self.conf.write_text(conf_text)
+        self.proc = None
+
+    @property
+    def url(self):
+        """mqtt:// URL of the broker."""
+        return "mqtt://%s:%d" % (self.host, self.port)
+
+    def start(self, timeout=10.0):
+        """Start (again) on the same port with the same persistence; wait until it listens."""
+        if self.running:
+            return self
+        logf = open(self.log, "ab")
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=logf,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        logf.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("mosquitto exited with %s:\n%s" % (self.proc.returncode, self.log_text()))
+            if _port_open(self.host, self.port):
+                return self
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError("mosquitto did not listen on port %d:\n%s" % (self.port, self.log_text()))
+
+    @property
+    def running(self):
+        """True while the process is alive."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout=10.0):
+        """Graceful stop (SIGTERM): mosquitto writes its persistence file."""
+        if self.running:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._wait_port_free()
+
+    def kill(self):
+        """SIGKILL: no persistence save, like a power cut of the broker host."""
+        if self.running:
+            self.proc.kill()
+            self.proc.wait()
+        self._wait_port_free()
+
+    def _wait_port_free(self, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _port_open(self.host, self.port):
+            time.sleep(0.05)
+
+    def log_text(self):
+        """The broker's log so far (for failure messages)."""
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+def write_password_file(path, users):
+    """Create a mosquitto password file for ``{user: password}`` with mosquitto_passwd."""
+    path = Path(path)
+    if path.exists():
+        path.unlink()
+    path.touch()
+    for user, password in users.items():
+        subprocess.run([MOSQUITTO_PASSWD, "-b", str(path), user, password], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    os.chmod(path, 0o600)
+    return path
+
+
+def start_mosquitto(tmp_path, *, acl=None, users=None, port=None, extra_conf="", start=True):
+    """Start a real mosquitto on 127.0.0.1 with its own folders under ``tmp_path``.
+
+    ``users``: {name: password} -> a password file and no anonymous logins. ``acl``: ACL file text.
+    ``extra_conf``: more mosquitto.conf lines (e.g. the shipped fleet settings).
+    """
+    if not os.path.exists(MOSQUITTO):
+        pytest.fail("mosquitto is not installed; run tests/setup/install.sh (apt-get install mosquitto)")
+    folder = Path(tmp_path) / ("mosquitto-%d" % time.monotonic_ns())
+    (folder / "data").mkdir(parents=True)
+    port = port or free_port()
+    lines = [
+        "per_listener_settings false",
+        "listener %d 127.0.0.1" % port,
+        "persistence true",
+        "persistence_location %s/" % (folder / "data"),
+        "autosave_interval 1",
+        "log_dest stderr",
+        "log_type error",
+        "log_type warning",
+        "log_type notice",
+        "max_queued_messages 100000",
+    ]
+    if os.geteuid() == 0:
+        lines.append("user root")  # keep access to the folders we own; no privilege drop in tests
+    if users is not None:
+        pw = write_password_file(folder / "passwd", users)
+        lines += ["allow_anonymous false", "password_file %s" % pw]
+    else:
+        lines.append("allow_anonymous true")
+    if acl is not None:
+        acl_path = folder / "acl"
+        acl_path.write_text(acl)
+        os.chmod(acl_path, 0o600)
+        lines.append("acl_file %s" % acl_path)
+    if extra_conf:
+        lines.append(extra_conf)
+    broker = Broker(folder, port, "\n".join(lines) + "\n")
+    if start:
+        broker.start()
+    return broker
+
+
+def shipped_fleet_broker(tmp_path, users):
+    """mosquitto with the fleet config and ACL from firmware/mosquitto/, listening on loopback.
+
+    The shipped mosquitto.conf is used line by line except the lines that name machine paths or
+    listeners (replaced by the test's own), so the access rules under test are the shipped ones.
+    """
+    local = {"listener", "password_file", "acl_file", "persistence_location", "certfile", "keyfile",
+             "cafile", "log_dest", "user", "require_certificate", "use_identity_as_username",
+             "include_dir", "pid_file"}
+    kept = []
+    for line in (FIRMWARE_CONF / "mosquitto.conf").read_text().splitlines():
+        word = line.strip().split(" ", 1)[0]
+        if not word or word.startswith("#") or word in local:
+            continue
+        kept.append(line.strip())
+    acl = (FIRMWARE_CONF / "acl").read_text()
+    broker = start_mosquitto(tmp_path, acl=acl, users=users, start=False)
+    text = broker.conf.read_text().splitlines()
+    # the shipped settings come first; the test's listener/paths follow and win where repeated
+    keep_local = [t for t in text if t.split(" ", 1)[0] not in {k.split(" ", 1)[0] for k in kept}
+                  or t.split(" ", 1)[0] in local]
+    broker.conf.write_text("\n".join(kept + keep_local) + "\n")
+    return broker.start()
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    """A running anonymous mosquitto on a free loopback port; torn down after the test."""
+    broker = start_mosquitto(tmp_path)
+    try:
+        yield broker
+    finally:
+        broker.kill()

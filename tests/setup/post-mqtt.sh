@@ -1,0 +1,12 @@
+#!/bin/sh
+# MQTT tests: paho-mqtt 1.6.1 (what OpenWrt ships) in its own folder, so that the MQTT tests run a
+# second time on it (tests/test_mqtt_paho161.py) while the environment keeps paho 2.x. Idempotent.
+set -eu
+cd "$(dirname "$0")/../.."
+TARGET=.cache/paho161
+if python -c "import sys; sys.path.insert(0, '$TARGET'); import paho.mqtt as m; sys.exit(m.__version__ != '1.6.1')" 2>/dev/null \
+   && [ -f "$TARGET/paho/mqtt/client.py" ]; then
+    exit 0
+fi
+rm -rf "$TARGET"
+python -m pip install --quiet --disable-pip-version-check --no-deps --target "$TARGET" paho-mqtt==1.6.1
