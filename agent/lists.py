@@ -395,7 +395,8 @@ def newest_built(out_dir: str, source: str, name: str) -> Optional[listfile.List
 def build_list(*, source: str, name: str, signal: str, entries: Sequence[Entry], key: Ed25519PrivateKey,
                out_dir: str, fp_rate: float = DEFAULT_FP_RATE, version: Optional[int] = None,
                expires_days: float = DEFAULT_EXPIRES_DAYS, capacity: Optional[int] = None,
-               lsh: Optional[dict] = None, now: Optional[float] = None) -> Tuple[str, str, dict]:
+               lsh: Optional[dict] = None, now: Optional[float] = None,
+               salt: Optional[bytes] = None) -> Tuple[str, str, dict]:
     """Build, sign and write a list; return (device file, hub file, manifest).
 
     A new version reuses the filter parameters (m, k, salt) of the newest version in out_dir when the
@@ -437,7 +438,7 @@ def build_list(*, source: str, name: str, signal: str, entries: Sequence[Entry],
     else:
         cap = max(capacity or n, n, 1)
         m, k = optimal_parameters(cap * keys_per_entry, fp_rate)
-        salt = secrets.token_bytes(16)
+        salt = secrets.token_bytes(16) if salt is None else salt
 
     bloom = Bloom(m, k, salt)
     if n:

@@ -1,0 +1,60 @@
+"""Check the whole scanning path on this device: hash a built-in benign image and match it.
+
+A throwaway key signs a list built from the built-in image (a generated picture, no real material);
+the list is verified, loaded, and the same image is scanned (exact and perceptual) while a different
+generated image must stay clean. Prints the outcome; exit 0 when everything agreed.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from typing import Tuple
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.lists import Entry, TrustStore, build_list, load_list_file
+
+
+def run_selftest() -> Tuple[bool, str]:
+    """Run the self-test; return (ok, one-line detail)."""
+    from agent import samples
+    from agent.imaging import digests, hash_image
+    from agent.scanner import Scanner
+
+    start = time.perf_counter()
+    try:
+        known = samples.tiny_png()
+        other = samples.encode(samples.generate_image(7, size=(160, 120)), "PNG")
+        h = hash_image(known, fast=False)
+        key = Ed25519PrivateKey.generate()
+        trust = TrustStore()
+        trust.add("selftest", key.public_key())
+        with tempfile.TemporaryDirectory(prefix="gatewatch-selftest-") as d:
+            exact, _, _ = build_list(source="selftest", name="exact", signal="sha256",
+                                     entries=[Entry("builtin", digests(known)[0])], key=key, out_dir=d,
+                                     fp_rate=1e-6, expires_days=1)
+            perceptual, _, _ = build_list(source="selftest", name="pdq", signal="pdq",
+                                          entries=[Entry("builtin", h.pdq)], key=key, out_dir=d,
+                                          fp_rate=1e-6, expires_days=1, lsh={"min_quality": 0})
+            scanner = Scanner([load_list_file(exact, trust), load_list_file(perceptual, trust)])
+        got = scanner.scan_bytes(known)
+        clean = scanner.scan_bytes(other)
+    except Exception as e:  # the self-test reports every failure instead of dying
+        return False, "selftest failed: %s: %s" % (type(e).__name__, e)
+    signals = sorted(hit.list.signal for hit in got.hits)
+    ok = got.verdict == "match" and signals == ["pdq", "sha256"] and clean.verdict == "clean"
+    return ok, "selftest %s: known image %s (%s), other image %s, %.0f ms" % (
+        "ok" if ok else "FAILED", got.verdict, "+".join(signals) or "no hits", clean.verdict,
+        (time.perf_counter() - start) * 1000)
+
+
+def add_arguments(p) -> None:
+    """`gatewatch selftest` takes no arguments."""
+
+
+def main(args) -> int:
+    """Run `gatewatch selftest`."""
+    ok, detail = run_selftest()
+    print(detail)
+    return 0 if ok else 1
