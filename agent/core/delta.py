@@ -49,8 +49,12 @@ XOR_COPY = 1
 HEADER_LEN = 4 + 4 + 32 + 4 + 32 + 4
 
 
-class DeltaError(GatewatchError, ValueError):
-    """A delta is malformed, does not fit the list it is applied to, or gives the wrong result."""
+try:
+    class DeltaError(GatewatchError, ValueError):
+        """A delta is malformed, does not fit the list it is applied to, or gives the wrong result."""
+except TypeError:  # pragma: no cover - MicroPython allows only one built-in exception base
+    class DeltaError(ValueError):
+        """A delta is malformed, does not fit the list it is applied to, or gives the wrong result."""
 
 
 def _sha256(data):

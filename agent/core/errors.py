@@ -5,5 +5,9 @@ class GatewatchError(Exception):
     """Root of every gatewatch error."""
 
 
-class ListFormatError(GatewatchError, ValueError):
-    """A list file or filter is malformed: bad magic, truncated, inconsistent parameters."""
+try:
+    class ListFormatError(GatewatchError, ValueError):
+        """A list file or filter is malformed: bad magic, truncated, inconsistent parameters."""
+except TypeError:  # pragma: no cover - MicroPython allows only one built-in exception base
+    class ListFormatError(ValueError):
+        """A list file or filter is malformed: bad magic, truncated, inconsistent parameters."""
