@@ -1,0 +1,386 @@
+"""The asyncio ICAP server: moves bytes between sockets and agent.icap.protocol, asks the inspector.
+
+Owns connections, limits (connections, head sizes, bytes scanned, timeouts), fail-open and counters.
+It never hashes: image bodies go to ``inspector.inspect`` in a thread pool executor. It never logs a
+client address or anything from the client's request line; logs name only the hosting host.
+
+Decisions per RESPMOD (see agent.icap.sniff for why "type OR magic"):
+- not an image -> 204 right after the preview (the client never sends the rest), or, without a
+  preview, the body is streamed back (200) or drained (then 204) without being held in memory;
+- an image -> 100 Continue, buffer up to ``max_scan_bytes``, scan, then 200 with a block page or
+  204 / 200 echo; over the limit, on scan error or timeout -> pass unchanged (fail-open, counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+from typing import Callable, Optional
+from urllib.parse import urlsplit
+
+from agent.blockpage import BlockPage
+from agent.icap import protocol as P
+from agent.icap.sniff import SNIFF_BYTES, should_scan
+from agent.intake import Decision
+from agent.proxy.http1 import LAST_CHUNK, encode_chunk
+
+log = logging.getLogger("gatewatch.icap")
+
+# Service paths we answer; Squid and e2guardian configs name one of these.
+SERVICES = {"/": ("RESPMOD", "REQMOD"), "/gatewatch": ("RESPMOD", "REQMOD"), "/respmod": ("RESPMOD",),
+            "/reqmod": ("REQMOD",)}
+
+_COUNTERS = ("connections", "requests", "options", "scanned", "blocked", "allowed", "passed_unscanned",
+             "bypassed", "too_large", "errors", "rejected", "timeouts")
+
+
+def request_url(req: P.Request) -> Optional[str]:
+    """The hosting URL of the encapsulated HTTP request (absolute-form or Host + path)."""
+    http = req.http_request
+    if http is None:
+        return None
+    target = http.start[1]
+    if "://" in target:
+        return target
+    host = http.get("host")
+    return "http://%s%s" % (host, target) if host else None
+
+
+def _host_of(url: Optional[str]) -> str:
+    try:
+        return (urlsplit(url).hostname or "-") if url else "-"
+    except ValueError:
+        return "-"
+
+
+class _Closed(Exception):
+    """The client went away or must be disconnected."""
+
+
+class IcapServer:
+    """ICAP RESPMOD/REQMOD service. ``start(host, port)``, ``port``, ``close()``, ``stats``."""
+
+    def __init__(self, inspector, *, limits: P.IcapLimits = P.IcapLimits(),
+                 istag: Optional[Callable[[], str]] = None,
+                 on_block: Optional[Callable[[Decision, str], None]] = None,
+                 block_page: Optional[BlockPage] = None,
+                 executor: Optional[concurrent.futures.Executor] = None):
+        self.inspector = inspector
+        self.limits = limits
+        self._istag = istag or (lambda: "gatewatch-0")
+        self.on_block = on_block
+        self.block_page = block_page or BlockPage()
+        self._executor = executor
+        self._own_executor = executor is None
+        self._server: Optional[asyncio.AbstractServer] = None
+        self._active = 0
+        self._tasks: set = set()
+        self.stats = collections.Counter({k: 0 for k in _COUNTERS})
+
+    @property
+    def port(self) -> int:
+        """The TCP port we listen on (useful after ``start(host, 0)``)."""
+        return self._server.sockets[0].getsockname()[1]
+
+    @property
+    def active_connections(self) -> int:
+        """Connections being served now."""
+        return self._active
+
+    def istag(self) -> str:
+        """The current ISTag: changes whenever the loaded lists change, so clients drop cached answers."""
+        try:
+            return str(self._istag())
+        except Exception:  # a broken callable must not take the service down
+            log.exception("istag callable failed")
+            return "gatewatch-error"
+
+    async def start(self, host: str = "127.0.0.1", port: int = 1344) -> None:
+        """Listen on ``host:port``."""
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="icap-scan")
+        self._server = await asyncio.start_server(self._accept, host, port, limit=64 * 1024)
+
+    async def close(self) -> None:
+        """Stop listening, drop connections, stop the scan pool."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+        if self._own_executor and self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
+    # -- connection --
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        try:
+            if self._active >= self.limits.max_connections:
+                self.stats["rejected"] += 1
+                writer.write(P.error_response(503, self.istag()))
+                await self._close_writer(writer)
+                return
+            self._active += 1
+            self.stats["connections"] += 1
+            try:
+                await _Session(self, reader, writer).run()
+            finally:
+                self._active -= 1
+                await self._close_writer(writer)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._tasks.discard(task)
+
+    @staticmethod
+    async def _close_writer(writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.close()
+            await asyncio.wait_for(writer.wait_closed(), 2)
+        except (Exception, asyncio.CancelledError):
+            pass
+
+    async def inspect(self, body: bytes, content_type: Optional[str], url: Optional[str]) -> Optional[Decision]:
+        """Run the inspector in the pool; None means fail-open (error or timeout, counted and logged)."""
+        loop = asyncio.get_running_loop()
+        host = _host_of(url)
+        try:
+            fut = loop.run_in_executor(self._executor, self.inspector.inspect, body, content_type, url)
+            decision = await asyncio.wait_for(fut, self.limits.scan_timeout)
+        except asyncio.TimeoutError:
+            self.stats["timeouts"] += 1
+            self.stats["bypassed"] += 1
+            log.warning("scan timed out after %.1fs for an image from %s; passed (fail-open)",
+                        self.limits.scan_timeout, host)
+            return None
+        except Exception as exc:
+            self.stats["errors"] += 1
+            self.stats["bypassed"] += 1
+            log.warning("scan failed for an image from %s: %s; passed (fail-open)", host, type(exc).__name__)
+            return None
+        self.stats["scanned"] += 1
+        if decision.action == "block":
+            self.stats["blocked"] += 1
+            log.info("blocked an image from %s (%s)", host, decision.reason)
+            if self.on_block is not None:
+                try:
+                    self.on_block(decision, host)
+                except Exception:
+                    log.exception("on_block hook failed")
+        else:
+            self.stats["allowed"] += 1
+        return decision
+
+
+class _Session:
+    """One client connection: reads events, answers requests in order."""
+
+    def __init__(self, server: IcapServer, reader, writer):
+        self.server = server
+        self.limits = server.limits
+        self.reader = reader
+        self.writer = writer
+        self.conn = P.IcapConnection(server.limits)
+        self.pending: collections.deque = collections.deque()
+        self.head_deadline: Optional[float] = None
+
+    async def next_event(self):
+        while not self.pending:
+            if self.conn.state == "closed":
+                raise _Closed()
+            loop = asyncio.get_running_loop()
+            if self.conn.idle:
+                timeout = self.limits.idle_timeout
+                self.head_deadline = None
+            elif self.conn.state in ("head", "encap"):
+                # A head must arrive whole within read_timeout, however slowly it trickles in.
+                if self.head_deadline is None:
+                    self.head_deadline = loop.time() + self.limits.read_timeout
+                timeout = max(0.0, self.head_deadline - loop.time())
+            else:
+                self.head_deadline = None
+                timeout = self.limits.read_timeout
+            try:
+                data = await asyncio.wait_for(self.reader.read(65536), timeout)
+            except asyncio.TimeoutError:
+                if not self.conn.idle:
+                    self.server.stats["timeouts"] += 1
+                    await self.send(P.error_response(408, self.server.istag()))
+                raise _Closed()
+            except (ConnectionError, OSError):
+                raise _Closed()
+            if not data:
+                raise _Closed()
+            if self.conn.idle:
+                self.head_deadline = loop.time() + self.limits.read_timeout
+            events = self.conn.receive(data)
+            if any(isinstance(e, P.Request) for e in events):
+                self.head_deadline = None
+            self.pending.extend(events)
+        event = self.pending.popleft()
+        if isinstance(event, P.ProtocolError):
+            self.server.stats["errors"] += 1
+            log.info("ICAP protocol error: %s", event.message)
+            await self.send(P.error_response(event.status, self.server.istag()))
+            raise _Closed()
+        return event
+
+    async def send(self, data: bytes) -> None:
+        try:
+            self.writer.write(data)
+            await asyncio.wait_for(self.writer.drain(), self.limits.read_timeout)
+        except (ConnectionError, OSError, asyncio.TimeoutError):
+            raise _Closed()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                event = await self.next_event()
+                if not isinstance(event, P.Request):  # body bytes of a request we already answered
+                    continue
+                self.server.stats["requests"] += 1
+                await self.handle(event)
+        except _Closed:
+            pass
+
+    async def handle(self, req: P.Request) -> None:
+        allowed = SERVICES.get(req.service)
+        istag = self.server.istag()
+        if allowed is None and req.method != "OPTIONS":
+            await self.send(P.error_response(404, istag))
+            raise _Closed()
+        if req.method == "OPTIONS":
+            self.server.stats["options"] += 1
+            await self.drain_body(req)
+            await self.send(P.options_response(istag, self.limits, methods=allowed or ("RESPMOD",)))
+            return
+        if req.method not in allowed:
+            await self.send(P.error_response(405, istag))
+            raise _Closed()
+        if req.method == "REQMOD":
+            await self.pass_through(req)
+            return
+        await self.respmod(req)
+
+    async def pass_through(self, req: P.Request) -> None:
+        """Answer without looking at the body (beyond what is needed to keep the stream in sync)."""
+        first, state = (await self.read_preview(req)) if req.has_body else (b"", "end")
+        await self.pass_unchanged(req, first, state)
+
+    async def drain_body(self, req: P.Request) -> None:
+        if not req.has_body:
+            return
+        while True:
+            event = await self.next_event()
+            if isinstance(event, P.BodyEnd):
+                return
+            if isinstance(event, P.PreviewEnd):
+                self.pending.extend(self.conn.finish_preview())
+                return
+
+    async def read_preview(self, req: P.Request):
+        """Collect the preview (or SNIFF_BYTES without one): (bytes, state), state body/preview/ieof/end."""
+        got = bytearray()
+        while True:
+            event = await self.next_event()
+            if isinstance(event, P.BodyData):
+                got += event.data
+                if not event.in_preview and len(got) >= SNIFF_BYTES:
+                    return bytes(got), "body"
+            elif isinstance(event, P.PreviewEnd):
+                return bytes(got), "preview"
+            elif isinstance(event, P.BodyEnd):
+                return bytes(got), ("ieof" if event.ieof else "end")
+
+    async def respmod(self, req: P.Request) -> None:
+        http_res = req.http_response
+        if http_res is None or not req.has_body:
+            await self.pass_through(req)
+            return
+        first, state = await self.read_preview(req)
+        media_type = http_res.media_type()
+        if not should_scan(media_type, first[:SNIFF_BYTES]):
+            self.server.stats["passed_unscanned"] += 1
+            await self.pass_unchanged(req, first, state=state)
+            return
+        body = bytearray(first)
+        if state == "preview":
+            self.conn.continue_after_preview()
+            await self.send(P.CONTINUE)
+            state = "body"
+        while state == "body":
+            event = await self.next_event()
+            if isinstance(event, P.BodyData):
+                body += event.data
+                if len(body) > self.limits.max_scan_bytes:
+                    self.server.stats["too_large"] += 1
+                    self.server.stats["bypassed"] += 1
+                    log.info("image from %s larger than %d bytes; passed unscanned",
+                             _host_of(request_url(req)), self.limits.max_scan_bytes)
+                    await self.pass_unchanged(req, bytes(body), state="body")
+                    return
+            elif isinstance(event, P.BodyEnd):
+                state = "end"
+        url = request_url(req)
+        decision = await self.server.inspect(bytes(body), http_res.get("content-type"), url)
+        if decision is not None and decision.action == "block":
+            head, page = self.server.block_page.response(req.http_request, url, media_type,
+                                                          version=http_res.start[0])
+            await self.send(P.modified_response(self.server.istag(), head.serialize(), page,
+                                                keep_alive=req.keep_alive))
+            self.finish(req)
+            return
+        await self.pass_unchanged(req, bytes(body), state=state)
+
+    def finish(self, req: P.Request) -> None:
+        if not req.keep_alive:
+            raise _Closed()
+
+    async def pass_unchanged(self, req: P.Request, have: bytes, state: str = "end") -> None:
+        """Let the message through untouched: 204 where allowed, else echo it (streaming the rest)."""
+        istag = self.server.istag()
+        if state == "preview":
+            # 204 is always allowed as the answer to a preview (RFC 3507 4.5); the rest is never sent.
+            self.pending.extend(self.conn.finish_preview())
+            await self.send(P.no_content_response(istag, req.keep_alive))
+            return self.finish(req)
+        if req.allow_204 or state == "ieof":
+            if state == "body":
+                await self.drain_rest()
+            await self.send(P.no_content_response(istag, req.keep_alive))
+            return self.finish(req)
+        # No 204 allowed: echo. Heads as received, the body streamed chunk by chunk.
+        if req.method == "REQMOD":
+            http_head, kind = req.http_request_raw, "req-hdr"
+        else:
+            http_head, kind = req.http_response_raw, "res-hdr"
+        if not http_head:
+            await self.send(P.no_content_response(istag, req.keep_alive))
+            return self.finish(req)
+        await self.send(P.modified_response_head(istag, http_head, kind, has_body=req.has_body,
+                                                 keep_alive=req.keep_alive))
+        if req.has_body:
+            await self.send(encode_chunk(have))
+            if state == "body":
+                while True:
+                    event = await self.next_event()
+                    if isinstance(event, P.BodyData):
+                        await self.send(encode_chunk(event.data))
+                    elif isinstance(event, P.BodyEnd):
+                        break
+            await self.send(LAST_CHUNK)
+        self.finish(req)
+
+    async def drain_rest(self) -> None:
+        while True:
+            event = await self.next_event()
+            if isinstance(event, P.BodyEnd):
+                return
