@@ -231,15 +231,16 @@ def verify_bytes(data: bytes, trust: TrustStore, *, now: Optional[float] = None,
 
 def load_list_file(path: str, trust: TrustStore, **kw) -> LoadedList:
     """Read and verify one list file."""
+    cap = kw.get("max_bytes", DEFAULT_MAX_BYTES)
     try:
         size = os.path.getsize(path)
-        cap = kw.get("max_bytes", DEFAULT_MAX_BYTES)
-        if size > cap:
-            raise TrustError("%s is %d bytes, over the size cap of %d bytes" % (path, size, cap))
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise TrustError("cannot read list %s: %s" % (path, e.strerror))
+        if size <= cap:
+            with open(path, "rb") as f:
+                data = f.read(cap + 1)
+    except OSError as e:  # TrustError is an OSError too: keep it out of this block
+        raise TrustError("cannot read list %s: %s" % (path, e.strerror or e))
+    if size > cap:
+        raise TrustError("%s is %d bytes, over the size cap of %d bytes" % (path, size, cap))
     return verify_bytes(data, trust, path=path, **kw)
 
 
