@@ -1,0 +1,234 @@
+"""Publish built lists over MQTT: retained manifests, snapshot chunks and deltas between versions.
+
+Owns the announcement format (the retained manifest message) and chunking. Must not touch list
+building or signing (agent.lists does that; this module only moves signed files) and never needs
+a private key: the signature inside each list file protects it end to end.
+
+The retained message on ``<p>/lists/<source>/<list>/manifest`` is JSON (schema 1)::
+
+    {"schema": 1, "source": S, "list": L, "version": N,
+     "head": base64 of the list file up to its content (magic, manifest, signature),
+     "size": file bytes, "sha256": hex digest of the file, "chunk_size": C, "chunks": n,
+     "chunk_sha256": [hex, ...],
+     "deltas": [{"from": M, "size": bytes, "sha256": hex, "chunks": n, "chunk_sha256": [...]}]}
+
+Only ``head`` is signed. The rest is an unsigned announcement that lets a device refuse early (size
+over its cap, a chunk that does not match) before the signed result is checked in full.
+Every chunk and the manifest are retained, so a device that connects later finds them. Chunks go
+out before the manifest, so a manifest never announces chunks that are not there yet.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import sys
+from typing import Dict, List, Optional, Tuple
+
+from agent import delta as list_delta
+from agent.core import listfile
+from agent.errors import ConfigError, GatewatchError
+
+log = logging.getLogger("gatewatch.publish")
+
+SCHEMA = 1
+#: 124 KiB of payload per chunk: under the 128 KB limit with room for brokers that count headers.
+DEFAULT_CHUNK = 124 * 1024
+MAX_CHUNK = 128 * 1024
+
+
+class PublishError(GatewatchError, RuntimeError):
+    """The broker did not acknowledge what we published."""
+
+
+class BuiltList:
+    """One list file on disk: its parsed header and bytes."""
+
+    def __init__(self, path: str, data: bytes):
+        self.path = path
+        self.data = data
+        parsed = listfile.parse(data)
+        self.manifest = parsed.manifest
+        self.source = parsed.manifest["source"]
+        self.list = parsed.manifest["list"]
+        self.version = int(parsed.manifest["version"])
+        self.head = bytes(data[:len(data) - parsed.manifest["content_length"]])
+
+    @classmethod
+    def load(cls, path: str) -> "BuiltList":
+        with open(path, "rb") as f:
+            return cls(path, f.read())
+
+
+def find_lists(directory: str) -> Dict[Tuple[str, str], List[BuiltList]]:
+    """Every ``*.gwl`` directly in ``directory``, grouped by (source, list), oldest version first."""
+    if not os.path.isdir(directory):
+        raise ConfigError("lists folder %r does not exist; point --lists at a `lists build` output" % directory)
+    groups: Dict[Tuple[str, str], List[BuiltList]] = {}
+    for name in sorted(os.listdir(directory)):
+        if not name.endswith(".gwl"):
+            continue
+        try:
+            item = BuiltList.load(os.path.join(directory, name))
+        except GatewatchError as exc:
+            raise ConfigError("%s is not a valid list file: %s" % (name, exc)) from None
+        groups.setdefault((item.source, item.list), []).append(item)
+    for key, items in groups.items():
+        items.sort(key=lambda b: b.version)
+        versions = [b.version for b in items]
+        if len(set(versions)) != len(versions):
+            raise ConfigError("%s/%s: two files carry the same version %s" % (key + (versions,)))
+    if not groups:
+        raise ConfigError("no .gwl list files in %r" % directory)
+    return groups
+
+
+def split(data: bytes, chunk_size: int) -> List[bytes]:
+    """Split into chunks of ``chunk_size`` (the last may be shorter); at least one chunk."""
+    if not 1 <= chunk_size <= MAX_CHUNK:
+        raise ConfigError("chunk size must be 1..%d bytes" % MAX_CHUNK)
+    return [data[i:i + chunk_size] for i in range(0, len(data), chunk_size)] or [b""]
+
+
+def _describe(data: bytes, chunks: List[bytes]) -> dict:
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "chunks": len(chunks),
+            "chunk_sha256": [hashlib.sha256(c).hexdigest() for c in chunks]}
+
+
+class Plan:
+    """Everything to publish for one list: chunk messages, then the manifest, plus stale topics."""
+
+    def __init__(self, newest: BuiltList, previous: Optional[BuiltList], chunk_size: int):
+        self.newest = newest
+        self.previous = previous
+        self.chunk_size = chunk_size
+        self.snapshot_chunks = split(newest.data, chunk_size)
+        self.delta: Optional[bytes] = None
+        self.delta_chunks: List[bytes] = []
+        if previous is not None:
+            self.delta = list_delta.encode(previous.data, newest.data)
+            self.delta_chunks = split(self.delta, chunk_size)
+
+    def announcement(self) -> dict:
+        n = self.newest
+        ann = {"schema": SCHEMA, "source": n.source, "list": n.list, "version": n.version,
+               "head": base64.b64encode(n.head).decode("ascii"), "chunk_size": self.chunk_size,
+               "deltas": []}
+        ann.update(_describe(n.data, self.snapshot_chunks))
+        if self.delta is not None:
+            d = {"from": self.previous.version}
+            d.update(_describe(self.delta, self.delta_chunks))
+            ann["deltas"].append(d)
+        return ann
+
+    def messages(self, topics) -> List[Tuple[str, bytes]]:
+        """(topic, payload) in publishing order; all retained."""
+        n = self.newest
+        out = [(topics.snapshot_chunk(n.source, n.list, n.version, i), c)
+               for i, c in enumerate(self.snapshot_chunks)]
+        if self.delta is not None:
+            out += [(topics.delta_chunk(n.source, n.list, self.previous.version, n.version, i), c)
+                    for i, c in enumerate(self.delta_chunks)]
+        out.append((topics.manifest(n.source, n.list),
+                    json.dumps(self.announcement(), sort_keys=True).encode("utf-8")))
+        return out
+
+
+def stale_topics(topics, items: List[BuiltList], chunk_size: int) -> List[str]:
+    """Retained chunk topics of superseded versions, to clear (an empty retained message)."""
+    out = []
+    for idx, old in enumerate(items[:-1]):
+        n = (len(old.data) + chunk_size - 1) // chunk_size
+        out += [topics.snapshot_chunk(old.source, old.list, old.version, i) for i in range(n + 1)]
+        if idx > 0:
+            prev = items[idx - 1]
+            try:
+                d = list_delta.encode(prev.data, old.data)
+            except GatewatchError:
+                continue
+            nd = (len(d) + chunk_size - 1) // chunk_size
+            out += [topics.delta_chunk(old.source, old.list, prev.version, old.version, i)
+                    for i in range(nd + 1)]
+    return out
+
+
+def publish_lists(client, topics, directory: str, chunk_size: int = DEFAULT_CHUNK,
+                  timeout: float = 60.0, clear_stale: bool = True) -> List[dict]:
+    """Publish the newest version of every list in ``directory`` (with a delta from the one before).
+
+    Waits for every PUBACK; raises PublishError if the broker does not acknowledge in time.
+    Returns the announcements published.
+    """
+    from agent.mqtt import wait_all
+
+    groups = find_lists(directory)
+    anns = []
+    for key in sorted(groups):
+        items = groups[key]
+        plan = Plan(items[-1], items[-2] if len(items) > 1 else None, chunk_size)
+        msgs = plan.messages(topics)
+        if clear_stale:
+            msgs = [(t, b"") for t in stale_topics(topics, items, chunk_size)] + msgs
+        # chunks first and acknowledged, then the manifest that announces them
+        acks = [client.publish(t, p, qos=1, retain=True) for t, p in msgs[:-1]]
+        if wait_all(acks, timeout) != len(acks):
+            raise PublishError("broker did not acknowledge %s/%s chunks within %.0fs" % (key + (timeout,)))
+        if not client.publish(msgs[-1][0], msgs[-1][1], qos=1, retain=True).wait(timeout):
+            raise PublishError("broker did not acknowledge the %s/%s manifest" % key)
+        ann = plan.announcement()
+        log.info("published %s/%s v%d: %d snapshot chunks, %s", key[0], key[1], plan.newest.version,
+                 len(plan.snapshot_chunks),
+                 "delta from v%d (%d bytes)" % (plan.previous.version, len(plan.delta)) if plan.delta
+                 else "no delta")
+        anns.append(ann)
+    return anns
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--broker", required=True, help="mqtt://[user:pass@]host:port or mqtts://...")
+    parser.add_argument("--lists", required=True, help="folder of built .gwl files (`lists build` output)")
+    parser.add_argument("--prefix", default="gatewatch/v1", help="topic prefix (default gatewatch/v1)")
+    parser.add_argument("--client-id", default="gatewatch-hub-publish-%d" % os.getpid())
+    parser.add_argument("--username")
+    parser.add_argument("--password")
+    parser.add_argument("--ca", help="CA file for mqtts://")
+    parser.add_argument("--cert", help="client certificate for mqtts://")
+    parser.add_argument("--key", help="client key for mqtts://")
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK,
+                        help="bytes per chunk, at most %d (default %d)" % (MAX_CHUNK, DEFAULT_CHUNK))
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the broker")
+    parser.add_argument("--json", action="store_true", help="print the announcements as JSON lines")
+
+
+def tls_of(args) -> Optional[dict]:
+    """TLS settings from --ca/--cert/--key, or None."""
+    tls = {k: v for k, v in (("ca_certs", args.ca), ("certfile", args.cert), ("keyfile", args.key)) if v}
+    return tls or None
+
+
+def main(args) -> int:
+    """Publish built lists to the broker: retained manifests, chunks, deltas."""
+    from agent.mqtt import MqttClient, Topics
+
+    try:
+        find_lists(args.lists)  # fail on a bad folder before connecting
+        client = MqttClient(args.broker, args.client_id, username=args.username, password=args.password,
+                            tls=tls_of(args))
+        with client.connect(timeout=args.timeout):
+            anns = publish_lists(client, Topics(args.prefix), args.lists, args.chunk_size, args.timeout)
+    except GatewatchError as exc:
+        print("gatewatch-hub publish: %s" % exc, file=sys.stderr)
+        return 2
+    for ann in anns:
+        if args.json:
+            ann = dict(ann)
+            ann.pop("head")
+            print(json.dumps(ann, sort_keys=True))
+        else:
+            print("%s/%s v%d: %d bytes in %d chunks%s" % (
+                ann["source"], ann["list"], ann["version"], ann["size"], ann["chunks"],
+                "".join(", delta from v%d: %d bytes" % (d["from"], d["size"]) for d in ann["deltas"])))
+    return 0
