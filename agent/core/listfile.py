@@ -37,9 +37,23 @@ def _u32(data, off):
     return struct.unpack_from("<I", data, off)[0]
 
 
+def _canonical(obj):
+    # MicroPython's json.dumps has no sort_keys: build the same canonical text by hand
+    # (manifests hold ASCII names and integers, where both encoders agree byte for byte).
+    if isinstance(obj, dict):
+        return "{" + ",".join(json.dumps(str(k)) + ":" + _canonical(obj[k]) for k in sorted(obj)) + "}"
+    if isinstance(obj, (list, tuple)):
+        return "[" + ",".join(_canonical(v) for v in obj) + "]"
+    return json.dumps(obj)
+
+
 def encode_manifest(manifest):
     """Canonical manifest bytes: sorted keys, compact separators, UTF-8."""
-    return json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    try:
+        text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    except TypeError:  # pragma: no cover - MicroPython
+        text = _canonical(manifest)
+    return text.encode("utf-8")
 
 
 def signed_part(manifest_bytes):
