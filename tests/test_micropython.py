@@ -128,3 +128,27 @@ def _scratch_repo(tmp_path: Path, name: str, text: str) -> Path:
     (repo / "tests" / "core" / name).write_text(text)
     os.utime(repo)
     return repo
+
+
+def test_manifest_freezes_the_core():
+    """firmware/micropython/manifest.py names agent/core as package `core` plus the port's defaults.
+
+    MicroPython's manifest is Python calling include()/package(); evaluated here with recording
+    stand-ins for those functions, the way the firmware build's tools/manifestfile.py calls them.
+    """
+    manifest = REPO / "firmware" / "micropython" / "manifest.py"
+    calls = []
+    env = {
+        "include": lambda path, **kw: calls.append(("include", path, kw)),
+        "package": lambda name, **kw: calls.append(("package", name, kw)),
+        "module": lambda name, **kw: calls.append(("module", name, kw)),
+        "require": lambda name, **kw: calls.append(("require", name, kw)),
+    }
+    exec(compile(manifest.read_text(), str(manifest), "exec"), env)
+    assert ("include", "$(PORT_DIR)/boards/manifest.py", {}) in calls
+    pkgs = [c for c in calls if c[0] == "package"]
+    assert len(pkgs) == 1 and pkgs[0][1] == "core"
+    base = (manifest.parent / pkgs[0][2]["base_path"]).resolve()
+    core_dir = base / "core"
+    assert core_dir == REPO / "agent" / "core"
+    assert (core_dir / "__init__.py").exists() and (core_dir / "bloom.py").exists()

@@ -36,20 +36,18 @@ except (ImportError, AttributeError):
 
 def import_core(name):
     """Import ``agent.core.<name>`` (CPython) or ``core.<name>`` (MicroPython); skip if absent."""
-    for full in ("agent.core." + name, "core." + name):
-        try:
-            mod = __import__(full)
-        except ImportError as exc:
-            # Only "this module does not exist" means absent; an ImportError raised inside
-            # an existing module is a real failure and must surface.
-            msg = str(exc)
-            if name not in msg and full not in msg and "no module" not in msg.lower():
-                raise
-            continue
-        for part in full.split(".")[1:]:
-            mod = getattr(mod, part)
-        return mod
-    skip("core module %r does not exist yet" % name)
+    full = ("core." if IS_MICROPYTHON else "agent.core.") + name
+    try:
+        mod = __import__(full)
+    except ImportError as exc:
+        # Only "this very module does not exist" means absent; an ImportError raised inside an
+        # existing module (say it imports something MicroPython lacks) is a failure and surfaces.
+        if full not in str(exc):
+            raise
+        skip("core module %r does not exist yet" % name)
+    for part in full.split(".")[1:]:
+        mod = getattr(mod, part)
+    return mod
 
 
 def _dirname(path):
