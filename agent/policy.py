@@ -1,0 +1,160 @@
+"""Policy: turns a scan result (plus the hub's confirmation) into block/allow and a report or none.
+
+Owns the mode (block, report-only, monitor) and what happens when the hub cannot be reached. It does
+no hashing, no network I/O of its own (it calls the confirmer it is given) and writes nothing.
+
+Defaults, and why:
+
+- ``mode = "block"``: the point of the agent is that known material does not load.
+- ``exact_unconfirmed = "block"``: an exact-list (sha256/sha1/md5) hit is near-certain (the filter's
+  design false-positive rate, 1e-6 by default), so while the hub is unreachable the agent still
+  blocks it; the cost of the rare false positive is one image not loading.
+- ``candidate_unconfirmed = "allow"``: a perceptual candidate is not a match until the hub's full
+  entries say so (a few in 10,000 unrelated images can be candidates), so without the hub it loads.
+- Reports: only ever for a hit that the hub's entries confirmed, in every mode and state. A hit
+  that could not be confirmed is counted, never reported.
+- Faults (a scan error, a confirmer crash) allow: fail-open on the network path, because an agent
+  fault must never take a household or a school offline.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional
+
+from agent.errors import ConfigError
+from agent.intake import Decision
+
+log = logging.getLogger("gatewatch.policy")
+
+MODES = ("block", "report-only", "monitor")
+UNCONFIRMED = ("block", "allow")
+EXACT_SIGNALS = ("sha256", "sha1", "md5")
+
+
+class PolicySettings:
+    """The ``[policy]`` section of the configuration."""
+
+    def __init__(self, mode: str = "block", exact_unconfirmed: str = "block",
+                 candidate_unconfirmed: str = "allow", confirm_timeout: float = 2.0,
+                 report_url: str = "url"):
+        if mode not in MODES:
+            raise ConfigError("policy.mode must be one of %s, not %r" % (", ".join(MODES), mode))
+        for name, value in (("exact_unconfirmed", exact_unconfirmed),
+                            ("candidate_unconfirmed", candidate_unconfirmed)):
+            if value not in UNCONFIRMED:
+                raise ConfigError("policy.%s must be 'block' or 'allow', not %r" % (name, value))
+        if not isinstance(confirm_timeout, (int, float)) or not 0 < confirm_timeout <= 60:
+            raise ConfigError("policy.confirm_timeout must be a number of seconds in (0, 60]")
+        if report_url not in ("url", "host", "none"):
+            raise ConfigError("policy.report_url must be 'url', 'host' or 'none', not %r" % (report_url,))
+        self.mode = mode
+        self.exact_unconfirmed = exact_unconfirmed
+        self.candidate_unconfirmed = candidate_unconfirmed
+        self.confirm_timeout = float(confirm_timeout)
+        self.report_url = report_url
+
+
+class Counters:
+    """What the policy decided, for status and the demo summary (no subscriber data)."""
+
+    def __init__(self):
+        self.scanned = 0
+        self.blocked = 0
+        self.confirmed = 0
+        self.unconfirmed = 0
+        self.refuted = 0
+        self.reported = 0
+        self.errors = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class Policy:
+    """Decides about one scan result.
+
+    ``confirmer(result) -> {ident: entries}``: the hub's entries behind the result's keys, for the
+    lists the hub answered (``agent.confirm.Confirmer.ask``; empty when it could not be asked).
+    ``scanner_confirm(result, answered) -> result``: the scanner's local decision
+    (``Scanner.confirm``): verdict match with confirmed hits, clean when refuted, candidate when
+    some list went unanswered.
+    ``report(result, url)``: queue a report for a confirmed hit (the spool).
+    """
+
+    def __init__(self, settings: PolicySettings, confirmer: Optional[Callable] = None,
+                 scanner_confirm: Optional[Callable] = None, report: Optional[Callable] = None):
+        self.settings = settings
+        self.confirmer = confirmer
+        self.scanner_confirm = scanner_confirm
+        self.report = report
+        self.counters = Counters()
+
+    def decide(self, result, url: Optional[str] = None) -> Decision:
+        """The decision for one ScanResult of a body fetched from ``url``."""
+        self.counters.scanned += 1
+        verdict = getattr(result, "verdict", "error")
+        if verdict == "error":
+            self.counters.errors += 1
+            return Decision("allow", "scan-error: %s" % (getattr(result, "reason", "") or "unknown"), result, url)
+        if verdict not in ("match", "candidate"):
+            return Decision("allow", "clean", result, url)
+        confirmed = None  # True / False / None (could not ask)
+        try:
+            answered = self.confirmer(result) if self.confirmer else {}
+            if answered and self.scanner_confirm is not None:
+                decided = self.scanner_confirm(result, answered)
+                if decided.verdict == "match" and any(h.confirmed for h in decided.hits):
+                    confirmed = True
+                elif decided.verdict == "clean":
+                    confirmed = False
+                result = decided
+        except Exception as exc:  # fail-open: a confirmer fault is "hub unreachable", never a crash
+            log.warning("confirmation failed: %s", exc)
+            confirmed = None
+        exact = any(h.list.signal in EXACT_SIGNALS for h in getattr(result, "hits", ()))
+        mode = self.settings.mode
+        if confirmed is False:
+            self.counters.refuted += 1
+            return Decision("allow", "refuted-by-hub", result, url)
+        if confirmed is True:
+            self.counters.confirmed += 1
+            if mode != "monitor" and self.report is not None:
+                try:
+                    self.report(result, url)
+                    self.counters.reported += 1
+                except Exception as exc:  # the spool failing must not turn into a network outage
+                    log.error("could not queue report: %s", exc)
+            if mode == "block":
+                self.counters.blocked += 1
+                return Decision("block", "match-confirmed", result, url)
+            return Decision("allow", "match-confirmed-%s" % mode, result, url)
+        # the hub could not be asked: no report, ever; block only as configured
+        self.counters.unconfirmed += 1
+        rule = self.settings.exact_unconfirmed if exact else self.settings.candidate_unconfirmed
+        if mode == "block" and rule == "block":
+            self.counters.blocked += 1
+            return Decision("block", "match-unconfirmed", result, url)
+        return Decision("allow", "unconfirmed-%s" % ("match" if exact else "candidate"), result, url)
+
+
+class PolicyInspector:
+    """An ``agent.intake.Inspector`` that scans with a scanner and decides with a Policy."""
+
+    def __init__(self, scanner_ref: Callable, policy: Policy):
+        # scanner_ref() returns the current Scanner: list updates swap it in one step
+        self.scanner_ref = scanner_ref
+        self.policy = policy
+
+    def inspect(self, body: bytes, content_type: Optional[str] = None, url: Optional[str] = None) -> Decision:
+        """Scan ``body`` and decide; any fault allows (fail-open)."""
+        try:
+            scanner = self.scanner_ref()
+            if scanner is None:
+                return Decision("allow", "no-lists", None, url)
+            result = scanner.scan_bytes(body, content_type=content_type, url=url)
+        except Exception as exc:
+            self.policy.counters.errors += 1
+            log.warning("scan failed: %s", exc)
+            return Decision("allow", "scan-error: %s" % type(exc).__name__, None, url)
+        return self.policy.decide(result, url)
