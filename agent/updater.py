@@ -56,6 +56,18 @@ class ListStore:
         self.clock = clock
         os.makedirs(directory, exist_ok=True)
 
+    def remove_leftovers(self) -> int:
+        """Delete temp files a crash left behind (``.<name>.tmp-<pid>``); the agent calls this at start."""
+        n = 0
+        for name in os.listdir(self.directory):
+            if name.startswith(".") and ".tmp-" in name:
+                try:
+                    os.unlink(os.path.join(self.directory, name))
+                    n += 1
+                except OSError:
+                    pass
+        return n
+
     def _files(self) -> List[tuple]:
         out = []
         for name in os.listdir(self.directory):
