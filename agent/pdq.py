@@ -42,7 +42,6 @@ _LUMA = np.array([LUMA_R, LUMA_G, LUMA_B], dtype=np.float32)
 
 MIN_HASHABLE_DIM = 5  # the reference returns an all-zero hash, quality 0 below this
 _OUT = 64  # decimated size
-_DENSE_MAX_PIXELS = 1 << 18  # below this one dense matmul beats the banded loop
 
 # The reference order of the dihedral variants.
 DIHEDRAL_NAMES = (
@@ -98,34 +97,74 @@ def _box_transposed(rows: np.ndarray, window: int) -> np.ndarray:
 
 
 class _Axis(NamedTuple):
-    dense: np.ndarray  # float32 64 x n: decimate(box(box(x))) as a matrix
-    starts: np.ndarray  # per output row: first non-zero column
+    starts: tuple  # per output row: first non-zero column
     weights: tuple  # per output row: float32 band of non-zero weights
+    # Even and odd output rows each have non-overlapping bands, so each group is one weighted
+    # np.add.reduceat: (output indices, band starts, float32 weight vector of length n). None when
+    # bands overlap within a group (images under 64 px on this axis).
+    groups: object
+
+
+def _reference_rows(n: int) -> np.ndarray:
+    """float64 64xn: the reference's decimate(box(box(x))) along one axis of length n, as a matrix."""
+    if n == _OUT:
+        # The reference copies a 64x64 input as is (the filter would be the identity anyway).
+        return np.eye(_OUT)
+    window = (n + 2 * _OUT - 1) // (2 * _OUT)
+    pick = ((np.arange(_OUT) + 0.5) * n / _OUT).astype(np.int64)
+    dense = np.zeros((_OUT, n), dtype=np.float64)
+    dense[np.arange(_OUT), pick] = 1.0
+    # Two X,Y passes in the reference; along one axis they are two box passes.
+    return _box_transposed(_box_transposed(dense, window), window)
+
+
+def _block_map(n_full: int, n: int) -> np.ndarray:
+    """For each full-resolution index, the index of the reduced pixel that covers it."""
+    k = np.arange(n_full)
+    for scale in (2, 4, 8, 16):
+        if -(-n_full // scale) == n:  # libjpeg's scaled size: ceil(n_full / scale)
+            return k // scale
+    return np.minimum(n - 1, (k * n) // n_full)
 
 
 @functools.lru_cache(maxsize=32)
-def _axis(n: int) -> _Axis:
-    """The 64xn reduction matrix for one image axis of length n (cached per size)."""
-    if n == _OUT:
-        # The reference copies a 64x64 input as is (the filter would be the identity anyway).
-        dense = np.eye(_OUT)
-    else:
-        window = (n + 2 * _OUT - 1) // (2 * _OUT)
-        pick = ((np.arange(_OUT) + 0.5) * n / _OUT).astype(np.int64)
-        dense = np.zeros((_OUT, n), dtype=np.float64)
-        dense[np.arange(_OUT), pick] = 1.0
-        # Two X,Y passes in the reference; along one axis they are two box passes.
-        dense = _box_transposed(_box_transposed(dense, window), window)
-    dense32 = np.ascontiguousarray(dense, dtype=np.float32)
-    starts = np.empty(_OUT, dtype=np.int64)
+def _axis(n: int, n_full: int) -> _Axis:
+    """The 64xn reduction matrix for one image axis of length n (cached per size).
+
+    When the pixels are a reduced decode of an axis of length ``n_full`` (JPEG scaled decoding),
+    each reduced pixel stands for a block of full-resolution pixels; it gets the sum of the
+    reference weights of its block. Filter width and sample positions then stay those of the
+    full-resolution reference, rather than filtering the already averaged pixels a second time.
+    """
+    dense = _reference_rows(n_full)
+    if n_full != n:
+        reduced = np.zeros((_OUT, n), dtype=np.float64)
+        np.add.at(reduced.T, _block_map(n_full, n), dense.T)
+        dense = reduced
+    # Only the bands are kept: a dense 64 x 20000 matrix per cached size would cost megabytes.
+    starts = []
     weights = []
     for i in range(_OUT):
         nz = np.flatnonzero(dense[i] != 0.0)
         s, e = int(nz[0]), int(nz[-1]) + 1
-        starts[i] = s
-        weights.append(dense32[i, s:e].copy())
-    dense32.setflags(write=False)
-    return _Axis(dense32, starts, tuple(weights))
+        starts.append(s)
+        band = dense[i, s:e].astype(np.float32)
+        band.setflags(write=False)
+        weights.append(band)
+    groups = []
+    for first in (0, 1):
+        rows = list(range(first, _OUT, 2))
+        vec = np.zeros(n, dtype=np.float32)
+        for a, b in zip(rows, rows[1:]):
+            if starts[a] + len(weights[a]) > starts[b]:
+                groups = None
+                break
+        if groups is None:
+            break
+        for a in rows:
+            vec[starts[a]:starts[a] + len(weights[a])] = weights[a]
+        groups.append((np.array(rows), np.array([starts[a] for a in rows]), vec))
+    return _Axis(tuple(starts), tuple(weights), groups)
 
 
 def _check_dims(shape) -> None:
@@ -133,18 +172,20 @@ def _check_dims(shape) -> None:
         raise ValueError("PDQ needs a 2-D luminance array, got shape %r" % (tuple(shape),))
 
 
-def _reduce_rows(img: np.ndarray, to_luma) -> np.ndarray:
-    """64 x W float32: the row half of ``A @ luma``, converting one band of rows at a time."""
-    h, w = img.shape[0], img.shape[1]
-    ax = _axis(h)
-    if h * w <= _DENSE_MAX_PIXELS:
-        return ax.dense @ to_luma(img)
-    out = np.empty((_OUT, w), dtype=np.float32)
+# Why einsum and not ``@``: on a busy 2-core gateway OpenBLAS's threads spin against each other and
+# a 64x512x64 product took 40 ms instead of 0.5 ms. numpy's own einsum loops are single-threaded,
+# vectorised and predictable, and every product here is a thin band anyway.
+
+
+def _reduce_rows(img: np.ndarray, to_luma, h_full: int) -> np.ndarray:
+    """64 x W float32: ``A @ luma`` band by band (each output row reads ~H/64 input rows)."""
+    ax = _axis(img.shape[0], h_full)
+    out = np.empty((_OUT, img.shape[1]), dtype=np.float32)
     for i in range(_OUT):
         s = ax.starts[i]
         band = ax.weights[i]
         # The bands barely overlap, so each pixel is converted about once and no full float copy exists.
-        out[i] = band @ to_luma(img[s:s + band.shape[0]])
+        np.einsum("k,kw->w", band, to_luma(img[s:s + band.shape[0]]), out=out[i])
     return out
 
 
@@ -153,13 +194,26 @@ def _as_float32(a: np.ndarray) -> np.ndarray:
 
 
 def _rgb_to_luma(rgb: np.ndarray) -> np.ndarray:
-    return rgb[..., :3] @ _LUMA  # float32 luma, as the reference's fillFloatLumaFromRGB
+    # float32 luma with the reference's coefficients (fillFloatLumaFromRGB).
+    return np.einsum("kwc,c->kw", rgb[..., :3], _LUMA, dtype=np.float32, casting="unsafe")
 
 
-def _downsample64(img: np.ndarray, to_luma) -> np.ndarray:
+def _downsample64(img: np.ndarray, to_luma, full) -> np.ndarray:
+    """The reference's 64x64 blurred and decimated luma (float32)."""
     h, w = img.shape[0], img.shape[1]
-    rows = _reduce_rows(img, to_luma)  # 64 x W
-    return rows @ _axis(w).dense.T  # 64 x 64, float32
+    h_full, w_full = full
+    rows = _reduce_rows(img, to_luma, h_full)  # 64 x W
+    ax = _axis(w, w_full)
+    out = np.empty((_OUT, _OUT), dtype=np.float32)
+    if ax.groups is not None:
+        for cols, starts, vec in ax.groups:
+            out[:, cols] = np.add.reduceat(rows * vec, starts, axis=1)
+        return out
+    for j in range(_OUT):
+        s = ax.starts[j]
+        band = ax.weights[j]
+        np.einsum("k,ik->i", band, rows[:, s:s + band.shape[0]], out=out[:, j])
+    return out
 
 
 def _quality(buf: np.ndarray) -> int:
@@ -173,7 +227,9 @@ def _quality(buf: np.ndarray) -> int:
 
 
 def _dct16(buf: np.ndarray) -> np.ndarray:
-    return _DCT @ buf.astype(np.float64) @ _DCT.T
+    # Two thin products (16x64 by 64x64, then by 64x16), as the reference's dct64To16.
+    t = np.einsum("ik,kl->il", _DCT, buf.astype(np.float64))
+    return np.einsum("il,jl->ij", t, _DCT)
 
 
 def _bits(coefs: np.ndarray, quality: int) -> PdqResult:
@@ -191,19 +247,32 @@ def _zero_result() -> PdqResult:
     return PdqResult(bytes(32), 0, np.zeros(256, dtype=np.float32))
 
 
-def _from(img: np.ndarray, to_luma) -> PdqResult:
+def _full_shape(img: np.ndarray, full_shape):
     h, w = img.shape[0], img.shape[1]
-    if h < MIN_HASHABLE_DIM or w < MIN_HASHABLE_DIM:
+    if full_shape is None:
+        return h, w
+    try:
+        fh, fw = (int(x) for x in full_shape)
+    except (TypeError, ValueError):
+        raise ValueError("full_shape must be (height, width), got %r" % (full_shape,)) from None
+    if fh < h or fw < w or (fh > 16 * h + 16) or (fw > 16 * w + 16):
+        raise ValueError("full_shape %r does not fit a 1/1..1/16 scaled decode of %dx%d" % (full_shape, h, w))
+    return fh, fw
+
+
+def _from(img: np.ndarray, to_luma, full_shape) -> PdqResult:
+    full = _full_shape(img, full_shape)
+    if min(full) < MIN_HASHABLE_DIM or min(img.shape[0], img.shape[1]) < 1:
         return _zero_result()
-    buf = _downsample64(img, to_luma)
+    buf = _downsample64(img, to_luma, full)
     return _bits(_dct16(buf), _quality(buf))
 
 
-def _dihedral_from(img: np.ndarray, to_luma) -> List[PdqResult]:
-    h, w = img.shape[0], img.shape[1]
-    if h < MIN_HASHABLE_DIM or w < MIN_HASHABLE_DIM:
+def _dihedral_from(img: np.ndarray, to_luma, full_shape) -> List[PdqResult]:
+    full = _full_shape(img, full_shape)
+    if min(full) < MIN_HASHABLE_DIM or min(img.shape[0], img.shape[1]) < 1:
         return [_zero_result() for _ in DIHEDRAL_NAMES]
-    buf = _downsample64(img, to_luma)
+    buf = _downsample64(img, to_luma, full)
     q = _quality(buf)
     a = _dct16(buf)
     # Rotating/flipping the image transposes the DCT and negates odd frequencies (even indices,
@@ -238,26 +307,30 @@ def _rgb_checked(rgb: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def pdq_from_luma(luma: np.ndarray) -> PdqResult:
+# ``full_shape``: when the array is a 1/2..1/8 scaled decode (JPEG draft) of an image of
+# (height, width) = full_shape, hash it as an approximation of the full-resolution image.
+
+
+def pdq_from_luma(luma: np.ndarray, full_shape=None) -> PdqResult:
     """PDQ hash of a 2-D luminance array (values 0..255; uint8 or float)."""
     luma = np.asarray(luma)
-    return _from(luma, _luma_converter(luma))
+    return _from(luma, _luma_converter(luma), full_shape)
 
 
-def pdq_from_rgb(rgb: np.ndarray) -> PdqResult:
+def pdq_from_rgb(rgb: np.ndarray, full_shape=None) -> PdqResult:
     """PDQ hash of an HxWx3 uint8 RGB array (alpha, if present, is ignored as the reference does)."""
-    return _from(_rgb_checked(np.asarray(rgb)), _rgb_to_luma)
+    return _from(_rgb_checked(np.asarray(rgb)), _rgb_to_luma, full_shape)
 
 
-def pdq_dihedral_from_luma(luma: np.ndarray) -> List[PdqResult]:
+def pdq_dihedral_from_luma(luma: np.ndarray, full_shape=None) -> List[PdqResult]:
     """The 8 dihedral PDQ hashes (``DIHEDRAL_NAMES`` order) from one filter pass and one DCT."""
     luma = np.asarray(luma)
-    return _dihedral_from(luma, _luma_converter(luma))
+    return _dihedral_from(luma, _luma_converter(luma), full_shape)
 
 
-def pdq_dihedral_from_rgb(rgb: np.ndarray) -> List[PdqResult]:
+def pdq_dihedral_from_rgb(rgb: np.ndarray, full_shape=None) -> List[PdqResult]:
     """The 8 dihedral PDQ hashes of an HxWx3 uint8 RGB array."""
-    return _dihedral_from(_rgb_checked(np.asarray(rgb)), _rgb_to_luma)
+    return _dihedral_from(_rgb_checked(np.asarray(rgb)), _rgb_to_luma, full_shape)
 
 
 def hamming(a: bytes, b: bytes) -> int:
