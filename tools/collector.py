@@ -1,0 +1,255 @@
+"""Collect anonymised reports from the broker into SQLite (exactly once per id) and export them per source.
+
+Owns the hub's report store: ``gatewatch-hub reports collect`` subscribes to the reports of every
+source through a shared subscription (several collectors split the load), validates each report
+against the schema and stores it once by report id; ``gatewatch-hub reports export`` writes one
+source's reports as CSV or JSON so that each hotline receives its own. Must not touch lists,
+confirmations or anything the devices hold.
+
+Never lost on the hub side: the collector keeps a persistent MQTT session (clean_session off, fixed
+client id), so the broker queues reports while it is away, and paho sends the PUBACK only after the
+message handler returned, i.e. after the SQLite commit. A report whose commit fails is not
+acknowledged (the connection is dropped) and the broker delivers it again.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import os
+import signal
+import socket
+import sqlite3
+import sys
+import threading
+import time
+
+from agent.core.report import ReportError, decode_report
+from agent.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS reports (
+    id          TEXT PRIMARY KEY,
+    source      TEXT NOT NULL,
+    list        TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    signal      TEXT NOT NULL,
+    distance    INTEGER NOT NULL,
+    entry       TEXT NOT NULL,
+    hosting     TEXT NOT NULL,
+    time        TEXT NOT NULL,
+    device      TEXT,
+    region      TEXT,
+    agent       TEXT NOT NULL,
+    schema      INTEGER NOT NULL,
+    received_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reports_source_time ON reports (source, time);
+"""
+CSV_COLUMNS = ("id", "time", "source", "list", "version", "signal", "distance", "entry",
+               "hosting_url", "hosting_host", "hosting_ip", "hosting_country", "device", "region",
+               "agent", "schema", "received_at")
+
+
+class ReportStore:
+    """SQLite store of reports keyed by report id: storing an id twice keeps the first copy."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(folder):
+            raise ConfigError("report database folder %s does not exist" % folder)
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # a commit is on disk before the PUBACK
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError("%s is not a usable report database: %s" % (self.path, exc)) from None
+        self._lock = threading.Lock()
+
+    def add(self, report, received_at=None):
+        """Store a validated report dict; True if new, False if its id was already stored."""
+        row = (report["id"], report["source"], report["list"], report["version"], report["signal"],
+               report["distance"], report["entry"],
+               json.dumps(report["hosting"], sort_keys=True, separators=(",", ":")), report["time"],
+               report["device"], report["region"], report["agent"], report["schema"],
+               received_at or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        with self._lock:
+            cur = self._db.execute("INSERT OR IGNORE INTO reports VALUES (%s)" % ",".join("?" * 14), row)
+            return cur.rowcount == 1
+
+    def count(self, source=None):
+        """Number of stored reports (of one source)."""
+        with self._lock:
+            if source is None:
+                return self._db.execute("SELECT COUNT(*) FROM reports").fetchone()[0]
+            return self._db.execute("SELECT COUNT(*) FROM reports WHERE source=?", (source,)).fetchone()[0]
+
+    def ids(self):
+        """All stored report ids."""
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT id FROM reports")}
+
+    def reports(self, source):
+        """The reports of one source as dicts in the schema's form, oldest hour first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, source, list, version, signal, distance, entry, hosting, time, device, "
+                "region, agent, schema, received_at FROM reports WHERE source=? ORDER BY time, id",
+                (source,)).fetchall()
+        out = []
+        for r in rows:
+            out.append({"id": r[0], "source": r[1], "list": r[2], "version": r[3], "signal": r[4],
+                        "distance": r[5], "entry": r[6], "hosting": json.loads(r[7]), "time": r[8],
+                        "device": r[9], "region": r[10], "agent": r[11], "schema": r[12],
+                        "received_at": r[13]})
+        return out
+
+    def close(self):
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+
+def export(store, source, fmt):
+    """One source's reports as CSV or JSON text."""
+    reports = store.reports(source)
+    if fmt == "json":
+        return json.dumps(reports, indent=1, sort_keys=True) + "\n"
+    if fmt != "csv":
+        raise ConfigError("export format %r unknown; use csv or json" % (fmt,))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for r in reports:
+        h = r["hosting"]
+        flat = dict(r, hosting_url=h.get("url"), hosting_host=h.get("host"), hosting_ip=h.get("ip"),
+                    hosting_country=h.get("country"))
+        w.writerow(["" if flat[c] is None else flat[c] for c in CSV_COLUMNS])
+    return buf.getvalue()
+
+
+class Collector:
+    """Subscribes to all report topics (shared subscription) and stores each valid report once."""
+
+    def __init__(self, client, store, topics, group="hub"):
+        self.client = client
+        self.store = store
+        self.topics = topics
+        self.group = group
+        self.stored = 0
+        self.duplicates = 0
+        self.rejected = 0
+
+    def start(self):
+        """Subscribe; messages are handled on the client's network thread."""
+        self.client.subscribe(self.topics.reports_shared(self.group), self._on_message, qos=1)
+        return self
+
+    def _on_message(self, message):
+        source = self.topics.source_of_report_topic(message.topic)
+        try:
+            report = decode_report(message.payload)
+            if report["source"] != source:
+                raise ReportError("report for source %r arrived on the topic of %r" % (report["source"], source))
+        except ReportError as exc:
+            # it will never become valid: acknowledge and count it, but do not store it
+            self.rejected += 1
+            log.warning("rejected a report on %s: %s", message.topic, exc)
+            return
+        # an exception from here on propagates: no PUBACK, the broker delivers the report again
+        if self.store.add(report):
+            self.stored += 1
+        else:
+            self.duplicates += 1
+
+
+# command line ---------------------------------------------------------------------------------
+def add_arguments(parser):
+    """`reports collect ...` and `reports export ...`."""
+    sub = parser.add_subparsers(dest="reports_cmd", metavar="{collect,export}")
+    sub.required = True
+    c = sub.add_parser("collect", help="store reports from the broker in SQLite (runs until stopped)")
+    c.add_argument("--broker", required=True, help="mqtt://host:1883 or mqtts://host:8883")
+    c.add_argument("--db", required=True, help="SQLite file (created if missing)")
+    c.add_argument("--prefix", default="gatewatch/v1", help="topic prefix (default: %(default)s)")
+    c.add_argument("--group", default="hub", help="shared-subscription group (default: %(default)s)")
+    c.add_argument("--client-id", default="gatewatch-collector-%s" % socket.gethostname(),
+                   help="MQTT client id; keep it stable so the broker keeps the session (default: "
+                        "%(default)s)")
+    c.add_argument("--username", default=os.environ.get("GATEWATCH_HUB_USERNAME"),
+                   help="broker login (env GATEWATCH_HUB_USERNAME)")
+    c.add_argument("--password-env", default="GATEWATCH_HUB_PASSWORD",
+                   help="environment variable holding the broker password (default: %(default)s)")
+    c.add_argument("--ca", help="CA file for mqtts://")
+    c.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    e = sub.add_parser("export", help="write one source's reports as CSV or JSON")
+    e.add_argument("--db", required=True, help="SQLite file written by `reports collect`")
+    e.add_argument("--source", required=True, help="the source (hotline) whose reports to export")
+    e.add_argument("--format", choices=("csv", "json"), default="csv", help="default: %(default)s")
+    e.add_argument("--out", default="-", help="output file (default: standard output)")
+
+
+def main(args):
+    """Run `reports collect` or `reports export`; returns the exit code."""
+    try:
+        if args.reports_cmd == "export":
+            return _export(args)
+        return _collect(args)
+    except ConfigError as exc:
+        print("gatewatch-hub reports: %s" % exc, file=sys.stderr)
+        return 2
+
+
+def _export(args):
+    if not os.path.exists(args.db):
+        raise ConfigError("report database %s does not exist" % args.db)
+    store = ReportStore(args.db)
+    try:
+        text = export(store, args.source, args.format)
+    finally:
+        store.close()
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        with open(args.out, "w", newline="") as f:
+            f.write(text)
+    return 0
+
+
+def _collect(args):
+    from agent.mqtt import MqttClient, MqttError, Topics
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    store = ReportStore(args.db)
+    password = os.environ.get(args.password_env) if args.password_env else None
+    client = MqttClient(args.broker, args.client_id, username=args.username, password=password,
+                        tls={"ca_certs": args.ca} if args.ca else None, clean_session=False)
+    collector = Collector(client, store, Topics(args.prefix), group=args.group).start()
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    try:
+        client.connect(timeout=30)
+    except MqttError as exc:
+        print("gatewatch-hub reports collect: %s" % exc, file=sys.stderr)
+        client.stop()
+        return 1
+    print("collecting reports from %s into %s" % (args.broker, args.db), flush=True)
+    done.wait(args.duration)
+    client.stop()
+    store.close()
+    print("stored %d new reports (%d duplicates, %d rejected)"
+          % (collector.stored, collector.duplicates, collector.rejected), flush=True)
+    return 0
+
+
+if __name__ == "__main__":  # python -m tools.collector collect|export ...
+    p = argparse.ArgumentParser(prog="gatewatch-hub reports", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    sys.exit(main(p.parse_args()))
