@@ -42,7 +42,9 @@ DEFAULT_FP_RATE = 1e-6
 DEFAULT_EXPIRES_DAYS = 30
 CLOCK_SKEW = 600  # seconds a manifest's creation time may lie in our future
 # LSH defaults, chosen by bench/bench_lsh.py (docs/benchmarks.md, "Perceptual lists").
-DEFAULT_LSH = {"bands": 8, "flip_bits": 4, "depth": 1, "threshold": 31, "min_quality": 50}
+# min_quality 20: PDQ of flat or tiny images (quality near 0) is degenerate; textured pictures of low
+# contrast still hash usefully at 30-50, and the reference matches them, so the gate stays low.
+DEFAULT_LSH = {"bands": 8, "flip_bits": 4, "depth": 1, "threshold": 31, "min_quality": 20}
 PUB_PREFIX = "gatewatch-ed25519"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
