@@ -1,0 +1,157 @@
+"""firmware/openwrt: the shipped UCI file maps to a valid agent config, the init script's validation
+matches the mapping's schema, scripts pass ``sh -n``, the fw4 include passes ``nft -c`` inside
+``table inet fw4`` (as fw4 includes it) and the feed Makefile parses with GNU make."""
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from hal import openwrt
+from tests.hal.rigs import NetNs
+
+PKG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "firmware", "openwrt", "gatewatch")
+FILES = os.path.join(PKG, "files")
+
+
+def _read(name):
+    with open(os.path.join(FILES, name)) as f:
+        return f.read()
+
+
+def test_shipped_uci_config_maps_to_a_valid_config():
+    config = openwrt.uci_to_config(_read("gatewatch.config"))
+    assert config["agent"] == {"state_dir": "/etc/gatewatch", "mode": "enforce", "log_level": "info"}
+    assert config["broker"]["url"] == "mqtts://hub.example.invalid:8883" and config["broker"]["tls"] is True
+    assert config["policy"] == {"mode": "block", "hub_unreachable": "fail-open", "firewall_block_seconds": 0}
+    assert config["intake"] == {"transparent": False, "proxy": "0.0.0.0:3128"}
+    assert config["hal"] == {"backend": "openwrt"} and config["enabled"] is True
+    assert "password" not in config["broker"]  # empty options are unset, not empty strings
+
+
+def test_shipped_config_covers_every_option_of_the_schema():
+    sections = {s.type: s.options for s in openwrt.parse_uci(_read("gatewatch.config"))}
+    assert {k: sorted(v) for k, v in sections.items()} == {k: sorted(v) for k, v in openwrt.UCI_SCHEMA.items()}
+
+
+def _init_validation():
+    """section -> {option: validate_data type} from the init script's uci_load_validate calls."""
+    text = _read("gatewatch.init")
+    out = {}
+    for func, body in re.findall(r"validate_(\w+)_section\(\) \{\n(.*?)\n\}", text, re.S):
+        out[func] = {}
+        for spec in re.findall(r"'([^']+)'", body):
+            name, _, rest = spec.partition(":")
+            out[func][name] = rest
+    return out
+
+
+def test_init_script_validates_the_same_options_and_types_as_the_mapping():
+    validation = _init_validation()
+    assert sorted(validation) == sorted(openwrt.UCI_SCHEMA)
+    for section, options in openwrt.UCI_SCHEMA.items():
+        assert sorted(validation[section]) == sorted(options), section
+        for name, (kind, extra) in options.items():
+            vtype = validation[section][name]
+            if kind == "bool":
+                assert vtype.startswith("bool"), (section, name)
+            elif kind == "uint":
+                assert vtype.startswith("uinteger"), (section, name)
+            elif kind == "choice":
+                choices = re.match(r'or\(([^)]*)\)', vtype).group(1)
+                assert choices == ",".join('"%s"' % c for c in extra), (section, name)
+            else:
+                assert vtype.startswith("string"), (section, name)
+
+
+def test_init_script_has_procd_essentials():
+    text = _read("gatewatch.init")
+    for needle in ("USE_PROCD=1", "procd_set_param respawn", "procd_add_reload_trigger \"gatewatch\"",
+                   "procd_add_validation validate_all", "uci_load_validate gatewatch agent",
+                   "procd_set_param file /etc/config/gatewatch", "GATEWATCH_HAL=openwrt",
+                   "python3 -m hal.openwrt render"):
+        assert needle in text, needle
+
+
+@pytest.mark.parametrize("name", ["gatewatch.init", "gatewatch.uci-defaults"])
+def test_scripts_pass_sh_n(name):
+    path = os.path.join(FILES, name)
+    proc = subprocess.run(["sh", "-n", path], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert os.access(path, os.X_OK), "%s must be executable" % name
+
+
+def test_sh_n_does_catch_a_syntax_error(tmp_path):
+    bad = tmp_path / "bad.sh"
+    bad.write_text(_read("gatewatch.init").replace("start_service() {", "start_service() {{ ("))
+    assert subprocess.run(["sh", "-n", str(bad)], capture_output=True).returncode != 0
+
+
+def test_shipped_nft_include_is_the_generated_one():
+    assert _read("gatewatch.nft") == openwrt.fw4_include()
+
+
+def _nft_check_in_fw4_table(ns, tmp_path, body):
+    include = tmp_path / "include.nft"
+    include.write_text(body)
+    wrapper = tmp_path / "fw4.nft"
+    # fw4 includes table-post files from inside its own table; check the text in that position.
+    wrapper.write_text('table inet fw4 {\n\tinclude "%s"\n}\n' % include)
+    return ns.run(["nft", "-c", "-f", str(wrapper)], capture_output=True, text=True)
+
+
+def test_nft_include_and_redirect_pass_nft_check(tmp_path):
+    ns = NetNs()
+    try:
+        for body in (_read("gatewatch.nft"), openwrt.fw4_include(proxy_port=3128),
+                     openwrt.fw4_include() + openwrt.redirect_include(
+                         openwrt.uci_to_config(_read("gatewatch.config").replace("transparent '0'", "transparent '1'")))):
+            proc = _nft_check_in_fw4_table(ns, tmp_path, body)
+            assert proc.returncode == 0, proc.stderr
+        broken = _nft_check_in_fw4_table(ns, tmp_path, _read("gatewatch.nft").replace("type ipv4_addr", "type ipv4_adr"))
+        assert broken.returncode != 0  # the check is real: a typo fails it
+    finally:
+        ns.close()
+
+
+def test_nft_include_loads_into_a_fw4_table_and_the_backend_uses_it(tmp_path):
+    ns = NetNs()
+    try:
+        include = tmp_path / "20-gatewatch.nft"
+        include.write_text(_read("gatewatch.nft"))
+        ns.run(["nft", "-f", "-"], input='table inet fw4 {\ninclude "%s"\n}\n' % include, text=True, check=True)
+        fw = openwrt.Firewall(nft=ns.nft)
+        fw.block("192.0.2.50", 120)
+        listed = ns.run(["nft", "list", "set", "inet", "fw4", "gatewatch_block4"], capture_output=True, text=True).stdout
+        assert "192.0.2.50" in listed
+    finally:
+        ns.close()
+
+
+def test_feed_makefile_parses_and_installs_every_file(tmp_path):
+    if shutil.which("make") is None:
+        pytest.skip("GNU make not installed")
+    # Stand-ins for the OpenWrt build system's includes, so GNU make parses the real Makefile.
+    top = tmp_path / "top"
+    (top / "include").mkdir(parents=True)
+    (top / "feeds/packages/lang/python").mkdir(parents=True)
+    (top / "rules.mk").write_text("")
+    (top / "include/package.mk").write_text("BuildPackage = $(eval PACKAGES += $(1))\n")
+    (top / "feeds/packages/lang/python/python3-package.mk").write_text("Py3Package =\n")
+    proc = subprocess.run(
+        ["make", "-s", "-C", PKG, "-f", "Makefile", "TOPDIR=%s" % top, "INCLUDE_DIR=%s/include" % top,
+         "--eval", "show: ; @: $(info $(PKG_NAME) $(PACKAGES) | $(Package/gatewatch) | $(GATEWATCH_SRC))", "show"],
+        capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    name, deps, src = proc.stdout.split(" | ")
+    assert "SECTION:=net" in deps
+    assert name.split() == ["gatewatch", "gatewatch"]
+    for dep in ("+python3-light", "+python3-numpy", "+python3-pillow", "+python3-cryptography",
+                "+python3-paho-mqtt", "+python3-pyserial", "+nftables"):
+        assert dep in deps
+    assert os.path.samefile(src.strip(), os.path.dirname(os.path.dirname(PKG)) + "/..")
+    makefile = open(os.path.join(PKG, "Makefile")).read()
+    for name in os.listdir(FILES):
+        assert "./files/%s " % name in makefile, "%s is not installed by the Makefile" % name
