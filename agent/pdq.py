@@ -43,7 +43,11 @@ _LUMA = np.array([LUMA_R, LUMA_G, LUMA_B], dtype=np.float32)
 MIN_HASHABLE_DIM = 5  # the reference returns an all-zero hash, quality 0 below this
 _OUT = 64  # decimated size
 
-# The reference order of the dihedral variants.
+# The reference order of the dihedral variants. Variant k approximates (within ~16 bits, measured;
+# the decimation grid is not symmetric) the original hash of the image transformed as:
+# rot90 = np.rot90(a, 1) (counter-clockwise, PIL ROTATE_90), rot180, rot270 = np.rot90(a, 3),
+# flipX = a[::-1] (upside down), flipY = a[:, ::-1] (mirror), flipPlusOne = a.T,
+# flipMinusOne = np.rot90(a, 2).T (anti-transpose).
 DIHEDRAL_NAMES = (
     "original",
     "rot90",
