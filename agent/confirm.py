@@ -16,7 +16,9 @@ Answer (JSON, on ``<p>/confirm/resp/<client id>/<request id>``)::
     {"v": 1, "id": "<request id>", "ttl_positive": s, "ttl_negative": s,
      "lists": {"<source>/<list>": {"version": N, "entries": {"<key>": [{"id": .., "hash": hex}]}}}}
 
-A list the hub does not know is absent from the answer; the device treats it as unanswered.
+A list the hub does not know is absent from the answer, and an answer from an older version than the
+device holds is no answer either (the hub may not have loaded the new entries yet); the device
+treats both as unanswered and caches nothing for them.
 """
 
 from __future__ import annotations
@@ -167,6 +169,12 @@ class Confirmer:
             got = lists.get(ident)
             if not isinstance(got, dict) or not isinstance(got.get("entries"), dict):
                 answered.pop(ident, None)  # the hub does not know this list: unanswered
+                continue
+            v = got.get("version")
+            if not isinstance(v, int) or v < asked["version"]:
+                # the hub answers from an older version than the device holds: its "no entry" may
+                # just mean "not yet loaded", so this is no answer (and nothing is cached)
+                answered.pop(ident, None)
                 continue
             by_key = answered[ident]
             try:

@@ -210,3 +210,26 @@ def test_faulty_confirmer_fails_open(world):
             raise MemoryError()
     d = PolicyInspector(lambda: Exploding(), policy).inspect(b"x")
     assert d.action == "allow" and d.reason.startswith("scan-error")
+
+
+def test_answer_from_an_older_hub_version_is_no_answer(mosquitto, world):
+    """A hub that has not loaded the device's version yet must not refute (nor be cached)."""
+    topics = Topics()
+    hub = MqttClient(mosquitto.url, "stale-hub").connect()
+    dev = MqttClient(mosquitto.url, "dev-c").connect()
+    try:
+        def stale(msg):
+            req = json.loads(msg.payload)
+            lists = {k: {"version": a["version"] - 1, "entries": {key: [] for key in a["keys"]}}
+                     for k, a in req["lists"].items()}
+            hub.publish(topics.confirm_resp(req["client"], req["id"]),
+                        json.dumps({"v": 1, "id": req["id"], "ttl_positive": 60, "ttl_negative": 60,
+                                    "lists": lists}).encode(), qos=1)
+        hub.subscribe(topics.confirm_req(), stale).wait(5)
+        confirmer = Confirmer(dev, topics, "dev-c", timeout=3.0).start()
+        r = world["scanner"].scan_bytes(world["known"][0])
+        assert confirmer.ask(r) == {}
+        assert len(confirmer.cache) == 0
+    finally:
+        dev.stop()
+        hub.stop()

@@ -119,9 +119,18 @@ class ConfirmService:
         self.client.subscribe(self.topics.confirm_req_shared(self.group), self._on_request, qos=1)
         return self
 
+    def _newer_asked(self, payload: bytes) -> bool:
+        try:
+            lists = json.loads(payload).get("lists", {})
+            return any(isinstance(a, dict) and isinstance(a.get("version"), int)
+                       and (k not in self.entries or a["version"] > self.entries[k].version)
+                       for k, a in lists.items())
+        except (ValueError, AttributeError):
+            return False
+
     def _on_request(self, msg) -> None:
         now = time.monotonic()
-        if now - self._checked > self.reload_interval:
+        if now - self._checked > self.reload_interval or self._newer_asked(msg.payload):
             self._checked = now
             try:
                 self.reload()

@@ -1,0 +1,580 @@
+"""Run the agent daemon: lists, updates, confirmation, reports, and the intakes, until SIGTERM.
+
+Owns the configuration (TOML, documented in docs/config.md, overridable by environment variables
+GATEWATCH_<SECTION>_<KEY>), the state folder, and starting and stopping every part in order. Each
+part owns its own job (agent.updater, agent.confirm, agent.policy, agent.reporter, agent.localapi,
+the ICAP and proxy servers); this module only wires them together.
+
+State folder (``agent.state_dir``)::
+
+    lists/         the last good signed list files (agent.updater)
+    trust/         *.pub trusted keys, used when ``lists.trust`` is empty
+    spool/         reports awaiting acknowledgement (agent.spool)
+    client_id      this device's MQTT client id (generated once)
+    device_secret  the key of the daily-rotating report pseudonym (generated once, 0600)
+    status.json    written atomically by the daemon, read by `gatewatch status`
+    gatewatch.sock the local check API (default path)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from agent import __version__
+from agent.atomicfile import write_atomic
+from agent.errors import ConfigError, GatewatchError
+
+log = logging.getLogger("gatewatch.daemon")
+
+try:  # Python 3.11+
+    import tomllib as _toml
+except ImportError:  # pragma: no cover - 3.9/3.10
+    import tomli as _toml
+
+# (key, default, doc); the type is the default's type ([] = list of strings).
+SETTINGS: Dict[str, List[Tuple[str, Any, str]]] = {
+    "agent": [
+        ("state_dir", "/var/lib/gatewatch", "folder for lists, trust keys, spool, status and ids"),
+        ("client_id", "", "MQTT client id; empty: generated once as gw-<random> and kept in the state folder"),
+        ("log_level", "info", "debug, info, warning or error"),
+        ("hal", "", "HAL backend (emulated, linux, openwrt, micropython); empty: automatic choice"),
+        ("status_interval", 10.0, "seconds between status file writes and status publishes"),
+        ("watchdog", 0.0, "hardware watchdog timeout in seconds; 0 disables it"),
+    ],
+    "broker": [
+        ("url", "", "mqtt://host:1883 or mqtts://host:8883; empty: no broker (lists from lists.dir only)"),
+        ("username", "", "MQTT user name (empty: none, or the one in the URL)"),
+        ("password", "", "MQTT password; prefer password_file"),
+        ("password_file", "", "file whose first line is the MQTT password"),
+        ("ca", "", "CA certificate file for mqtts:// (empty: the system store)"),
+        ("cert", "", "client certificate file for certificate login"),
+        ("key", "", "client key file for certificate login"),
+        ("prefix", "gatewatch/v1", "topic prefix"),
+        ("keepalive", 30, "MQTT keepalive in seconds"),
+    ],
+    "lists": [
+        ("trust", [], "trusted public key files (PATH or SOURCE=PATH); empty: every *.pub in <state_dir>/trust"),
+        ("dir", "", "run from this folder of list files instead of (or before) the broker; never written"),
+        ("max_bytes", 64 * 1024 * 1024, "largest list file or update accepted, in bytes"),
+        ("fetch_timeout", 30.0, "seconds to wait for all chunks of an update before refusing it"),
+        ("use_deltas", True, "fetch the delta when one version behind (false: always the snapshot)"),
+    ],
+    "policy": [
+        ("mode", "block", "block, report-only or monitor (see agent/policy.py for the reasons)"),
+        ("exact_unconfirmed", "block", "exact-list hit while the hub is unreachable: block or allow"),
+        ("candidate_unconfirmed", "allow", "perceptual candidate while the hub is unreachable: block or allow"),
+        ("confirm_timeout", 2.0, "seconds to wait for the hub's confirmation"),
+        ("firewall_seconds", 0, "also block the hosting address in the HAL firewall for this long; 0: off"),
+    ],
+    "confirm": [
+        ("cache_max", 10000, "answers kept in the confirmation cache"),
+        ("max_ttl", 604800.0, "upper bound in seconds on the cache durations the hub sets"),
+    ],
+    "reports": [
+        ("hosting", "url-noquery", "what of the hosting location a report carries: url, url-noquery, host, none"),
+        ("region", "", "the operator's region code, e.g. DE-BY (empty: none)"),
+        ("pseudonym", True, "add the daily-rotating device pseudonym (false: none)"),
+        ("spool_max_bytes", 1024 * 1024, "spool size cap in bytes"),
+        ("spool_max_reports", 10000, "spool cap in reports"),
+        ("spool_policy", "drop-newest", "when the spool is full: drop-newest or drop-oldest (counted)"),
+    ],
+    "localapi": [
+        ("enabled", True, "serve the local check API"),
+        ("socket", "", "socket path; empty: <state_dir>/gatewatch.sock"),
+        ("max_bytes", 32 * 1024 * 1024, "largest body the local API scans"),
+    ],
+    "icap": [("listen", "", "HOST:PORT of the ICAP service (e.g. 127.0.0.1:1344); empty: off")],
+    "proxy": [("listen", "", "HOST:PORT of the built-in HTTP proxy (e.g. 0.0.0.0:3128); empty: off")],
+}
+
+
+def defaults() -> Dict[str, Dict[str, Any]]:
+    """Every setting at its default."""
+    return {sec: {k: (list(d) if isinstance(d, list) else d) for k, d, _ in items} for sec, items in SETTINGS.items()}
+
+
+def _coerce(section: str, key: str, value: Any, default: Any, from_env: bool) -> Any:
+    where = "%s %s.%s" % ("environment" if from_env else "config", section, key)
+    if isinstance(default, bool):
+        if from_env:
+            low = value.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError("%s must be true or false, not %r" % (where, value))
+        if not isinstance(value, bool):
+            raise ConfigError("%s must be true or false, not %r" % (where, value))
+        return value
+    if isinstance(default, list):
+        if from_env:
+            return [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError("%s must be a list of strings" % where)
+        return value
+    if isinstance(default, (int, float)):
+        try:
+            v = type(default)(value) if from_env else value
+        except ValueError:
+            raise ConfigError("%s must be a number, not %r" % (where, value))
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError("%s must be a number, not %r" % (where, value))
+        if isinstance(default, int) and not isinstance(v, int):
+            raise ConfigError("%s must be a whole number, not %r" % (where, value))
+        if v < 0:
+            raise ConfigError("%s must not be negative" % where)
+        return type(default)(v)
+    if not isinstance(value, str):
+        raise ConfigError("%s must be a string, not %r" % (where, value))
+    return value
+
+
+def load_config(path: Optional[str] = None, environ: Optional[Dict[str, str]] = None) -> Dict[str, Dict[str, Any]]:
+    """Defaults, then the TOML file, then GATEWATCH_<SECTION>_<KEY> variables; unknown keys refused."""
+    environ = os.environ if environ is None else environ
+    conf = defaults()
+    if path:
+        try:
+            with open(path, "rb") as f:
+                doc = _toml.load(f)
+        except OSError as exc:
+            raise ConfigError("cannot read config %s: %s" % (path, exc.strerror))
+        except _toml.TOMLDecodeError as exc:
+            raise ConfigError("config %s is not valid TOML: %s" % (path, exc))
+        for section, values in doc.items():
+            if section not in SETTINGS or not isinstance(values, dict):
+                raise ConfigError("config %s: unknown section [%s]; known: %s"
+                                  % (path, section, ", ".join(SETTINGS)))
+            known = {k: d for k, d, _ in SETTINGS[section]}
+            for key, value in values.items():
+                if key not in known:
+                    raise ConfigError("config %s: unknown setting %s.%s; known: %s"
+                                      % (path, section, key, ", ".join(known)))
+                conf[section][key] = _coerce(section, key, value, known[key], False)
+    for section, items in SETTINGS.items():
+        for key, default, _ in items:
+            name = "GATEWATCH_%s_%s" % (section.upper(), key.upper())
+            if name in environ:
+                conf[section][key] = _coerce(section, key, environ[name], default, True)
+    if conf["agent"]["log_level"] not in ("debug", "info", "warning", "error"):
+        raise ConfigError("agent.log_level must be debug, info, warning or error")
+    policy_settings(conf)  # validates the policy section
+    return conf
+
+
+def policy_settings(conf):
+    """The PolicySettings of a configuration (raises ConfigError on a bad value)."""
+    from agent.policy import PolicySettings
+
+    p = conf["policy"]
+    return PolicySettings(mode=p["mode"], exact_unconfirmed=p["exact_unconfirmed"],
+                          candidate_unconfirmed=p["candidate_unconfirmed"], confirm_timeout=p["confirm_timeout"])
+
+
+def _read_or_create(path: str, make, mode: int = 0o644) -> str:
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            value = f.read().strip()
+        if value:
+            return value
+    except FileNotFoundError:
+        pass
+    value = make()
+    write_atomic(path, (value + "\n").encode(), mode=mode)
+    return value
+
+
+def _redact(url: str) -> str:
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return "%s://***@%s" % (scheme, rest.rsplit("@", 1)[1])
+    return url
+
+
+class Agent:
+    """The running agent. ``start()``, ``stop()``, ``run()`` (until SIGTERM/SIGINT)."""
+
+    def __init__(self, conf: Dict[str, Dict[str, Any]], *, hal_backend=None):
+        self.conf = conf
+        self.state_dir = conf["agent"]["state_dir"]
+        self.hal = hal_backend
+        self.client = None
+        self.topics = None
+        self.updater = None
+        self.confirmer = None
+        self.reporter = None
+        self.spool = None
+        self.localapi = None
+        self.servers: List[Any] = []
+        self._loop = None
+        self._loop_thread = None
+        self._stop = threading.Event()
+        self._status_thread = None
+        self.started_at = time.time()
+        self.led = None
+        self.firewall = None
+        self.watchdog = None
+
+    # -- start/stop
+    def start(self) -> "Agent":
+        from agent.confirm import ConfirmCache, Confirmer
+        from agent.lists import TrustStore
+        from agent.policy import Policy, PolicyInspector
+        from agent.scanner import Scanner
+        from agent.updater import ListStore, Updater
+
+        c = self.conf
+        os.makedirs(self.state_dir, exist_ok=True)
+        self._start_hal()
+        self.client_id = c["agent"]["client_id"] or _read_or_create(
+            os.path.join(self.state_dir, "client_id"), lambda: "gw-" + os.urandom(6).hex())
+        self.device_secret = None
+        if c["reports"]["pseudonym"]:
+            self.device_secret = _read_or_create(os.path.join(self.state_dir, "device_secret"),
+                                                 lambda: os.urandom(32).hex(), mode=0o600)
+        self.trust = self._trust()
+        max_bytes = c["lists"]["max_bytes"]
+        self.store = ListStore(os.path.join(self.state_dir, "lists"), self.trust, max_bytes=max_bytes)
+        self.store.remove_leftovers()
+        lists = dict(self.store.load())
+        if c["lists"]["dir"]:
+            # a folder given by the operator: read, never written
+            for ident, lst in ListStore(c["lists"]["dir"], self.trust, max_bytes=max_bytes).load().items():
+                if ident not in lists or lst.version > lists[ident].version:
+                    lists[ident] = lst
+            if not lists:
+                raise ConfigError("no list in %s passed verification; see the log for why" % c["lists"]["dir"])
+        self.scanner = Scanner(list(lists.values()))
+        log.info("lists in force: %s", ", ".join("%s v%d" % (k, v.version) for k, v in sorted(lists.items()))
+                 or "none")
+
+        if c["broker"]["url"]:
+            self._start_mqtt()
+            self.updater = Updater(self.client, self.topics, self.store,
+                                   fetch_timeout=c["lists"]["fetch_timeout"], on_lists=self._on_lists,
+                                   on_status=self.write_status, use_deltas=c["lists"]["use_deltas"])
+            for ident, lst in lists.items():  # lists from lists.dir count as held
+                self.updater.lists.setdefault(ident, lst)
+            self.confirmer = Confirmer(self.client, self.topics, self.client_id,
+                                       timeout=c["policy"]["confirm_timeout"],
+                                       cache=ConfirmCache(c["confirm"]["cache_max"]),
+                                       max_ttl=c["confirm"]["max_ttl"]).start()
+        self._start_reports()
+        self.policy = Policy(policy_settings(c), self.confirmer.ask if self.confirmer else None,
+                             self.scanner.confirm, self._report)
+        self.inspector = PolicyInspector(lambda: self.scanner, self.policy)
+        if c["localapi"]["enabled"]:
+            path = c["localapi"]["socket"] or os.path.join(self.state_dir, "gatewatch.sock")
+            self.localapi = LocalApiFactory.make(path, self.inspector, c["localapi"]["max_bytes"], self.status)
+        self._start_servers()
+        if self.updater is not None:
+            self.updater.start()
+        if self.client is not None:
+            self.client.start()
+        self._status_thread = threading.Thread(target=self._status_loop, name="gatewatch-status", daemon=True)
+        self._status_thread.start()
+        self._led("ok")
+        log.info("gatewatch agent %s started (client id %s)", __version__, self.client_id)
+        return self
+
+    def _start_hal(self) -> None:
+        name = self.conf["agent"]["hal"] or None
+        if self.hal is None:
+            try:
+                import hal
+                self.hal = hal.get_backend(name)
+            except ImportError:
+                log.warning("no HAL package; running without LED, firewall or watchdog")
+                return
+            except GatewatchError as exc:
+                if name:
+                    raise
+                log.warning("no HAL backend: %s", exc)
+                return
+        for attr, cls in (("led", "StatusLed"), ("firewall", "Firewall")):
+            try:
+                setattr(self, attr, getattr(self.hal, cls)())
+            except Exception as exc:  # a board without an LED still scans
+                log.info("HAL %s unavailable: %s", cls, exc)
+        wd = self.conf["agent"]["watchdog"]
+        if wd:
+            self.watchdog = self.hal.Watchdog()
+            self.watchdog.start(wd)
+
+    def _led(self, state: str) -> None:
+        if self.led is not None:
+            try:
+                self.led.set_state(state)
+            except Exception:
+                pass
+
+    def _trust(self):
+        from agent.lists import TrustStore
+
+        specs = list(self.conf["lists"]["trust"])
+        if not specs:
+            folder = os.path.join(self.state_dir, "trust")
+            if os.path.isdir(folder):
+                specs = sorted(os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".pub"))
+        if not specs:
+            raise ConfigError("no trusted keys: set lists.trust or put <source>.pub files in %s"
+                              % os.path.join(self.state_dir, "trust"))
+        return TrustStore.from_specs(specs)
+
+    def _start_mqtt(self) -> None:
+        from agent.mqtt import MqttClient, Topics
+
+        b = self.conf["broker"]
+        password = b["password"] or None
+        if b["password_file"]:
+            try:
+                with open(b["password_file"], "r", encoding="utf-8") as f:
+                    password = f.readline().rstrip("\n")
+            except OSError as exc:
+                raise ConfigError("cannot read broker.password_file %s: %s" % (b["password_file"], exc.strerror))
+        tls = {k: v for k, v in (("ca_certs", b["ca"]), ("certfile", b["cert"]), ("keyfile", b["key"])) if v}
+        self.topics = Topics(b["prefix"])
+        status_topic = self.topics.status(self.client_id)
+        will = (status_topic, json.dumps({"client": self.client_id, "online": False}).encode(), 1, True)
+        self.client = MqttClient(b["url"], self.client_id, username=b["username"] or None, password=password,
+                                 tls=tls or None, keepalive=b["keepalive"], will=will,
+                                 on_connect=lambda _c: self.write_status())
+
+    def _start_reports(self) -> None:
+        from agent.spool import ReportSpool
+
+        r = self.conf["reports"]
+        self.spool = ReportSpool(os.path.join(self.state_dir, "spool"), max_bytes=r["spool_max_bytes"],
+                                 max_reports=r["spool_max_reports"], policy=r["spool_policy"])
+        if self.client is not None:
+            from agent.reporter import Reporter
+            self.reporter = Reporter(self.client, self.spool, self.topics).start()
+
+    def _start_servers(self) -> None:
+        wanted = [(name, self.conf[name]["listen"]) for name in ("icap", "proxy") if self.conf[name]["listen"]]
+        if not wanted:
+            return
+        self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="gatewatch-intakes", daemon=True)
+        self._loop_thread.start()
+        for name, listen in wanted:
+            server = make_server(name, self.inspector)
+            host, port = parse_listen(listen, 1344 if name == "icap" else 3128)
+            asyncio.run_coroutine_threadsafe(server.start(host, port), self._loop).result(10)
+            self.servers.append((name, server))
+            log.info("%s intake listening on %s:%d", name, host, server.port)
+
+    def stop(self) -> None:
+        """Stop in reverse order; reports stay spooled for the next start."""
+        self._stop.set()
+        if self.localapi is not None:
+            self.localapi.close()
+        for _name, server in self.servers:
+            try:
+                asyncio.run_coroutine_threadsafe(server.close(), self._loop).result(10)
+            except Exception as exc:
+                log.warning("closing %s: %s", _name, exc)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop_thread.join(5)
+        if self.updater is not None:
+            self.updater.stop()
+        if self.reporter is not None:
+            self.reporter.stop()
+        try:
+            self.write_status(final=True)
+        except Exception:
+            pass
+        if self.client is not None:
+            self.client.stop()
+        if self.spool is not None:
+            self.spool.close()
+        if self.watchdog is not None:
+            try:
+                self.watchdog.stop()
+            except Exception:
+                pass
+        log.info("gatewatch agent stopped")
+
+    def run(self) -> int:
+        """Run until SIGTERM or SIGINT; exit 0 after a clean shutdown."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self._stop.set())
+        try:
+            while not self._stop.wait(1.0):
+                pass
+        finally:
+            self.stop()
+        return 0
+
+    # -- events
+    def _on_lists(self, lists) -> None:
+        self.scanner.swap(list(lists.values()))  # one step: scans see the old or the new tuple
+
+    def _report(self, result, url) -> None:
+        from agent.core.report import hosting_from_url, make_report
+
+        hit = result.best
+        r = self.conf["reports"]
+        try:
+            hosting = hosting_from_url(url, r["hosting"]) if url else {}
+        except GatewatchError:
+            hosting = {}
+        report = make_report(hit.list.source, hit.list.name, hit.list.version, hit.list.signal,
+                             hit.distance if hit.distance is not None else 0, hit.entry_id or "",
+                             hosting=hosting, device_secret=self.device_secret, region=r["region"] or None,
+                             agent_version=__version__)
+        if self.reporter is not None:
+            self.reporter.submit(report)
+        else:
+            from agent.core.report import encode_report
+            self.spool.put(report["id"], encode_report(report))
+        fw = self.conf["policy"]["firewall_seconds"]
+        if fw and self.firewall is not None and hosting.get("host"):
+            try:
+                self.firewall.block(hosting["host"], fw)
+            except GatewatchError as exc:
+                log.info("firewall block skipped: %s", exc)
+
+    # -- status
+    def status(self) -> dict:
+        """Everything `gatewatch status` shows; nothing about subscribers."""
+        now = time.time()
+        lists = self.updater.snapshot() if self.updater is not None else {}
+        for lst in self.scanner.lists:
+            d = lists.setdefault(lst.ident, {"version": lst.version, "via": "folder"})
+            d.setdefault("created", lst.manifest["created"])
+            d.setdefault("expires", lst.manifest["expires"])
+            d.setdefault("signal", lst.signal)
+            d.setdefault("entries", lst.manifest["filter"]["entries"])
+            d["version"] = lst.version
+        out = {
+            "agent": __version__, "pid": os.getpid(), "client_id": self.client_id,
+            "written_at": now, "uptime_s": int(now - self.started_at),
+            "broker": {"url": _redact(self.conf["broker"]["url"]) or None,
+                       "connected": bool(self.client is not None and self.client.connected),
+                       "connects": self.client.connects if self.client is not None else 0},
+            "lists": lists,
+            "policy": dict(self.policy.counters.as_dict(), mode=self.policy.settings.mode),
+            "reports": self.reporter.stats() if self.reporter is not None else
+            {"spool_depth": self.spool.stats()["depth"], "spool_dropped": self.spool.stats()["dropped"]},
+            "confirm": {"requests": self.confirmer.requests, "timeouts": self.confirmer.timeouts,
+                        "cached": len(self.confirmer.cache)} if self.confirmer is not None else None,
+            "intakes": {"localapi": self.localapi.path if self.localapi is not None else None,
+                        **{name: "%s:%d" % (parse_listen(self.conf[name]["listen"], 0)[0], s.port)
+                           for name, s in self.servers}},
+            "hal": getattr(self.hal, "name", None),
+        }
+        return out
+
+    def write_status(self, final: bool = False) -> None:
+        """Write status.json atomically and publish the retained status topic."""
+        st = self.status()
+        if final:
+            st["stopped"] = True
+        write_atomic(os.path.join(self.state_dir, "status.json"), json.dumps(st, indent=1, sort_keys=True).encode())
+        if self.client is not None and self.client.connected:
+            public = {"client": self.client_id, "online": not final, "agent": __version__,
+                      "lists": {k: {"version": v.get("version"), "last_refusal": v.get("last_refusal")}
+                                for k, v in st["lists"].items()},
+                      "spool_depth": st["reports"]["spool_depth"]}
+            self.client.publish(self.topics.status(self.client_id), json.dumps(public, sort_keys=True).encode(),
+                                qos=1, retain=True)
+
+    def _status_loop(self) -> None:
+        interval = max(0.5, self.conf["agent"]["status_interval"])
+        while not self._stop.wait(interval):
+            try:
+                self.write_status()
+                if self.watchdog is not None:
+                    self.watchdog.kick()
+            except Exception:
+                log.exception("status write failed")
+
+
+class LocalApiFactory:
+    """Builds the local API (kept apart so that tests can run the agent without one)."""
+
+    @staticmethod
+    def make(path, inspector, max_bytes, status):
+        from agent.localapi import LocalApi
+        return LocalApi(path, inspector, max_bytes=max_bytes, status=status).start()
+
+
+def parse_listen(text: str, default_port: int) -> Tuple[str, int]:
+    """'HOST:PORT' or '[v6]:PORT' -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, str(default_port)
+    host = host.strip("[]")
+    try:
+        p = int(port)
+    except ValueError:
+        raise ConfigError("listen address %r: use HOST:PORT, e.g. 127.0.0.1:%d" % (text, default_port))
+    if not host or not 0 <= p <= 65535:
+        raise ConfigError("listen address %r: use HOST:PORT, e.g. 127.0.0.1:%d" % (text, default_port))
+    return host, p
+
+
+def make_server(kind: str, inspector):
+    """The ICAP or proxy server object of the intake modules (they may not exist yet)."""
+    try:
+        if kind == "icap":
+            from agent.icap.server import IcapServer as cls
+        else:
+            from agent.proxy.server import ProxyServer as cls
+    except ImportError as exc:
+        raise ConfigError("the %s intake is not available in this build (%s)" % (kind, exc))
+    return cls(inspector)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--config", help="TOML configuration file (docs/config.md); default: built-in defaults")
+    parser.add_argument("--state-dir", help="overrides agent.state_dir")
+    parser.add_argument("--lists", help="run from this folder of list files (overrides lists.dir)")
+    parser.add_argument("--trust", action="append", help="trusted public key file (repeatable; overrides lists.trust)")
+    parser.add_argument("--broker", help="overrides broker.url")
+    parser.add_argument("--icap", metavar="HOST:PORT", help="serve ICAP here (overrides icap.listen)")
+    parser.add_argument("--proxy", metavar="HOST:PORT", help="serve the HTTP proxy here (overrides proxy.listen)")
+    parser.add_argument("--socket", help="local API socket path (overrides localapi.socket)")
+
+
+def conf_from_args(args) -> Dict[str, Dict[str, Any]]:
+    conf = load_config(args.config)
+    for value, section, key in ((args.state_dir, "agent", "state_dir"), (args.lists, "lists", "dir"),
+                                (args.trust, "lists", "trust"), (args.broker, "broker", "url"),
+                                (args.icap, "icap", "listen"), (args.proxy, "proxy", "listen"),
+                                (args.socket, "localapi", "socket")):
+        if value is not None:
+            conf[section][key] = value
+    return conf
+
+
+def main(args) -> int:
+    """Run the agent daemon: lists, updates, confirmation, reports and intakes until SIGTERM."""
+    try:
+        conf = conf_from_args(args)
+    except GatewatchError as exc:
+        print("gatewatch run: %s" % exc, file=sys.stderr)
+        return 2
+    logging.basicConfig(level=getattr(logging, conf["agent"]["log_level"].upper()),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    agent = Agent(conf)
+    try:
+        agent.start()
+    except GatewatchError as exc:
+        print("gatewatch run: %s" % exc, file=sys.stderr)
+        try:
+            agent.stop()
+        except Exception:
+            pass
+        return 2
+    return agent.run()
