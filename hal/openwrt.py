@@ -173,25 +173,59 @@ def dump_uci(sections):
 _BOOL = {"1": True, "yes": True, "on": True, "true": True, "enabled": True,
          "0": False, "no": False, "off": False, "false": False, "disabled": False}
 
-# section -> option -> (kind, extra); kinds: str, bool, uint, choice, url, hostport, region
+# UCI section -> option -> (kind, extra, target). target is (toml section, toml key) in the
+# daemon's configuration (agent/daemon.py SETTINGS, docs/config.md), or None for options only the
+# init script uses (enabled, console, the intake switches, transparent).
 UCI_SCHEMA = {
-    "agent": {"enabled": ("bool", None), "state_dir": ("abspath", None), "region": ("region", None),
-              "mode": ("choice", ("enforce", "monitor")), "console": ("str", None),
-              "log_level": ("choice", ("debug", "info", "warning", "error"))},
-    "broker": {"url": ("url", ("mqtt", "mqtts", "ws", "wss")), "username": ("str", None),
-               "password": ("str", None), "tls": ("bool", None), "ca_file": ("abspath", None)},
-    "policy": {"mode": ("choice", ("block", "report-only", "allow")),
-               "hub_unreachable": ("choice", ("fail-open", "fail-closed")),
-               "firewall_block_seconds": ("uint", None)},
-    "intake": {"icap": ("bool", None), "icap_listen": ("hostport", None), "proxy": ("bool", None),
-               "proxy_listen": ("hostport", None), "transparent": ("bool", None)},
+    "agent": {
+        "enabled": ("bool", None, None),
+        "state_dir": ("abspath", None, ("agent", "state_dir")),
+        "log_level": ("choice", ("debug", "info", "warning", "error"), ("agent", "log_level")),
+        "console": ("str", None, None),
+    },
+    "broker": {
+        "url": ("url", ("mqtt", "mqtts"), ("broker", "url")),
+        "username": ("str", None, ("broker", "username")),
+        "password": ("str", None, ("broker", "password")),
+        "password_file": ("abspath", None, ("broker", "password_file")),
+        "ca": ("abspath", None, ("broker", "ca")),
+        "prefix": ("str", None, ("broker", "prefix")),
+    },
+    "lists": {
+        "trust": ("pathlist", None, ("lists", "trust")),
+    },
+    "policy": {
+        "mode": ("choice", ("block", "report-only", "monitor"), ("policy", "mode")),
+        "exact_unconfirmed": ("choice", ("block", "allow"), ("policy", "exact_unconfirmed")),
+        "candidate_unconfirmed": ("choice", ("block", "allow"), ("policy", "candidate_unconfirmed")),
+        "firewall_seconds": ("uint", None, ("policy", "firewall_seconds")),
+    },
+    "reports": {
+        "region": ("region", None, ("reports", "region")),
+        "hosting": ("choice", ("url", "url-noquery", "host", "none"), ("reports", "hosting")),
+        "pseudonym": ("bool", None, ("reports", "pseudonym")),
+    },
+    "intake": {
+        "icap": ("bool", None, None),
+        "icap_listen": ("hostport", None, None),
+        "proxy": ("bool", None, None),
+        "proxy_listen": ("hostport", None, None),
+        "transparent": ("bool", None, None),
+    },
 }
-REQUIRED = {"agent": ("state_dir",), "broker": ("url",)}
+REQUIRED = {"agent": ("state_dir",)}
+DEFAULTS = {"icap_listen": "127.0.0.1:1344", "proxy_listen": "0.0.0.0:3128"}
 
 
 def _convert(section, key, value):
-    kind, extra = UCI_SCHEMA[section][key]
+    kind, extra, _ = UCI_SCHEMA[section][key]
     where = "gatewatch.%s.%s" % (section, key)
+    if kind == "pathlist":
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if not v.startswith("/"):
+                raise ConfigError("%s entries must be absolute paths, got %r" % (where, v))
+        return values
     if isinstance(value, list):
         raise ConfigError("%s must be an option, not a list" % where)
     if kind == "bool":
@@ -207,16 +241,16 @@ def _convert(section, key, value):
             raise ConfigError("%s must be one of %s, got %r" % (where, ", ".join(extra), value))
         return value
     if kind == "region":
-        if not re.match(r"^[A-Z]{2}$", value):
-            raise ConfigError("%s must be an ISO 3166-1 alpha-2 code such as 'DE', got %r" % (where, value))
+        if not re.match(r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$", value):
+            raise ConfigError("%s must be an ISO 3166 code such as 'DE' or 'DE-BY', got %r" % (where, value))
         return value
     if kind == "abspath":
         if not value.startswith("/"):
             raise ConfigError("%s must be an absolute path, got %r" % (where, value))
         return value
     if kind == "url":
-        scheme = value.split("://", 1)[0] if "://" in value else ""
-        if scheme not in extra or not value.split("://", 1)[1]:
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in extra or not rest:
             raise ConfigError("%s must be a URL with scheme %s and a host, got %r" % (where, "/".join(extra), value))
         return value
     if kind == "hostport":
@@ -227,16 +261,10 @@ def _convert(section, key, value):
     return value
 
 
-DEFAULTS = {"icap_listen": "127.0.0.1:1344", "proxy_listen": "0.0.0.0:3128"}
+def parse_settings(text):
+    """Validated UCI values: {section: {option: converted value}}; empty options count as unset.
 
-
-def uci_to_config(text):
-    """Map /etc/config/gatewatch text onto the agent's configuration dict (the TOML's sections).
-
-    Result sections: [agent] state_dir/region/mode, [broker] url/username/password/tls/ca_file,
-    [policy] mode/hub_unreachable/firewall_block_seconds, [intake] icap/proxy (listen address,
-    absent when disabled)/transparent, [hal] backend. Empty options count as unset. Unknown
-    sections or options are errors: a typo must not silently fall back to a default.
+    Unknown sections or options are errors: a typo must not silently fall back to a default.
     """
     seen = {}
     for sec in parse_uci(text):
@@ -248,7 +276,7 @@ def uci_to_config(text):
         for key, value in sec.options.items():
             if key not in UCI_SCHEMA[sec.type]:
                 raise ConfigError("unknown option gatewatch.%s.%s (known: %s)" % (sec.type, key, ", ".join(sorted(UCI_SCHEMA[sec.type]))))
-            if value == "":
+            if value == "" or value == []:
                 continue
             values[key] = _convert(sec.type, key, value)
         seen[sec.type] = values
@@ -256,35 +284,47 @@ def uci_to_config(text):
         for key in keys:
             if key not in seen.get(section, {}):
                 raise ConfigError("gatewatch.%s.%s is required" % (section, key))
-    agent = seen.get("agent", {})
-    broker = seen.get("broker", {})
-    policy = seen.get("policy", {})
-    intake = seen.get("intake", {})
-    config = {
-        "agent": {"state_dir": agent["state_dir"], "mode": agent.get("mode", "enforce")},
-        "broker": {"url": broker["url"], "tls": broker.get("tls", broker["url"].startswith(("mqtts", "wss")))},
-        "policy": {"mode": policy.get("mode", "block"), "hub_unreachable": policy.get("hub_unreachable", "fail-open")},
-        "intake": {"transparent": intake.get("transparent", False)},
-        "hal": {"backend": NAME},
-    }
-    for key in ("region", "log_level", "console"):
-        if key in agent:
-            config["agent"][key] = agent[key]
-    for key in ("username", "password", "ca_file"):
-        if key in broker:
-            config["broker"][key] = broker[key]
-    if "firewall_block_seconds" in policy:
-        config["policy"]["firewall_block_seconds"] = policy["firewall_block_seconds"]
-    if intake.get("icap", False):
-        config["intake"]["icap"] = intake.get("icap_listen", DEFAULTS["icap_listen"])
-    if intake.get("proxy", True):
-        config["intake"]["proxy"] = intake.get("proxy_listen", DEFAULTS["proxy_listen"])
-    if config["intake"]["transparent"] and "proxy" not in config["intake"]:
+    intake = seen.setdefault("intake", {})
+    intake.setdefault("proxy", True)
+    intake.setdefault("icap", False)
+    if intake.get("transparent") and not intake["proxy"]:
         raise ConfigError("gatewatch.intake.transparent needs the proxy intake (gatewatch.intake.proxy=1)")
-    if "icap" not in config["intake"] and "proxy" not in config["intake"]:
+    if not intake["icap"] and not intake["proxy"]:
         raise ConfigError("no intake enabled: set gatewatch.intake.icap or gatewatch.intake.proxy to 1")
-    config["enabled"] = agent.get("enabled", True)
+    return seen
+
+
+def uci_to_config(text):
+    """Map /etc/config/gatewatch text onto the agent's configuration dict (the TOML the daemon loads).
+
+    Only the settings present in UCI are written; the daemon's defaults cover the rest. The HAL
+    is fixed to openwrt; icap.listen/proxy.listen are set for the enabled intakes.
+    """
+    settings = parse_settings(text)
+    config = {"agent": {"hal": NAME}}
+    for section, values in settings.items():
+        for key, value in values.items():
+            target = UCI_SCHEMA[section][key][2]
+            if target is not None:
+                config.setdefault(target[0], {})[target[1]] = value
+    intake = settings["intake"]
+    if intake["icap"]:
+        config["icap"] = {"listen": intake.get("icap_listen", DEFAULTS["icap_listen"])}
+    if intake["proxy"]:
+        config["proxy"] = {"listen": intake.get("proxy_listen", DEFAULTS["proxy_listen"])}
     return config
+
+
+def service_options(text):
+    """What the init script itself needs: enabled, console URL ('' = none), transparent, proxy port."""
+    settings = parse_settings(text)
+    intake = settings["intake"]
+    port = None
+    if intake["proxy"]:
+        port = int(intake.get("proxy_listen", DEFAULTS["proxy_listen"]).rpartition(":")[2])
+    return {"enabled": settings.get("agent", {}).get("enabled", True),
+            "console": settings.get("agent", {}).get("console", ""),
+            "transparent": bool(intake.get("transparent", False)), "proxy_port": port}
 
 
 def _toml_value(value):
@@ -292,6 +332,8 @@ def _toml_value(value):
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, list):
+        return "[%s]" % ", ".join(_toml_value(v) for v in value)
     if isinstance(value, str):
         out = []
         for ch in value:
@@ -343,13 +385,11 @@ def fw4_include(proxy_port=None, lan_device="br-lan"):
     return text
 
 
-def redirect_include(config, lan_device="br-lan"):
-    """The transparent-proxy include for ``config`` ('' when transparent interception is off)."""
-    intake = config.get("intake", {})
-    if not intake.get("transparent"):
+def redirect_include(options, lan_device="br-lan"):
+    """The transparent-proxy include for ``service_options()`` (a comment when interception is off)."""
+    if not options.get("transparent"):
         return "# gatewatch: transparent proxy disabled\n"
-    port = int(intake["proxy"].rpartition(":")[2])
-    full = fw4_include(proxy_port=port, lan_device=lan_device)
+    full = fw4_include(proxy_port=options["proxy_port"], lan_device=lan_device)
     return full[full.index("chain gatewatch_redirect"):]
 
 
@@ -367,7 +407,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         with open(args.uci) as f:
-            config = uci_to_config(f.read())
+            text = f.read()
+        config = uci_to_config(text)
+        options = service_options(text)
     except (OSError, ConfigError) as exc:
         print("gatewatch config: %s" % exc, file=sys.stderr)
         return 2
@@ -376,7 +418,7 @@ def main(argv=None):
     _write_if_changed(args.out, config_to_toml(config), 0o600)
     if args.redirect_out:
         # Only rewrite when different: the file sits on flash and fw4 must reload after a change.
-        _write_if_changed(args.redirect_out, redirect_include(config, args.lan_device), 0o644)
+        _write_if_changed(args.redirect_out, redirect_include(options, args.lan_device), 0o644)
     return 0
 
 

@@ -72,25 +72,62 @@ def test_dump_then_parse_round_trips(raw):
     assert parse_uci(dump_uci(sections)) == sections
 
 
-MINIMAL = "config agent 'agent'\n\toption state_dir '/etc/gatewatch'\nconfig broker 'broker'\n\toption url 'mqtt://127.0.0.1:1883'\n"
+MINIMAL = "config agent 'agent'\n\toption state_dir '/etc/gatewatch'\n"
 
 
 def test_minimal_config_gets_defaults():
-    config = uci_to_config(MINIMAL)
-    assert config == {
-        "agent": {"state_dir": "/etc/gatewatch", "mode": "enforce"},
-        "broker": {"url": "mqtt://127.0.0.1:1883", "tls": False},
-        "policy": {"mode": "block", "hub_unreachable": "fail-open"},
-        "intake": {"transparent": False, "proxy": "0.0.0.0:3128"},
-        "hal": {"backend": "openwrt"},
-        "enabled": True,
+    assert uci_to_config(MINIMAL) == {
+        "agent": {"hal": "openwrt", "state_dir": "/etc/gatewatch"},
+        "proxy": {"listen": "0.0.0.0:3128"},
     }
+    assert openwrt.service_options(MINIMAL) == {"enabled": True, "console": "", "transparent": False, "proxy_port": 3128}
+
+
+def test_every_option_maps_where_the_daemon_expects_it():
+    text = MINIMAL + """
+config broker
+	option url 'mqtts://hub.example:8883'
+	option username 'dev'
+	option password_file '/etc/gatewatch/broker.pw'
+	option ca '/etc/ssl/hub.pem'
+	option prefix 'gatewatch/v1'
+config lists
+	list trust '/etc/gatewatch/trust/a.pub'
+	list trust '/etc/gatewatch/trust/b.pub'
+config policy
+	option mode 'report-only'
+	option exact_unconfirmed 'allow'
+	option candidate_unconfirmed 'block'
+	option firewall_seconds '600'
+config reports
+	option region 'DE-BY'
+	option hosting 'host'
+	option pseudonym '0'
+config intake
+	option icap '1'
+	option icap_listen '127.0.0.1:11344'
+	option proxy_listen '192.168.1.1:8080'
+	option transparent 'yes'
+"""
+    assert uci_to_config(text) == {
+        "agent": {"hal": "openwrt", "state_dir": "/etc/gatewatch"},
+        "broker": {"url": "mqtts://hub.example:8883", "username": "dev", "password_file": "/etc/gatewatch/broker.pw",
+                   "ca": "/etc/ssl/hub.pem", "prefix": "gatewatch/v1"},
+        "lists": {"trust": ["/etc/gatewatch/trust/a.pub", "/etc/gatewatch/trust/b.pub"]},
+        "policy": {"mode": "report-only", "exact_unconfirmed": "allow", "candidate_unconfirmed": "block",
+                   "firewall_seconds": 600},
+        "reports": {"region": "DE-BY", "hosting": "host", "pseudonym": False},
+        "icap": {"listen": "127.0.0.1:11344"},
+        "proxy": {"listen": "192.168.1.1:8080"},
+    }
+    assert openwrt.service_options(text)["transparent"] is True
+    assert openwrt.service_options(text)["proxy_port"] == 8080
 
 
 @pytest.mark.parametrize("extra,match", [
-    ("config policy\n\toption mode 'drop'", "gatewatch.policy.mode must be one of block, report-only, allow"),
-    ("config policy\n\toption hub_unreachable 'maybe'", "hub_unreachable must be one of fail-open, fail-closed"),
-    ("config policy\n\toption firewall_block_seconds '-1'", "whole number"),
+    ("config policy\n\toption mode 'drop'", "gatewatch.policy.mode must be one of block, report-only, monitor"),
+    ("config policy\n\toption exact_unconfirmed 'maybe'", "exact_unconfirmed must be one of block, allow"),
+    ("config policy\n\toption firewall_seconds '-1'", "whole number"),
     ("config intake\n\toption icap 'perhaps'", "must be a boolean"),
     ("config intake\n\toption icap '1'\n\toption icap_listen '1344'", "host:port"),
     ("config intake\n\toption proxy_listen 'x:99999'", "host:port"),
@@ -98,8 +135,12 @@ def test_minimal_config_gets_defaults():
     ("config intake\n\toption proxy '0'\n\toption icap '1'\n\toption transparent '1'", "transparent needs the proxy"),
     ("config frob", "unknown UCI section type 'frob'"),
     ("config policy\n\toption mdoe 'block'", "unknown option gatewatch.policy.mdoe"),
-    ("config agent\n\toption region 'x'", "section type 'agent' appears twice"),
+    ("config agent\n\toption log_level 'info'", "section type 'agent' appears twice"),
     ("config policy\n\tlist mode 'block'", "must be an option, not a list"),
+    ("config lists\n\tlist trust 'relative.pub'", "absolute paths"),
+    ("config reports\n\toption region 'de'", "ISO 3166"),
+    ("config broker\n\toption url 'http://h'", "scheme mqtt/mqtts"),
+    ("config broker\n\toption url 'mqtt://'", "scheme mqtt/mqtts and a host"),
 ])
 def test_bad_config_is_refused_with_the_option_named(extra, match):
     with pytest.raises(ConfigError, match=match):
@@ -108,10 +149,7 @@ def test_bad_config_is_refused_with_the_option_named(extra, match):
 
 @pytest.mark.parametrize("text,match", [
     ("config broker\n\toption url 'mqtt://h:1883'", "gatewatch.agent.state_dir is required"),
-    ("config agent\n\toption state_dir '/x'", "gatewatch.broker.url is required"),
-    ("config agent\n\toption state_dir 'relative'\nconfig broker\n\toption url 'mqtt://h'", "absolute path"),
-    ("config agent\n\toption state_dir '/x'\n\toption region 'de'\nconfig broker\n\toption url 'mqtt://h'", "ISO 3166"),
-    ("config agent\n\toption state_dir '/x'\nconfig broker\n\toption url 'http://h'", "scheme mqtt/mqtts/ws/wss"),
+    ("config agent\n\toption state_dir 'relative'", "absolute path"),
 ])
 def test_required_and_typed_options(text, match):
     with pytest.raises(ConfigError, match=match):
@@ -123,16 +161,17 @@ def test_toml_output_parses_back_to_the_same_dict():
         import tomllib
     except ImportError:  # Python < 3.11
         import tomli as tomllib
-    config = uci_to_config(MINIMAL + "config policy\n\toption firewall_block_seconds '600'\n"
+    config = uci_to_config(MINIMAL + "config policy\n\toption firewall_seconds '600'\n"
+                           "config lists\n\tlist trust '/a b/q\"x.pub'\n"
                            "config intake\n\toption icap '1'\n\toption transparent '1'\n")
-    config["broker"]["password"] = 'p"a\\ss\tword'
+    config.setdefault("broker", {})["password"] = 'p"a\\ss\tword\u00e9'
     assert tomllib.loads(openwrt.config_to_toml(config)) == config
 
 
 def test_redirect_include_only_when_transparent():
-    assert openwrt.redirect_include(uci_to_config(MINIMAL)).startswith("# gatewatch: transparent proxy disabled")
-    text = openwrt.redirect_include(uci_to_config(MINIMAL + "config intake\n\toption transparent '1'\n"
-                                                  "\toption proxy_listen '0.0.0.0:8080'\n"))
+    assert openwrt.redirect_include(openwrt.service_options(MINIMAL)).startswith("# gatewatch: transparent proxy disabled")
+    text = openwrt.redirect_include(openwrt.service_options(
+        MINIMAL + "config intake\n\toption transparent '1'\n\toption proxy_listen '0.0.0.0:8080'\n"))
     assert text.startswith("chain gatewatch_redirect") and "redirect to :8080" in text
 
 
@@ -144,11 +183,11 @@ def test_fw4_include_refuses_bad_arguments(port, dev):
 
 def test_render_cli_writes_toml_and_reports_errors(tmp_path, capsys):
     uci = tmp_path / "gatewatch"
-    uci.write_text(MINIMAL)
+    uci.write_text(MINIMAL + "config broker\n\toption password 'secret'\n")
     out = tmp_path / "run/gatewatch.toml"
     redirect = tmp_path / "redirect.nft"
     assert openwrt.main(["render", "--uci", str(uci), "--out", str(out), "--redirect-out", str(redirect)]) == 0
-    assert 'backend = "openwrt"' in out.read_text()
+    assert 'hal = "openwrt"' in out.read_text()
     assert oct(out.stat().st_mode & 0o777) == "0o600"  # it may hold the broker password
     mtime = redirect.stat().st_mtime_ns
     assert openwrt.main(["render", "--uci", str(uci), "--out", str(out), "--redirect-out", str(redirect)]) == 0
