@@ -226,7 +226,6 @@ class Agent:
     # -- start/stop
     def start(self) -> "Agent":
         from agent.confirm import ConfirmCache, Confirmer
-        from agent.lists import TrustStore
         from agent.policy import Policy, PolicyInspector
         from agent.scanner import Scanner
         from agent.updater import ListStore, Updater

@@ -38,10 +38,13 @@ DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 
 def decision_json(decision) -> dict:
     """The answer for one Decision (no hashes in it)."""
-    out = {"action": decision.action, "reason": decision.reason}
+    out = {}
     result = decision.result
     if result is not None and hasattr(result, "to_json"):
         out.update({k: v for k, v in result.to_json().items() if k != "path"})
+        if "reason" in out:
+            out["detail"] = out.pop("reason")
+    out.update(action=decision.action, reason=decision.reason)
     return out
 
 

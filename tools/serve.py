@@ -116,7 +116,10 @@ class ConfirmService:
         log.info("serving %s", ", ".join("%s v%d" % (k, v.version) for k, v in sorted(self.entries.items())))
 
     def start(self) -> "ConfirmService":
-        self.client.subscribe(self.topics.confirm_req_shared(self.group), self._on_request, qos=1)
+        """Subscribe: shared with the other instances of ``group``, or plainly when group is None
+        (for brokers without shared subscriptions, such as the demo's embedded one)."""
+        topic = self.topics.confirm_req_shared(self.group) if self.group else self.topics.confirm_req()
+        self.client.subscribe(topic, self._on_request, qos=1)
         return self
 
     def _newer_asked(self, payload: bytes) -> bool:
