@@ -13,7 +13,7 @@ import sys
 
 from agent.errors import ConfigError
 from agent.files import iter_files
-from agent.lists import HubEntries, TrustStore, load_list_dir
+from agent.lists import DEFAULT_MAX_BYTES, HubEntries, TrustStore, load_list_dir
 from agent.scanner import ScanResult, Scanner
 
 
@@ -26,12 +26,14 @@ def add_arguments(p) -> None:
     p.add_argument("--confirm-with", metavar="DIR",
                    help="a 'gatewatch-hub lists build' output folder: confirm hits against its hub entries")
     p.add_argument("--full", action="store_true", help="decode at full resolution (no JPEG draft decoding)")
+    p.add_argument("--max-list-bytes", type=int, default=DEFAULT_MAX_BYTES, metavar="N",
+                   help="refuse list files larger than this (default %d)" % DEFAULT_MAX_BYTES)
 
 
 def main(args) -> int:
     """Run `gatewatch scan`."""
     trust = TrustStore.from_specs(args.trust)
-    lists = load_list_dir(args.lists, trust)
+    lists = load_list_dir(args.lists, trust, max_bytes=args.max_list_bytes)
     if not lists:
         raise ConfigError("no list files (*.gwl) in %s" % args.lists)
     hub = HubEntries.load_dir(args.confirm_with) if args.confirm_with else None

@@ -44,7 +44,11 @@ CLOCK_SKEW = 600  # seconds a manifest's creation time may lie in our future
 # LSH defaults, chosen by bench/bench_lsh.py (docs/benchmarks.md, "Perceptual lists").
 # min_quality 20: PDQ of flat or tiny images (quality near 0) is degenerate; textured pictures of low
 # contrast still hash usefully at 30-50, and the reference matches them, so the gate stays low.
-DEFAULT_LSH = {"bands": 8, "flip_bits": 4, "depth": 1, "threshold": 31, "min_quality": 20}
+# bands 7 / flip 6 / depth 2: bench/bench_lsh.py found it the smallest setting that keeps recall of real
+# transforms at 100% up to distance 31 on the test images; key_bits: a confirmation request carries
+# only the low 16 bits of the band that hit, shared by ~N/65536 entries, so a Bloom false positive
+# reveals little of an image that did not match.
+DEFAULT_LSH = {"bands": 7, "flip_bits": 6, "depth": 2, "threshold": 31, "min_quality": 20, "key_bits": 16}
 PUB_PREFIX = "gatewatch-ed25519"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -531,11 +535,17 @@ class HubEntries:
         if self.signal in EXACT_SIGNALS:
             return [exact_short_key(self.signal, h)]
         bands = self.lsh["bands"]
-        return ["%s:%d:%x" % (self.signal, j, v) for j, v in enumerate(band_values(h, bands))]
+        return [pdq_short_key(self.signal, j, v, self.lsh) for j, v in enumerate(band_values(h, bands))]
 
     def lookup(self, short_key: str) -> List[Entry]:
         """Entries behind one short key (empty when none)."""
         return list(self._index.get(short_key, ()))
+
+
+def pdq_short_key(signal: str, band: int, value: int, lsh: dict) -> str:
+    """The short key of a band hit: the band and only the low ``key_bits`` bits of its value."""
+    bits = lsh.get("key_bits", 64)
+    return "%s:%d:%x" % (signal, band, value & ((1 << bits) - 1))
 
 
 def closest(query_hashes: Sequence[bytes], entries: Iterable[Entry]) -> Tuple[Optional[Entry], Optional[int]]:

@@ -16,7 +16,7 @@ from agent.core.lsh import exact_short_key
 from agent.errors import ImageError
 from agent.imaging import DEFAULT_LIMITS, Limits, digests, hash_image
 from agent.intake import Decision, Inspector
-from agent.lists import EXACT_SIGNALS, HubEntries, LoadedList, closest
+from agent.lists import EXACT_SIGNALS, HubEntries, LoadedList, closest, pdq_short_key
 
 VERDICTS = ("match", "candidate", "clean", "error")
 
@@ -139,7 +139,8 @@ class Scanner:
         found = bloom_batch.contains_many(lst.bloom, lsh_np.probe_keys(pairs, bands))
         if not found.any():
             return None
-        keys = tuple("%s:%d:%x" % (lst.signal, j, v) for (j, v), f in zip(pairs, found) if f)
+        keys = tuple(dict.fromkeys(pdq_short_key(lst.signal, j, v, params)
+                                   for (j, v), f in zip(pairs, found) if f))
         return Hit(lst, keys)
 
     def confirm(self, result: ScanResult, hub: Dict[str, HubEntries]) -> ScanResult:
