@@ -325,7 +325,12 @@ class MqttClient:
     def connect(self, timeout=10.0):
         """Start and wait until connected; raise MqttError saying why if that does not happen."""
         self.start()
-        if not self._connected.wait(timeout):
+        deadline = time.monotonic() + timeout
+        # a refusal (bad login, ACL) is final for this call: say so now rather than at the timeout
+        while not self._connected.wait(0.05) and time.monotonic() < deadline:
+            if self.last_connect_error and self.last_connect_error.startswith("refused"):
+                break
+        if not self._connected.is_set():
             why = self.last_connect_error or "no answer"
             raise MqttError("could not connect to %s:%d within %.1fs (%s); is the broker running and "
                             "are the credentials right?" % (self.host, self.port, timeout, why))

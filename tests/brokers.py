@@ -167,26 +167,32 @@ def start_mosquitto(tmp_path, *, acl=None, users=None, port=None, extra_conf="",
 def shipped_fleet_broker(tmp_path, users):
     """mosquitto with the fleet config and ACL from firmware/mosquitto/, listening on loopback.
 
-    The shipped mosquitto.conf is used line by line except the lines that name machine paths or
-    listeners (replaced by the test's own), so the access rules under test are the shipped ones.
+    Every line of the shipped mosquitto.conf is used except those that name machine paths,
+    certificates or listeners (replaced by the test's own), so the access rules under test are
+    exactly the shipped ones; the ACL file is the shipped file.
     """
     local = {"listener", "password_file", "acl_file", "persistence_location", "certfile", "keyfile",
-             "cafile", "log_dest", "user", "require_certificate", "use_identity_as_username",
-             "include_dir", "pid_file"}
-    kept = []
+             "cafile", "capath", "tls_version", "require_certificate", "use_identity_as_username",
+             "log_dest", "user", "include_dir", "pid_file"}
+    shipped = []
     for line in (FIRMWARE_CONF / "mosquitto.conf").read_text().splitlines():
         word = line.strip().split(" ", 1)[0]
-        if not word or word.startswith("#") or word in local:
-            continue
-        kept.append(line.strip())
-    acl = (FIRMWARE_CONF / "acl").read_text()
-    broker = start_mosquitto(tmp_path, acl=acl, users=users, start=False)
-    text = broker.conf.read_text().splitlines()
-    # the shipped settings come first; the test's listener/paths follow and win where repeated
-    keep_local = [t for t in text if t.split(" ", 1)[0] not in {k.split(" ", 1)[0] for k in kept}
-                  or t.split(" ", 1)[0] in local]
-    broker.conf.write_text("\n".join(kept + keep_local) + "\n")
-    return broker.start()
+        if word and not word.startswith("#") and word not in local:
+            shipped.append(line.strip())
+    folder = Path(tmp_path) / ("fleet-broker-%d" % time.monotonic_ns())
+    (folder / "data").mkdir(parents=True)
+    port = free_port()
+    pw = write_password_file(folder / "passwd", users)
+    lines = shipped + [
+        "listener %d 127.0.0.1" % port,
+        "password_file %s" % pw,
+        "acl_file %s" % (FIRMWARE_CONF / "acl"),
+        "persistence_location %s/" % (folder / "data"),
+        "log_dest stderr",
+    ]
+    if os.geteuid() == 0:
+        lines.append("user root")
+    return Broker(folder, port, "\n".join(lines) + "\n").start()
 
 
 @pytest.fixture

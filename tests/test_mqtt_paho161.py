@@ -10,7 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PAHO161 = ROOT / ".cache" / "paho161"
-MODULES = ["tests/test_mqtt_client.py", "tests/test_reporter.py"]
+MODULES = ["tests/test_mqtt_client.py", "tests/test_reporter.py", "tests/test_report_collector.py",
+           "tests/test_acl.py", "tests/test_no_loss.py"]
 
 
 @pytest.mark.slow

@@ -129,7 +129,7 @@ def test_cli_collect_and_export(tmp_path):
                              "--db", str(db), "--client-id", "cli-col"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        assert "collecting reports" in proc.stdout.readline()
+        assert any("collecting reports" in proc.stdout.readline() for _ in range(5))
         reports = [rep(i, "hl%d" % (i % 2)) for i in range(10)]
         with MqttClient(broker.url, "dev") as dev:
             assert wait_all([dev.publish(Topics().reports(r["source"]), encode_report(r), qos=1)
