@@ -214,6 +214,7 @@ class Agent:
         self.spool = None
         self.localapi = None
         self.servers: List[Any] = []
+        self.listening: Dict[str, str] = {}
         self._loop = None
         self._loop_thread = None
         self._stop = threading.Event()
@@ -369,6 +370,7 @@ class Agent:
             host, port = parse_listen(listen, 1344 if name == "icap" else 3128)
             asyncio.run_coroutine_threadsafe(server.start(host, port), self._loop).result(10)
             self.servers.append((name, server))
+            self.listening[name] = "%s:%d" % (host, server.port)
             log.info("%s intake listening on %s:%d", name, host, server.port)
 
     def stop(self) -> None:
@@ -388,10 +390,12 @@ class Agent:
             self.updater.stop()
         if self.reporter is not None:
             self.reporter.stop()
+        if self._status_thread is not None:
+            self._status_thread.join(10)  # so that the final status is the last one written
         try:
             self.write_status(final=True)
         except Exception:
-            pass
+            log.exception("final status write failed")
         if self.client is not None:
             self.client.stop()
         if self.spool is not None:
@@ -467,9 +471,7 @@ class Agent:
             {"spool_depth": self.spool.stats()["depth"], "spool_dropped": self.spool.stats()["dropped"]},
             "confirm": {"requests": self.confirmer.requests, "timeouts": self.confirmer.timeouts,
                         "cached": len(self.confirmer.cache)} if self.confirmer is not None else None,
-            "intakes": {"localapi": self.localapi.path if self.localapi is not None else None,
-                        **{name: "%s:%d" % (parse_listen(self.conf[name]["listen"], 0)[0], s.port)
-                           for name, s in self.servers}},
+            "intakes": dict(self.listening, localapi=self.localapi.path if self.localapi is not None else None),
             "hal": getattr(self.hal, "name", None),
         }
         return out

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import socket
-import sys
 import tempfile
 import threading
 import time

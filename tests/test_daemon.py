@@ -18,7 +18,8 @@ from agent.lists import Entry
 from agent.localapi import LocalApiClient
 from agent.mqtt import MqttClient, Topics
 from agent.samples import encode, generate_image
-from tests.brokers import mosquitto  # noqa: F401
+from tests.brokers import free_port, mosquitto  # noqa: F401
+from tests.privacy import PayloadCapture
 from tests.listkit import Hub, only, wait_for
 from tools.publish import publish_lists
 from tools.serve import ConfirmService
@@ -103,6 +104,36 @@ def _status(state):
     return r.returncode, (json.loads(r.stdout) if r.stdout.strip() else None)
 
 
+CLIENT_IP = "192.168.77.23"
+USER_AGENT = "SecretBrowser/9.1 (subscriber-laptop)"
+COOKIE = "sid=cookie-secret-4711"
+
+
+def icap_respmod(port, url, body, ctype="image/jpeg"):
+    """One ICAP RESPMOD as Squid sends it (client address, cookie, user agent included); the reply."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    req_hdr = ("GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\nCookie: %s\r\n\r\n"
+               % (url, u.hostname, USER_AGENT, COOKIE)).encode()
+    res_hdr = ("HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n" % (ctype, len(body))).encode()
+    head = ("RESPMOD icap://127.0.0.1:%d/respmod ICAP/1.0\r\nHost: 127.0.0.1\r\nX-Client-IP: %s\r\n"
+            "Allow: 204\r\nEncapsulated: req-hdr=0, res-hdr=%d, res-body=%d\r\n\r\n"
+            % (port, CLIENT_IP, len(req_hdr), len(req_hdr) + len(res_hdr))).encode()
+    chunked = b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(head + req_hdr + res_hdr + chunked)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            out += data
+    return out
+
+
 def _log(tmp_path):
     return (tmp_path / "agent.log").read_text(errors="replace")
 
@@ -126,6 +157,8 @@ def test_daemon_follows_updates_blocks_reports_and_stops_cleanly(mosquitto, tmp_
     watcher.subscribe(Topics().status("dev-t1"), lambda m: statuses.update(json.loads(m.payload))).wait(5)
     with MqttClient(mosquitto.url, "publisher") as pub:
         publish_lists(pub, Topics(), only([v1], tmp_path / "p1"), chunk_size=4096)
+    capture = PayloadCapture(mosquitto.url).__enter__()  # every payload on the broker from now on
+    icap_port = free_port()
     proc = _start_agent(tmp_path, """
 [agent]
 state_dir = "%s"
@@ -138,7 +171,9 @@ url = "%s"
 confirm_timeout = 5.0
 [localapi]
 socket = "%s"
-""" % (state, mosquitto.url, sock))
+[icap]
+listen = "127.0.0.1:%d"
+""" % (state, mosquitto.url, sock, icap_port))
     try:
         wait_for(lambda: os.path.exists(sock) and (_status(state)[1] or {}).get("lists", {}).get("hl1/sha", {})
                  .get("version") == 1, 30)
@@ -160,8 +195,13 @@ socket = "%s"
             assert api.check_bytes(b"not an image")["action"] == "allow"
             assert "error" in api._ask({"bytes": -1})
             assert "error" in api._ask({"what": 1})
-        wait_for(lambda: len(reports) == 2, 20)
-        assert {r["entry"] for r in reports} == {"known-0", "known-1"}
+        # through ICAP, as Squid would send it: subscriber details in the request must never leave
+        answer = icap_respmod(icap_port, "http://origin.test/k0-again.jpg?session=secret", known[0])
+        assert answer.startswith(b"ICAP/1.0 200") and b"403" in answer.split(b"\r\n\r\n", 2)[1], answer[:300]
+        answer = icap_respmod(icap_port, "http://origin.test/other.jpg", known[2])
+        assert answer.startswith(b"ICAP/1.0 204"), answer[:200]
+        wait_for(lambda: len(reports) == 3, 20)
+        assert sorted(r["entry"] for r in reports) == ["known-0", "known-0", "known-1"]
         # the query string may carry a session token: it stays home by default
         assert all("session" not in json.dumps(r) for r in reports)
         assert all("127.0.0.1" not in json.dumps(r) for r in reports)
@@ -186,6 +226,14 @@ socket = "%s"
     code, st = _status(state)
     assert code == 1 and not st["running"] and st.get("stopped")
     assert "hl1.sha.v2.gwl" in os.listdir(state / "lists")
+    # privacy: everything the device published (confirmation requests, reports, status)
+    capture.__exit__(None, None, None)
+    from agent.imaging import hash_image
+    clean_pdq = hash_image(known[2], fast=False).pdq.hex()  # an image that never matched
+    forbidden = [CLIENT_IP, USER_AGENT, COOKIE, "cookie-secret-4711", "session=secret",
+                 "GET http://origin.test", clean_pdq, hashlib.sha256(known[2]).hexdigest()]
+    n = sum(capture.assert_clean(forbidden, part) for part in ("/confirm/req", "/reports/", "/status/"))
+    assert n >= 6, capture.messages
 
 
 @pytest.mark.slow
