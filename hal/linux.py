@@ -122,8 +122,10 @@ class Firewall(contracts.Firewall):
     """Blocks through two nftables sets (IPv4, IPv6) with the timeout flag.
 
     ``nft`` is the command prefix: tests pass ``("ip", "netns", "exec", NS, "nft")`` to work in a
-    namespace of their own. With ``manage_table`` the backend creates its table when missing;
-    on OpenWrt fw4 owns the table and the sets come from the include file instead.
+    namespace of their own. With ``manage_table`` the backend creates its table when missing, on
+    the first block (constructing a Firewall never touches the system's ruleset: an agent that
+    never blocks leaves no table behind); on OpenWrt fw4 owns the table and the sets come from
+    the include file instead.
     """
 
     def __init__(self, *, nft=("nft",), family="inet", table="gatewatch", set4="gatewatch_block4",
@@ -135,8 +137,8 @@ class Firewall(contracts.Firewall):
         self.set6 = set6
         self.resolver = resolver
         self.run_timeout = timeout
-        if manage_table:
-            self.setup()
+        self.manage_table = manage_table
+        self._table_ready = not manage_table
 
     def _run(self, args, text=None, check=True):
         argv = list(self.nft) + list(args)
@@ -161,9 +163,12 @@ class Firewall(contracts.Firewall):
 
     def setup(self):
         """Create the table, sets and chains unless the table exists (existing blocks survive restarts)."""
-        if self._run(["list", "table", self.family, self.table], check=False).returncode == 0:
-            return
-        self._run(["-f", "-"], text=self.ruleset_text())
+        if self._run(["list", "table", self.family, self.table], check=False).returncode != 0:
+            self._run(["-f", "-"], text=self.ruleset_text())
+        self._table_ready = True
+
+    def _table_exists(self):
+        return self._table_ready or self._run(["list", "table", self.family, self.table], check=False).returncode == 0
 
     def _set_for(self, address):
         return self.set6 if ":" in address else self.set4
@@ -178,16 +183,22 @@ class Firewall(contracts.Firewall):
         return [info[4][0].split("%")[0] for info in infos]
 
     def _apply_block(self, addresses, seconds):
+        if not self._table_ready:
+            self.setup()
         text = "".join(element_batch("block", self.family, self.table, self._set_for(a), a, seconds)
                        for a in addresses)
         self._run(["-f", "-"], text=text)
 
     def _apply_unblock(self, addresses):
+        if self.manage_table and not self._table_exists():
+            return  # nothing was ever blocked
         text = "".join(element_batch("unblock", self.family, self.table, self._set_for(a), a)
                        for a in addresses)
         self._run(["-f", "-"], text=text)
 
     def _apply_list(self):
+        if self.manage_table and not self._table_exists():
+            return []
         out = []
         for set_name in (self.set4, self.set6):
             proc = self._run(["-j", "list", "set", self.family, self.table, set_name])

@@ -64,6 +64,18 @@ def test_ruleset_text_passes_nft_check_and_a_broken_one_fails():
         ns.close()
 
 
+def test_constructing_a_firewall_changes_nothing_until_a_block():
+    ns = NetNs()
+    try:
+        fw = linux.Firewall(nft=ns.nft)
+        assert fw.list() == [] and fw.unblock("192.0.2.1") == ["192.0.2.1"]
+        assert ns.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout.strip() == ""
+        fw.block("192.0.2.1", 30)
+        assert "table inet gatewatch" in ns.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
+    finally:
+        ns.close()
+
+
 def test_setup_is_idempotent_and_keeps_blocks():
     ns = NetNs()
     try:
@@ -71,6 +83,7 @@ def test_setup_is_idempotent_and_keeps_blocks():
         fw.block("192.0.2.77", 600)
         again = linux.Firewall(nft=ns.nft)  # agent restart
         assert again.is_blocked("192.0.2.77")
+        again.block("192.0.2.78", 600)  # its setup finds the table and keeps what is in it
         rules = ns.run(["nft", "list", "chain", "inet", "gatewatch", "gatewatch_forward"],
                        capture_output=True, text=True).stdout
         assert rules.count("ip daddr @gatewatch_block4") == 1
@@ -87,7 +100,7 @@ def test_nft_failure_is_a_clear_error():
     finally:
         ns.close()
     with pytest.raises(HalError, match="install nftables"):
-        linux.Firewall(nft=("/nonexistent/nft",))
+        linux.Firewall(nft=("/nonexistent/nft",)).block("192.0.2.1", 10)
 
 
 _PROBE = textwrap.dedent("""
