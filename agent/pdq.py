@@ -38,7 +38,6 @@ __all__ = [
 LUMA_R = 0.299
 LUMA_G = 0.587
 LUMA_B = 0.114
-_LUMA = np.array([LUMA_R, LUMA_G, LUMA_B], dtype=np.float32)
 
 MIN_HASHABLE_DIM = 5  # the reference returns an all-zero hash, quality 0 below this
 _OUT = 64  # decimated size
@@ -181,32 +180,44 @@ def _check_dims(shape) -> None:
 # vectorised and predictable, and every product here is a thin band anyway.
 
 
-def _reduce_rows(img: np.ndarray, to_luma, h_full: int) -> np.ndarray:
-    """64 x W float32: ``A @ luma`` band by band (each output row reads ~H/64 input rows)."""
+_LUMA_R32 = np.float32(LUMA_R)
+_LUMA_G32 = np.float32(LUMA_G)
+_LUMA_B32 = np.float32(LUMA_B)
+
+
+def _reduce_rows(img: np.ndarray, h_full: int) -> np.ndarray:
+    """64 x W float32 luma: ``A @ luma`` band by band (each output row reads ~H/64 input rows).
+
+    RGB is reduced per channel and turned into luma afterwards, on 64 rows instead of H: the filter
+    is linear, so this equals the reference's per-pixel luma (to float rounding) and never makes a
+    float copy of the image. einsum reads uint8 directly, casting in its inner loop.
+    """
     ax = _axis(img.shape[0], h_full)
-    out = np.empty((_OUT, img.shape[1]), dtype=np.float32)
+    if img.ndim == 3:
+        img = img[:, :, :3]
+        out = np.empty((_OUT, img.shape[1], 3), dtype=np.float32)
+        spec = "k,kwc->wc"
+    else:
+        out = np.empty((_OUT, img.shape[1]), dtype=np.float32)
+        spec = "k,kw->w"
     for i in range(_OUT):
         s = ax.starts[i]
         band = ax.weights[i]
-        # The bands barely overlap, so each pixel is converted about once and no full float copy exists.
-        np.einsum("k,kw->w", band, to_luma(img[s:s + band.shape[0]]), out=out[i])
+        np.einsum(spec, band, img[s:s + band.shape[0]], out=out[i], casting="same_kind")
+    if out.ndim == 3:
+        # The reference's coefficients (fillFloatLumaFromRGB), in float32.
+        luma = out[:, :, 0] * _LUMA_R32
+        luma += out[:, :, 1] * _LUMA_G32
+        luma += out[:, :, 2] * _LUMA_B32
+        return luma
     return out
 
 
-def _as_float32(a: np.ndarray) -> np.ndarray:
-    return a.astype(np.float32, copy=False)
-
-
-def _rgb_to_luma(rgb: np.ndarray) -> np.ndarray:
-    # float32 luma with the reference's coefficients (fillFloatLumaFromRGB).
-    return np.einsum("kwc,c->kw", rgb[..., :3], _LUMA, dtype=np.float32, casting="unsafe")
-
-
-def _downsample64(img: np.ndarray, to_luma, full) -> np.ndarray:
+def _downsample64(img: np.ndarray, full) -> np.ndarray:
     """The reference's 64x64 blurred and decimated luma (float32)."""
     h, w = img.shape[0], img.shape[1]
     h_full, w_full = full
-    rows = _reduce_rows(img, to_luma, h_full)  # 64 x W
+    rows = _reduce_rows(img, h_full)  # 64 x W
     ax = _axis(w, w_full)
     out = np.empty((_OUT, _OUT), dtype=np.float32)
     if ax.groups is not None:
@@ -264,19 +275,19 @@ def _full_shape(img: np.ndarray, full_shape):
     return fh, fw
 
 
-def _from(img: np.ndarray, to_luma, full_shape) -> PdqResult:
+def _from(img: np.ndarray, full_shape) -> PdqResult:
     full = _full_shape(img, full_shape)
     if min(full) < MIN_HASHABLE_DIM or min(img.shape[0], img.shape[1]) < 1:
         return _zero_result()
-    buf = _downsample64(img, to_luma, full)
+    buf = _downsample64(img, full)
     return _bits(_dct16(buf), _quality(buf))
 
 
-def _dihedral_from(img: np.ndarray, to_luma, full_shape) -> List[PdqResult]:
+def _dihedral_from(img: np.ndarray, full_shape) -> List[PdqResult]:
     full = _full_shape(img, full_shape)
     if min(full) < MIN_HASHABLE_DIM or min(img.shape[0], img.shape[1]) < 1:
         return [_zero_result() for _ in DIHEDRAL_NAMES]
-    buf = _downsample64(img, to_luma, full)
+    buf = _downsample64(img, full)
     q = _quality(buf)
     a = _dct16(buf)
     # Rotating/flipping the image transposes the DCT and negates odd frequencies (even indices,
@@ -294,13 +305,13 @@ def _dihedral_from(img: np.ndarray, to_luma, full_shape) -> List[PdqResult]:
     return [_bits(np.ascontiguousarray(v), q) for v in variants]
 
 
-def _luma_converter(luma: np.ndarray):
+def _luma_checked(luma: np.ndarray) -> np.ndarray:
     _check_dims(luma.shape)
     if not np.issubdtype(luma.dtype, np.number) or np.issubdtype(luma.dtype, np.complexfloating):
         raise ValueError("PDQ needs a real-valued luminance array, got dtype %s" % luma.dtype)
     if luma.dtype.kind == "f" and luma.size and not np.isfinite(luma).all():
         raise ValueError("luminance array contains NaN or infinity")
-    return _as_float32
+    return luma
 
 
 def _rgb_checked(rgb: np.ndarray) -> np.ndarray:
@@ -318,23 +329,23 @@ def _rgb_checked(rgb: np.ndarray) -> np.ndarray:
 def pdq_from_luma(luma: np.ndarray, full_shape=None) -> PdqResult:
     """PDQ hash of a 2-D luminance array (values 0..255; uint8 or float)."""
     luma = np.asarray(luma)
-    return _from(luma, _luma_converter(luma), full_shape)
+    return _from(_luma_checked(luma), full_shape)
 
 
 def pdq_from_rgb(rgb: np.ndarray, full_shape=None) -> PdqResult:
     """PDQ hash of an HxWx3 uint8 RGB array (alpha, if present, is ignored as the reference does)."""
-    return _from(_rgb_checked(np.asarray(rgb)), _rgb_to_luma, full_shape)
+    return _from(_rgb_checked(np.asarray(rgb)), full_shape)
 
 
 def pdq_dihedral_from_luma(luma: np.ndarray, full_shape=None) -> List[PdqResult]:
     """The 8 dihedral PDQ hashes (``DIHEDRAL_NAMES`` order) from one filter pass and one DCT."""
     luma = np.asarray(luma)
-    return _dihedral_from(luma, _luma_converter(luma), full_shape)
+    return _dihedral_from(_luma_checked(luma), full_shape)
 
 
 def pdq_dihedral_from_rgb(rgb: np.ndarray, full_shape=None) -> List[PdqResult]:
     """The 8 dihedral PDQ hashes of an HxWx3 uint8 RGB array."""
-    return _dihedral_from(_rgb_checked(np.asarray(rgb)), _rgb_to_luma, full_shape)
+    return _dihedral_from(_rgb_checked(np.asarray(rgb)), full_shape)
 
 
 def hamming(a: bytes, b: bytes) -> int:
