@@ -57,8 +57,8 @@ def _is_int(value):
 
 def parse_address(text):
     """Return the canonical text of an IPv4/IPv6 address and its family (4 or 6), or None."""
-    if not isinstance(text, str):
-        return None
+    if not isinstance(text, str) or "%" in text:
+        return None  # scoped (link-local) addresses cannot go into an nftables set
     if ipaddress is not None:
         try:
             addr = ipaddress.ip_address(text)

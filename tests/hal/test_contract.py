@@ -82,7 +82,7 @@ def test_firewall_blocks_a_host_by_its_addresses(rig):
 @pytest.mark.parametrize("target,seconds", [
     ("192.0.2.1", 0), ("192.0.2.1", -5), ("192.0.2.1", True), ("192.0.2.1", 1.5),
     ("192.0.2.1", contracts.MAX_BLOCK_SECONDS + 1), ("", 60), (None, 60), ("bad host!", 60),
-    ("192.0.2.1; flush ruleset", 60), ("1.2.3", 60), ("-x.example", 60), ("a" * 300, 60),
+    ("192.0.2.1; flush ruleset", 60), ("fe80::1%eth0", 60), ("1.2.3", 60), ("-x.example", 60), ("a" * 300, 60),
 ])
 def test_firewall_refuses_bad_input_and_changes_nothing(rig, target, seconds):
     fw = rig.firewall()
