@@ -9,7 +9,9 @@
 #   --lists DIR    list files (*.gwl) copied to /etc/gatewatch/lists on the board
 #   --trust FILE   public key line(s) copied to /etc/gatewatch/trust.pub
 #   --file SRC:DEST  any extra file, e.g. a benign test image
-#   --board-cmd    what /init runs (default: the agent's serial console on ttyAMA0, emulated HAL)
+#   --scan FILE    an image that board-agent.sh scans through the daemon at boot (/etc/gatewatch/scan/)
+#   --board-cmd    what /init runs (default: board-agent.sh: the daemon with the emulated HAL and the
+#                  lists, then the serial management console on ttyAMA0)
 #   --gzip         write initrd as cpio.gz (smaller file, slower boot under TCG)
 # Runs as root (device nodes in the image). Prints OUTDIR on its last line.
 set -euo pipefail
@@ -20,12 +22,13 @@ OUT=${1:-}
 [ -n "$OUT" ] && [ "${OUT#-}" = "$OUT" ] || { echo "usage: $0 OUTDIR [options]" >&2; exit 2; }
 shift
 LISTS="" TRUST="" GZIP=0 FILES=()
-BOARD_CMD='exec python3 -m agent.console --port /dev/ttyAMA0 --hal emulated --lists /etc/gatewatch/lists --trust /etc/gatewatch/trust.pub'
+BOARD_CMD=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --lists) LISTS=$2; shift 2 ;;
         --trust) TRUST=$2; shift 2 ;;
         --file) FILES+=("$2"); shift 2 ;;
+        --scan) FILES+=("$2:/etc/gatewatch/scan/$(basename "$2")"); shift 2 ;;
         --board-cmd) BOARD_CMD=$2; shift 2 ;;
         --gzip) GZIP=1; shift ;;
         *) echo "$0: unknown option $1" >&2; exit 2 ;;
@@ -59,12 +62,16 @@ for spec in "${FILES[@]}"; do
     mkdir -p "$R$(dirname "$dest")"
     cp "$src" "$R$dest"
 done
-cat > "$R/etc/gatewatch/board.sh" <<EOF
+if [ -n "$BOARD_CMD" ]; then
+    cat > "$R/etc/gatewatch/board.sh" <<EOF
 #!/bin/sh
 cd /opt/gatewatch
-export PYTHONPATH=/opt/gatewatch PYTHONDONTWRITEBYTECODE=1 GATEWATCH_HAL=emulated
+export PYTHONPATH=/opt/gatewatch PYTHONDONTWRITEBYTECODE=1 GATEWATCH_AGENT_HAL=emulated
 $BOARD_CMD
 EOF
+else
+    cp "$HERE/board-agent.sh" "$R/etc/gatewatch/board.sh"
+fi
 chmod 755 "$R/etc/gatewatch/board.sh"
 install -m 755 "$HERE/board-init.sh" "$R/init"
 
