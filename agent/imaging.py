@@ -259,7 +259,15 @@ def _luma_fast(img: Image.Image, fmt: str) -> np.ndarray:
         img.draft("L", (side, side))
     if img.mode in ("L", "RGB", "RGBA", "RGBX"):
         img.load()
-        return np.asarray(img)  # RGB: pdq converts band by band with the reference coefficients
+        return np.asarray(img)  # RGB: pdq reduces the channels and applies the reference coefficients
+    return _to_rgb(img)
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    """RGB pixels as the reference sees them (``convert("RGB")``: alpha and transparency dropped)."""
+    # convert("RGB") drops a palette's transparency anyway, but warns for byte-string transparency;
+    # dropping it first gives the same pixels without a warning that a strict filter could raise.
+    img.info.pop("transparency", None)
     return np.asarray(img.convert("RGB"))
 
 
@@ -268,7 +276,7 @@ def _luma_full(img: Image.Image) -> np.ndarray:
     if img.mode in ("L", "RGB"):
         img.load()
         return np.asarray(img)
-    return np.asarray(img.convert("RGB"))
+    return _to_rgb(img)
 
 
 def hash_image(data: bytes, *, limits: Limits = DEFAULT_LIMITS, fast: bool = True, dihedral: bool = False) -> ImageHashes:

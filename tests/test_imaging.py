@@ -364,3 +364,17 @@ def test_concurrent_bad_and_good_input_do_not_interfere(jpeg):
         results = list(pool.map(work, range(20)))
     assert sorted(errors) == list(range(1, 20, 2))
     assert len({r for r in results if r is not None}) == 1
+
+
+def test_palette_with_byte_transparency_hashes_like_reference_without_warning(recwarn):
+    im = samples.generate_image(1, (100, 80)).quantize(16)
+    buf = io.BytesIO()
+    im.save(buf, "PNG", transparency=bytes([0] * 3 + [255] * 13))
+    data = buf.getvalue()
+    for fast in (True, False):
+        h = imaging.hash_image(data, fast=fast)
+        assert h.pdq_quality >= 80
+    assert not [w for w in recwarn if "Transparency" in str(w.message)]
+    with pytest.warns(UserWarning):  # the reference pipeline does warn; same pixels either way
+        theirs, _ = ref_pdq(data)
+    assert pdq.hamming(imaging.hash_image(data, fast=False).pdq, theirs) <= 2
