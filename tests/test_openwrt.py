@@ -5,6 +5,7 @@ matches the mapping's schema, scripts pass ``sh -n``, the fw4 include passes ``n
 import os
 import re
 import shutil
+import sys
 import subprocess
 
 import pytest
@@ -97,7 +98,8 @@ def test_init_script_has_procd_essentials():
     text = _read("gatewatch.init")
     for needle in ("USE_PROCD=1", "procd_set_param respawn", "procd_add_reload_trigger \"gatewatch\"",
                    "procd_add_validation validate_all", "uci_load_validate gatewatch agent",
-                   "procd_set_param file /etc/config/gatewatch", "GATEWATCH_HAL=openwrt",
+                   "procd_set_param file \"$UCI_FILE\"", 'UCI_FILE="${GATEWATCH_UCI_FILE:-/etc/config/gatewatch}"',
+                   "GATEWATCH_HAL=openwrt",
                    "python3 -m hal.openwrt render"):
         assert needle in text, needle
 
@@ -182,3 +184,107 @@ def test_feed_makefile_parses_and_installs_every_file(tmp_path):
     makefile = open(os.path.join(PKG, "Makefile")).read()
     for name in os.listdir(FILES):
         assert "./files/%s " % name in makefile, "%s is not installed by the Makefile" % name
+
+
+# ------------------------------------------------------------------ the init script, run under shims
+
+SHIMS = r'''
+procd_open_instance() { echo "PROCD open_instance $*"; }
+procd_set_param() { echo "PROCD param $*"; }
+procd_close_instance() { echo "PROCD close_instance"; }
+procd_add_reload_trigger() { echo "PROCD reload_trigger $*"; }
+procd_add_validation() { echo "PROCD validation $*"; }
+fw4() { echo "FW4 $*"; }
+# Stand-in for procd.sh's uci_load_validate: defaults from the specs, values from the UCI file,
+# validity from the agent's own checker (the real one asks /sbin/validate_data).
+uci_load_validate() {
+	local _package="$1" _type="$2" _name="$3" _function="$4" _spec _var _default _result
+	shift 4
+	for _spec in "$@"; do
+		_var="${_spec%%:*}"
+		_default="${_spec#*:}"
+		case "$_default" in *:*) _default="${_default#*:}" ;; *) _default="" ;; esac
+		eval "local $_var"
+		eval "$_var=\$_default"
+	done
+	eval "$(python3 -c 'import shlex, sys
+from hal.openwrt import parse_uci
+for sec in parse_uci(open(sys.argv[1]).read()):
+    if sec.name == sys.argv[2]:
+        for k, v in sec.options.items():
+            if v != "":
+                print("%s=%s" % (k, shlex.quote(" ".join(v) if isinstance(v, list) else v)))
+' "$GATEWATCH_UCI_FILE" "$_name")"
+	python3 -m hal.openwrt check --uci "$GATEWATCH_UCI_FILE" 2>/dev/null
+	_result=$?
+	[ -n "$_function" ] || return $_result
+	"$_function" "$_name" "$_result"
+}
+'''
+
+
+def _run_init(tmp_path, uci_text, action="start_service"):
+    uci = tmp_path / "gatewatch.uci"
+    uci.write_text(uci_text)
+    shims = tmp_path / "shims.sh"
+    shims.write_text(SHIMS)
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    if not (bindir / "python3").exists():
+        os.symlink(sys.executable, bindir / "python3")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PATH="%s:%s" % (bindir, os.environ.get("PATH", "/usr/bin:/bin")), PYTHONPATH=root,
+               GATEWATCH_UCI_FILE=str(uci), GATEWATCH_RUN_DIR=str(tmp_path / "run"),
+               GATEWATCH_REDIRECT=str(tmp_path / "etc/redirect.nft"))
+    proc = subprocess.run(["sh", "-c", '. "$1"; . "$2"; %s' % action, "sh", str(shims), os.path.join(FILES, "gatewatch.init")],
+                          capture_output=True, text=True, env=env, cwd=root, timeout=120)
+    return proc
+
+
+def test_init_starts_the_agent_with_the_rendered_config(tmp_path):
+    proc = _run_init(tmp_path, _read("gatewatch.config"))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    toml_path = tmp_path / "run" / "gatewatch.toml"
+    assert "PROCD open_instance agent" in lines
+    assert "PROCD param command /usr/bin/gatewatch run --config %s" % toml_path in lines
+    assert "PROCD param env GATEWATCH_HAL=openwrt" in lines
+    assert "PROCD param respawn 3600 5 5" in lines
+    assert "PROCD param file %s %s" % (tmp_path / "gatewatch.uci", toml_path) in lines
+    assert "PROCD open_instance console" not in lines  # console '' = off
+    assert toml_path.read_text() == openwrt.config_to_toml(openwrt.uci_to_config(_read("gatewatch.config")))
+    assert (tmp_path / "etc/redirect.nft").read_text().startswith("# gatewatch: transparent proxy disabled")
+    assert lines.count("FW4 -q reload") == 1  # the include file appeared
+    again = _run_init(tmp_path, _read("gatewatch.config"))
+    assert "FW4 -q reload" not in again.stdout  # unchanged include: fw4 is left alone
+
+
+def test_init_starts_the_console_when_configured(tmp_path):
+    text = _read("gatewatch.config").replace("option console ''", "option console '/dev/ttyS1'")
+    lines = _run_init(tmp_path, text).stdout.splitlines()
+    assert "PROCD open_instance console" in lines
+    assert "PROCD param command python3 -m agent.console --port /dev/ttyS1 --state-dir /etc/gatewatch" in lines
+
+
+def test_init_refuses_an_invalid_config(tmp_path):
+    proc = _run_init(tmp_path, _read("gatewatch.config").replace("option mode 'block'", "option mode 'drop'"))
+    assert "PROCD open_instance" not in proc.stdout
+    assert "section 'policy' of /etc/config/gatewatch is invalid; not starting" in proc.stderr
+    assert not (tmp_path / "run" / "gatewatch.toml").exists()
+
+
+def test_init_does_nothing_when_disabled(tmp_path):
+    proc = _run_init(tmp_path, _read("gatewatch.config").replace("option enabled '1'", "option enabled '0'"))
+    assert proc.returncode == 0 and "PROCD open_instance" not in proc.stdout
+
+
+def test_init_transparent_proxy_writes_the_redirect_and_reloads_fw4(tmp_path):
+    _run_init(tmp_path, _read("gatewatch.config"))
+    proc = _run_init(tmp_path, _read("gatewatch.config").replace("option transparent '0'", "option transparent '1'"))
+    assert "FW4 -q reload" in proc.stdout.splitlines()
+    assert "redirect to :3128" in (tmp_path / "etc/redirect.nft").read_text()
+
+
+def test_init_service_triggers(tmp_path):
+    lines = _run_init(tmp_path, _read("gatewatch.config"), action="service_triggers").stdout.splitlines()
+    assert lines == ["PROCD reload_trigger gatewatch", "PROCD validation validate_all"]
