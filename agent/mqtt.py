@@ -427,6 +427,7 @@ class MqttClient:
             return
         self.last_connect_error = None
         self.connects += 1
+        _no_delay(client)
         with self._lock:
             subs = list(self._subs.items())
         for topic_filter, (qos, _cb) in subs:
@@ -476,6 +477,17 @@ class MqttClient:
                     log.exception("handler for %s failed; dropping the connection so that the "
                                   "broker delivers the message again", topic_filter)
                     self.abort()
+
+
+def _no_delay(paho_client):
+    """Disable Nagle on the broker socket: paho writes PUBACK and the next PUBLISH separately, and
+    Nagle holds the second until the broker's delayed ACK (~40 ms per request/answer round trip)."""
+    import socket
+
+    try:
+        paho_client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (AttributeError, OSError):  # a websocket or TLS wrapper without the option: keep going
+        pass
 
 
 def wait_all(acks, timeout):
