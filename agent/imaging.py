@@ -151,9 +151,17 @@ def _md5(data: bytes) -> bytes:
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
+_JPEG_MAX_SEGMENTS = 1024  # real files have a few dozen before the frame header
+
+
 def _jpeg_size(data: bytes) -> Optional[Tuple[int, int]]:
     i, n = 2, len(data)
+    segments = 0
     while i + 4 <= n:
+        segments += 1
+        if segments > _JPEG_MAX_SEGMENTS:
+            # Millions of tiny segments would keep Pillow's pure-Python marker loop busy for seconds.
+            raise ImageError("corrupt JPEG image (over %d segments before the frame header)" % _JPEG_MAX_SEGMENTS)
         if data[i] != 0xFF:
             return None
         marker = data[i + 1]
@@ -177,8 +185,62 @@ def _jpeg_size(data: bytes) -> Optional[Tuple[int, int]]:
     return None
 
 
+_PNG_MAX_CHUNKS_BEFORE_IDAT = 1024
+_PNG_MAX_CHUNKS = 65536  # 20 MiB in 64 KiB IDATs is 320; tiny-IDAT encoders stay far below this
+_GIF_MAX_BLOCKS_BEFORE_IMAGE = 4096
+
+
+def _png_check_chunks(data: bytes) -> None:
+    # Pillow walks chunks in Python: 1.5 million empty chunks kept it busy for 10 s.
+    i, n, count, seen_idat = 8, len(data), 0, False
+    while i + 8 <= n:
+        count += 1
+        length = int.from_bytes(data[i:i + 4], "big")
+        kind = data[i + 4:i + 8]
+        if kind == b"IDAT":
+            seen_idat = True
+        elif not seen_idat and count > _PNG_MAX_CHUNKS_BEFORE_IDAT:
+            raise ImageError("corrupt PNG image (over %d chunks before the image data)" % _PNG_MAX_CHUNKS_BEFORE_IDAT)
+        if count > _PNG_MAX_CHUNKS:
+            raise ImageError("corrupt PNG image (over %d chunks)" % _PNG_MAX_CHUNKS)
+        if kind == b"IEND":
+            return
+        i += 12 + length
+
+
+def _gif_check_blocks(data: bytes) -> None:
+    # Same for GIF extension blocks before the first image (Pillow: 1.5 s for 3 million).
+    n = len(data)
+    if n < 13:
+        return
+    flags = data[10]
+    i = 13 + (3 * (2 << (flags & 7)) if flags & 0x80 else 0)
+    blocks = 0
+    while i < n:
+        blocks += 1
+        if blocks > _GIF_MAX_BLOCKS_BEFORE_IMAGE:
+            raise ImageError("corrupt GIF image (over %d blocks before the first frame)" % _GIF_MAX_BLOCKS_BEFORE_IMAGE)
+        kind = data[i]
+        if kind != 0x21:
+            return  # image descriptor, trailer or garbage: Pillow takes it from here
+        i += 2  # introducer and label, then sub-blocks until a zero length
+        while i < n:
+            size = data[i]
+            i += 1 + size
+            if size == 0:
+                break
+            blocks += 1
+            if blocks > _GIF_MAX_BLOCKS_BEFORE_IMAGE:
+                raise ImageError(
+                    "corrupt GIF image (over %d blocks before the first frame)" % _GIF_MAX_BLOCKS_BEFORE_IMAGE
+                )
+
+
 def header_size(fmt: str, data: bytes) -> Optional[Tuple[int, int]]:
-    """(width, height) read from the header of ``data`` in format ``fmt``, or None if not found."""
+    """(width, height) read from the header of ``data`` in format ``fmt``, or None if not found.
+
+    Raises ImageError for headers built to waste time (a JPEG with thousands of empty segments).
+    """
     try:
         if fmt == "PNG":
             if len(data) >= 24 and data[12:16] == b"IHDR":
@@ -294,6 +356,10 @@ def hash_image(data: bytes, *, limits: Limits = DEFAULT_LIMITS, fast: bool = Tru
     if fmt not in limits.formats:
         raise ImageError("unsupported format %s" % fmt)
     size = header_size(fmt, data)
+    if fmt == "PNG":
+        _png_check_chunks(data)
+    elif fmt == "GIF":
+        _gif_check_blocks(data)
     if size is None:
         if len(data) < 64:
             raise ImageError("truncated image")

@@ -378,3 +378,45 @@ def test_palette_with_byte_transparency_hashes_like_reference_without_warning(re
     with pytest.warns(UserWarning):  # the reference pipeline does warn; same pixels either way
         theirs, _ = ref_pdq(data)
     assert pdq.hamming(imaging.hash_image(data, fast=False).pdq, theirs) <= 2
+
+
+def _png_with_empty_chunks(count):
+    ihdr = struct.pack(">IIBBBBB", 10, 10, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"abCd", b"") * count
+        + png_chunk(b"IDAT", zlib.compress(b"\x00" * 310))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def _gif_with_comments(count):
+    buf = io.BytesIO()
+    samples.generate_image(5, (10, 10)).save(buf, "GIF")
+    gif = buf.getvalue()
+    flags = gif[10]
+    start = 13 + (3 * (2 << (flags & 7)) if flags & 0x80 else 0)
+    return gif[:start] + b"\x21\xfe\x00" * count + gif[start:]
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        # Each of these kept Pillow's pure-Python header loop busy for 1.5-10 s at ~20 MB.
+        (b"\xff\xd8" + b"\xff\xfe\x00\x02" * 2_000_000 + b"\xff\xd9", "segments"),
+        (_png_with_empty_chunks(1_000_000), "chunks"),
+        (_gif_with_comments(2_000_000), "blocks"),
+    ],
+    ids=["jpeg-segments", "png-chunks", "gif-blocks"],
+)
+def test_header_floods_are_refused_in_milliseconds(data, reason):
+    start = time.perf_counter()
+    with pytest.raises(ImageError, match=reason):
+        imaging.hash_image(data)
+    assert time.perf_counter() - start < 0.5
+
+
+def test_a_few_extra_chunks_and_blocks_are_fine():
+    assert imaging.hash_image(_png_with_empty_chunks(50)).width == 10
+    assert imaging.hash_image(_gif_with_comments(50)).width == 10
