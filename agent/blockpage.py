@@ -32,6 +32,24 @@ _PLACEHOLDER_SVG = (
 IMAGE_MODES = ("placeholder", "403")
 
 
+def _png(width: int, height: int, grey: int) -> bytes:
+    """A flat grey PNG, built with zlib only (used where the status and type are already sent)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    raw = b"".join(b"\x00" + bytes([grey]) * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+# A raster placeholder for blocks decided after the HTTP head went out (browsers sniff image bytes,
+# so it shows whatever image type the head announced).
+PLACEHOLDER_PNG = _png(64, 48, 0xDD)
+
+
 class BlockPage:
     """Builds block responses. All text is configurable; the template uses ``${name}`` fields."""
 

@@ -9,6 +9,15 @@ Decisions per RESPMOD (see agent.icap.sniff for why "type OR magic"):
   preview, the body is streamed back (200) or drained (then 204) without being held in memory;
 - an image -> 100 Continue, buffer up to ``max_scan_bytes``, scan, then 200 with a block page or
   204 / 200 echo; over the limit, on scan error or timeout -> pass unchanged (fail-open, counted).
+
+Early heads (IcapLimits.early_head): Squid before 6.9 stops reading the origin once its 64 KB
+virgin-body buffer is full and only resumes when the ICAP service starts answering (Squid bug 5352,
+fixed by squid-cache/squid PR #1777). A service that must see the whole image before deciding then
+waits forever. In "stall" mode (default), when the client stops sending mid-body for
+``stall_timeout`` seconds we send the 200 and the original HTTP head (without Content-Length) at
+once; the scan still decides the body: the image unchanged, or a neutral placeholder picture when it
+is blocked (the status then stays 200: the explanation page needs the head we already sent).
+"always" does that for every image larger than the preview; "never" never does.
 """
 
 from __future__ import annotations
@@ -20,7 +29,8 @@ import logging
 from typing import Callable, Optional
 from urllib.parse import urlsplit
 
-from agent.blockpage import BlockPage
+from agent.blockpage import PLACEHOLDER_PNG, BlockPage
+from agent.errors import ConfigError
 from agent.icap import protocol as P
 from agent.icap.sniff import SNIFF_BYTES, should_scan
 from agent.intake import Decision
@@ -32,8 +42,10 @@ log = logging.getLogger("gatewatch.icap")
 SERVICES = {"/": ("RESPMOD", "REQMOD"), "/gatewatch": ("RESPMOD", "REQMOD"), "/respmod": ("RESPMOD",),
             "/reqmod": ("REQMOD",)}
 
+EARLY_MODES = ("stall", "always", "never")
+
 _COUNTERS = ("connections", "requests", "options", "scanned", "blocked", "allowed", "passed_unscanned",
-             "bypassed", "too_large", "errors", "rejected", "timeouts")
+             "bypassed", "too_large", "errors", "rejected", "timeouts", "early_heads")
 
 
 def request_url(req: P.Request) -> Optional[str]:
@@ -67,6 +79,8 @@ class IcapServer:
                  on_block: Optional[Callable[[Decision, str], None]] = None,
                  block_page: Optional[BlockPage] = None,
                  executor: Optional[concurrent.futures.Executor] = None):
+        if limits.early_head not in EARLY_MODES:
+            raise ConfigError("early_head must be one of %s, not %r" % (", ".join(EARLY_MODES), limits.early_head))
         self.inspector = inspector
         self.limits = limits
         self._istag = istag or (lambda: "gatewatch-0")
@@ -101,7 +115,7 @@ class IcapServer:
         """Listen on ``host:port``."""
         if self._executor is None:
             self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="icap-scan")
-        self._server = await asyncio.start_server(self._accept, host, port, limit=64 * 1024)
+        self._server = await asyncio.start_server(self._accept, host, port, limit=64 * 1024, backlog=1024)
 
     async def close(self) -> None:
         """Stop listening, drop connections, stop the scan pool."""
@@ -192,7 +206,8 @@ class _Session:
         self.pending: collections.deque = collections.deque()
         self.head_deadline: Optional[float] = None
 
-    async def next_event(self):
+    async def next_event(self, wait: Optional[float] = None):
+        """The next protocol event; None if ``wait`` seconds pass with no bytes (only when given)."""
         while not self.pending:
             if self.conn.state == "closed":
                 raise _Closed()
@@ -207,10 +222,12 @@ class _Session:
                 timeout = max(0.0, self.head_deadline - loop.time())
             else:
                 self.head_deadline = None
-                timeout = self.limits.read_timeout
+                timeout = self.limits.read_timeout if wait is None else min(wait, self.limits.read_timeout)
             try:
                 data = await asyncio.wait_for(self.reader.read(65536), timeout)
             except asyncio.TimeoutError:
+                if wait is not None and not self.conn.idle:
+                    return None
                 if not self.conn.idle:
                     self.server.stats["timeouts"] += 1
                     await self.send(P.error_response(408, self.server.istag()))
@@ -316,8 +333,16 @@ class _Session:
             self.conn.continue_after_preview()
             await self.send(P.CONTINUE)
             state = "body"
+        committed = False  # the 200 head went out early (see EARLY_MODES)
+        mode = self.limits.early_head
+        if state == "body" and mode == "always" and not req.allow_204:
+            committed = await self.commit_early(req)
         while state == "body":
-            event = await self.next_event()
+            wait = self.limits.stall_timeout if (mode == "stall" and not committed) else None
+            event = await self.next_event(wait)
+            if event is None:  # the client stopped sending mid-body: Squid < 6.9 waits for us (bug 5352)
+                committed = await self.commit_early(req)
+                continue
             if isinstance(event, P.BodyData):
                 body += event.data
                 if len(body) > self.limits.max_scan_bytes:
@@ -325,13 +350,21 @@ class _Session:
                     self.server.stats["bypassed"] += 1
                     log.info("image from %s larger than %d bytes; passed unscanned",
                              _host_of(request_url(req)), self.limits.max_scan_bytes)
+                    if committed:
+                        await self.stream_rest(bytes(body))
+                        return self.finish(req)
                     await self.pass_unchanged(req, bytes(body), state="body")
                     return
             elif isinstance(event, P.BodyEnd):
-                state = "end"
+                state = "end" if state == "body" else state
         url = request_url(req)
         decision = await self.server.inspect(bytes(body), http_res.get("content-type"), url)
-        if decision is not None and decision.action == "block":
+        blocked = decision is not None and decision.action == "block"
+        if committed:
+            # The head is gone; only the body can still change: the placeholder picture or the image.
+            await self.send(encode_chunk(PLACEHOLDER_PNG if blocked else bytes(body)) + LAST_CHUNK)
+            return self.finish(req)
+        if blocked:
             head, page = self.server.block_page.response(req.http_request, url, media_type,
                                                           version=http_res.start[0])
             await self.send(P.modified_response(self.server.istag(), head.serialize(), page,
@@ -339,6 +372,25 @@ class _Session:
             self.finish(req)
             return
         await self.pass_unchanged(req, bytes(body), state=state)
+
+    async def commit_early(self, req: P.Request) -> bool:
+        """Send the 200 + original HTTP head now (minus Content-Length); the body follows after the scan."""
+        self.server.stats["early_heads"] += 1
+        head = req.http_response.replace(drop=("content-length",)).serialize()
+        await self.send(P.modified_response_head(self.server.istag(), head, "res-hdr", has_body=True,
+                                                 keep_alive=req.keep_alive))
+        return True
+
+    async def stream_rest(self, have: bytes) -> None:
+        """After an early head: forward what we hold and the rest of the body as it comes."""
+        await self.send(encode_chunk(have))
+        while True:
+            event = await self.next_event()
+            if isinstance(event, P.BodyData):
+                await self.send(encode_chunk(event.data))
+            elif isinstance(event, P.BodyEnd):
+                break
+        await self.send(LAST_CHUNK)
 
     def finish(self, req: P.Request) -> None:
         if not req.keep_alive:

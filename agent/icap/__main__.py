@@ -1,0 +1,23 @@
+"""``python -m agent.icap --listen 127.0.0.1:1344 --lists DIR --trust PUBKEY``: the ICAP service alone."""
+
+import sys
+
+from agent.icap.protocol import IcapLimits
+from agent.icap.server import IcapServer
+from agent.icap.standalone import run
+
+
+def make_server(inspector, args, folder, block_page):
+    """The ICAP service for the standalone command line."""
+    limits = IcapLimits(max_scan_bytes=args.max_scan_bytes, scan_timeout=args.scan_timeout,
+                        max_connections=args.max_connections, early_head=args.early_head)
+    return IcapServer(inspector, limits=limits, istag=folder.istag, block_page=block_page)
+
+
+def main(argv=None) -> int:
+    """Entry point."""
+    return run(make_server, argv, "python -m agent.icap", "ICAP service", 1344)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
