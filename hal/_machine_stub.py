@@ -70,7 +70,7 @@ class UART:
             return None  # MicroPython returns None on timeout with nothing read
         n = len(self.rx) if nbytes is None else nbytes
         out = bytes(self.rx[:n])
-        del self.rx[:n]
+        self.rx = self.rx[n:]  # MicroPython's bytearray has no slice deletion
         return out
 
     def write(self, buf):

@@ -5,8 +5,10 @@ backend only *applies* what the contract has already validated (pyserial style: 
 validates settings, the backend applies them), so every backend refuses bad input the same way
 and a refused call changes nothing.
 
-Kept MicroPython-friendly where practical (the micropython backend imports it): ``%`` formatting,
-no typing at run time, fallbacks for ``abc``, ``re`` and ``ipaddress``.
+Kept MicroPython-friendly (the micropython backend imports it, and tests/hal/test_micropython_port.py
+runs it under the MicroPython WebAssembly port): ``%`` formatting, no typing at run time,
+fallbacks for ``abc`` and ``ipaddress``, and name checks written as character loops because
+MicroPython's ``re`` has no counted repetition (``{0,61}``).
 """
 
 try:
@@ -16,11 +18,6 @@ except ImportError:  # pragma: no cover - MicroPython has no abc
 
     def abstractmethod(f):
         return f
-
-try:
-    import re
-except ImportError:  # pragma: no cover
-    import ure as re
 
 try:
     import ipaddress
@@ -33,12 +30,20 @@ except ImportError:  # pragma: no cover - MicroPython layout
     from core.errors import GatewatchError
 
 
-class HalError(GatewatchError, RuntimeError):
-    """A device could not do what was asked (missing sysfs node, nft failure, no watchdog)."""
+# MicroPython allows only one built-in exception base (and has no FileNotFoundError): there the
+# errors derive from the root alone, so ``except GatewatchError`` still catches them.
+try:
+    class HalError(GatewatchError, RuntimeError):
+        """A device could not do what was asked (missing sysfs node, nft failure, no watchdog)."""
 
+    class HalArgumentError(GatewatchError, ValueError):
+        """A HAL call got an invalid argument; nothing was changed."""
+except TypeError:  # pragma: no cover - MicroPython
+    class HalError(GatewatchError):
+        """A device could not do what was asked (missing sysfs node, nft failure, no watchdog)."""
 
-class HalArgumentError(GatewatchError, ValueError):
-    """A HAL call got an invalid argument; nothing was changed."""
+    class HalArgumentError(GatewatchError):
+        """A HAL call got an invalid argument; nothing was changed."""
 
 
 LED_STATES = ("ok", "updating", "blocked", "fault")
@@ -46,9 +51,28 @@ MAX_BLOCK_SECONDS = 7 * 24 * 3600
 MAX_WATCHDOG_SECONDS = 3600
 STANDARD_BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
 
-_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
-_STORAGE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_SOURCE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_LOWER_DIGITS = "abcdefghijklmnopqrstuvwxyz0123456789"
+_ALNUM = _LOWER_DIGITS + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _chars_ok(text, first, rest, max_len):
+    if not isinstance(text, str) or not 1 <= len(text) <= max_len or text[0] not in first:
+        return False
+    for ch in text:
+        if ch not in rest:
+            return False
+    return True
+
+
+def _is_hostname(text):
+    if len(text) > 253:
+        return False
+    if text.endswith("."):
+        text = text[:-1]
+    for label in text.split("."):
+        if not _chars_ok(label, _ALNUM, _ALNUM + "-", 63) or label[-1] not in _ALNUM:
+            return False
+    return True
 
 
 def _is_int(value):
@@ -77,7 +101,7 @@ def check_target(target):
         raise HalArgumentError("firewall target must be a non-empty string (an IP address or host name), got %r" % (target,))
     if parse_address(target) is not None:
         return target
-    if len(target) > 253 or not _HOSTNAME_RE.match(target) or target.replace(".", "").isdigit():
+    if not _is_hostname(target) or target.replace(".", "").isdigit():
         raise HalArgumentError("firewall target %r is neither an IP address nor a valid host name" % (target,))
     return target
 
@@ -91,7 +115,7 @@ def check_seconds(seconds, upper, what):
 
 def check_storage_name(name):
     """Validate a storage file name: one path component, no dot-files, no separators."""
-    if not isinstance(name, str) or not _STORAGE_NAME_RE.match(name) or name in (".", ".."):
+    if not _chars_ok(name, _ALNUM + "_", _ALNUM + "_.-", 128):
         raise HalArgumentError(
             "storage name %r is invalid: use 1-128 characters of letters, digits, '_', '.', '-', "
             "not starting with '.' or '-' and without '/'" % (name,))
@@ -102,7 +126,7 @@ def check_storage_name(name):
 
 def check_source(source):
     """Validate a list source name (the key of its trust anchors)."""
-    if not isinstance(source, str) or not _SOURCE_RE.match(source):
+    if not _chars_ok(source, _LOWER_DIGITS, _LOWER_DIGITS + "._-", 64):
         raise HalArgumentError("source name %r is invalid: use 1-64 lower-case letters, digits, '.', '_', '-'" % (source,))
     return source
 
@@ -340,8 +364,12 @@ class SerialPort(ABC):
         """Backend: close."""
 
 
-class StorageMissing(GatewatchError, FileNotFoundError):
-    """A stored file does not exist."""
+try:
+    class StorageMissing(GatewatchError, FileNotFoundError):
+        """A stored file does not exist."""
+except (TypeError, NameError):  # pragma: no cover - MicroPython
+    class StorageMissing(GatewatchError):
+        """A stored file does not exist."""
 
 
 class PowerLoss(Exception):
@@ -564,9 +592,9 @@ class KeyStore(ABC):
 
 
 def _random_bytes(n):
+    """``n`` bytes from the OS's random source (on MicroPython: os.urandom, the board's hardware RNG)."""
     try:
         import os
         return os.urandom(n)
-    except (ImportError, AttributeError):  # pragma: no cover - MicroPython
-        import urandom
-        return bytes(urandom.getrandbits(8) for _ in range(n))
+    except (ImportError, AttributeError):  # pragma: no cover - a MicroPython port without os.urandom
+        raise HalError("this platform has no os.urandom; a device secret needs a hardware random source")
