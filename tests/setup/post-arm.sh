@@ -5,8 +5,23 @@
 set -eu
 [ "${GW_SKIP_ARM:-0}" = 1 ] && { echo "post-arm: skipped (GW_SKIP_ARM=1)"; exit 0; }
 here=$(cd "$(dirname "$0")/../.." && pwd)
+# Both in parallel: the download phases overlap and CI's two cores are otherwise idle here.
+start=$(date +%s)
+logs=$(mktemp -d)
+pids=""
 for arch in arm64 armhf; do
-    start=$(date +%s)
-    nice -n 5 "$here/firmware/qemu/build-rootfs.sh" "$arch" >/dev/null
-    echo "post-arm: rootfs $arch ready ($(( $(date +%s) - start )) s)"
+    nice -n 5 "$here/firmware/qemu/build-rootfs.sh" "$arch" >"$logs/$arch.out" 2>"$logs/$arch.err" &
+    pids="$pids $!"
 done
+rc=0
+for pid in $pids; do wait "$pid" || rc=1; done
+for arch in arm64 armhf; do
+    grep -h 'took\|built\|cached' "$logs/$arch.err" | sed 's/^/post-arm: /' || true
+done
+if [ "$rc" != 0 ]; then
+    echo "post-arm: a root filesystem build failed:" >&2
+    tail -n 40 "$logs"/*.err >&2
+fi
+rm -rf "$logs"
+echo "post-arm: root filesystems ready in $(( $(date +%s) - start )) s"
+exit "$rc"
