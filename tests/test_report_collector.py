@@ -152,3 +152,33 @@ def test_cli_collect_and_export(tmp_path):
                         "--source", "hl0"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "does not exist" in r.stderr
     assert not (tmp_path / "no.db").exists()
+
+
+def test_failed_store_is_not_acknowledged_and_comes_again(tmp_path):
+    broker = start_mosquitto(tmp_path)
+    topics = Topics()
+    store = ReportStore(tmp_path / "hub.db")
+    real_add, calls = store.add, []
+
+    def flaky_add(report, received_at=None):
+        calls.append(report["id"])
+        if len(calls) == 1:
+            raise OSError("disk I/O error (simulated)")
+        return real_add(report, received_at)
+
+    store.add = flaky_add
+    c = MqttClient(broker.url, "col-flaky", clean_session=False, reconnect=(1, 2))
+    try:
+        col = Collector(c, store, topics).start()
+        c.connect()
+        time.sleep(0.2)
+        r = rep(1)
+        with MqttClient(broker.url, "dev") as dev:
+            assert dev.publish(topics.reports("hl1"), encode_report(r), qos=1).wait(5)
+        assert wait_until(lambda: store.count() == 1, 20), calls
+        assert calls[:2] == [r["id"], r["id"]] and col.stored == 1
+        assert c.connects >= 2  # the connection was dropped instead of acknowledging
+    finally:
+        c.stop()
+        store.close()
+        broker.kill()

@@ -10,6 +10,12 @@ Never lost on the hub side: the collector keeps a persistent MQTT session (clean
 client id), so the broker queues reports while it is away, and paho sends the PUBACK only after the
 message handler returned, i.e. after the SQLite commit. A report whose commit fails is not
 acknowledged (the connection is dropped) and the broker delivers it again.
+
+Scaling and retiring: collectors in one group (``--group``) split the reports; each needs its own
+stable ``--client-id``. mosquitto keeps handing an offline member of the group its share, queued in
+its persistent session until it returns, so a collector that is taken out of service for good must
+first be drained: run it once more with the same client id until it is idle, then stop it (a queue
+left behind expires with the broker's persistent_client_expiration, and its reports with it).
 """
 from __future__ import annotations
 
