@@ -152,6 +152,7 @@ _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 _JPEG_MAX_SEGMENTS = 1024  # real files have a few dozen before the frame header
+_JPEG_MAX_SCANS = 256  # progressive files have about 10 (mozjpeg up to ~20); libjpeg-turbo suggests 100+
 
 
 def _jpeg_size(data: bytes) -> Optional[Tuple[int, int]]:
@@ -356,6 +357,9 @@ def hash_image(data: bytes, *, limits: Limits = DEFAULT_LIMITS, fast: bool = Tru
     if fmt not in limits.formats:
         raise ImageError("unsupported format %s" % fmt)
     size = header_size(fmt, data)
+    if fmt == "JPEG" and data.count(b"\xff\xda") > _JPEG_MAX_SCANS:
+        # Each progressive scan makes libjpeg pass over the whole coefficient buffer again.
+        raise ImageError("corrupt JPEG image (over %d scans)" % _JPEG_MAX_SCANS)
     if fmt == "PNG":
         _png_check_chunks(data)
     elif fmt == "GIF":

@@ -420,3 +420,19 @@ def test_header_floods_are_refused_in_milliseconds(data, reason):
 def test_a_few_extra_chunks_and_blocks_are_fine():
     assert imaging.hash_image(_png_with_empty_chunks(50)).width == 10
     assert imaging.hash_image(_gif_with_comments(50)).width == 10
+
+
+def test_progressive_jpeg_is_fine_but_a_scan_flood_is_refused():
+    buf = io.BytesIO()
+    samples.generate_image(3, (400, 300)).save(buf, "JPEG", quality=90, progressive=True)
+    data = buf.getvalue()
+    assert 2 < data.count(b"\xff\xda") < 30
+    h = imaging.hash_image(data)
+    assert h.pdq_quality >= 80
+    assert pdq.hamming(h.pdq, ref_pdq(data)[0]) <= 12
+    # Repeat one scan 300 times: each extra scan is another pass of libjpeg over the whole image.
+    sos = data.rfind(b"\xff\xda")
+    eoi = data.rfind(b"\xff\xd9")
+    flood = data[:eoi] + data[sos:eoi] * 300 + data[eoi:]
+    with pytest.raises(ImageError, match="scans"):
+        imaging.hash_image(flood)
