@@ -96,9 +96,12 @@ def connect(port: int, timeout: float = 10) -> socket.socket:
     return s
 
 
+_LEFTOVER = {}  # bytes read past one response, per socket
+
+
 def read_icap_response(sock: socket.socket):
     """Read one ICAP response: (status, icap fields dict, encapsulated HTTP heads, de-chunked body)."""
-    buf = b""
+    buf = _LEFTOVER.pop(sock.fileno(), b"")
     while b"\r\n\r\n" not in buf:
         data = sock.recv(65536)
         if not data:
@@ -112,6 +115,8 @@ def read_icap_response(sock: socket.socket):
         k, _, v = line.partition(b":")
         fields[k.decode().lower()] = v.strip().decode()
     if status == 100:
+        if rest:
+            _LEFTOVER[sock.fileno()] = rest
         return status, fields, b"", b""
     encap = dict(
         (e.split("=")[0].strip(), int(e.split("=")[1])) for e in fields.get("encapsulated", "null-body=0").split(",")
