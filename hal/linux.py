@@ -25,16 +25,24 @@ DEFAULT_LED_ROOT = "/sys/class/leds"
 
 
 class StatusLed(contracts.StatusLed):
-    """Two sysfs LEDs (green, red) show the state; blinking uses the kernel's timer trigger.
+    """Sysfs LEDs show the state; blinking uses the kernel's timer trigger.
 
-    ok: green on; updating: green blinking; blocked: red blinking; fault: red on.
+    Two LEDs (green, red): ok green on; updating green blinking; blocked red blinking; fault red on.
+    One LED (``red=None``, common on routers): ok on; updating slow blink; blocked fast blink;
+    fault a long-off short-on pulse (not plain off, which would look like no power).
     """
 
     PATTERNS = {
-        "ok": (("green", "on"), ("red", "off")),
-        "updating": (("green", "blink"), ("red", "off")),
-        "blocked": (("green", "off"), ("red", "blink")),
-        "fault": (("green", "off"), ("red", "on")),
+        "ok": (("green", "on", None), ("red", "off", None)),
+        "updating": (("green", "blink", None), ("red", "off", None)),
+        "blocked": (("green", "off", None), ("red", "blink", None)),
+        "fault": (("green", "off", None), ("red", "on", None)),
+    }
+    SINGLE_PATTERNS = {
+        "ok": (("green", "on", None),),
+        "updating": (("green", "blink", (500, 500)),),
+        "blocked": (("green", "blink", (100, 100)),),
+        "fault": (("green", "blink", (100, 1900)),),
     }
 
     def __init__(self, *, green="gatewatch:green:status", red="gatewatch:red:status",
@@ -42,7 +50,8 @@ class StatusLed(contracts.StatusLed):
         super().__init__()
         self.root = root
         self.blink_ms = blink_ms
-        self.leds = {"green": green, "red": red}
+        self.leds = {"green": green} if red is None else {"green": green, "red": red}
+        self.patterns = self.SINGLE_PATTERNS if red is None else self.PATTERNS
         for colour, name in self.leds.items():
             if not os.path.isfile(os.path.join(root, name, "brightness")):
                 available = sorted(os.listdir(root)) if os.path.isdir(root) else []
@@ -68,12 +77,12 @@ class StatusLed(contracts.StatusLed):
             return 1
 
     def _apply_state(self, state):
-        for colour, mode in self.PATTERNS[state]:
+        for colour, mode, timing in self.patterns[state]:
             name = self.leds[colour]
             if mode == "blink":
                 self._write(name, "trigger", "timer")
                 # The kernel creates delay_on/delay_off only once the timer trigger is active.
-                for attr, ms in zip(("delay_on", "delay_off"), self.blink_ms):
+                for attr, ms in zip(("delay_on", "delay_off"), timing or self.blink_ms):
                     if os.path.exists(self._attr(name, attr)):
                         self._write(name, attr, ms)
             else:

@@ -43,6 +43,19 @@ def test_led_without_delay_files_still_blinks(tmp_path):
     assert not os.path.exists(os.path.join(root, "gatewatch:green:status", "delay_on"))
 
 
+def test_single_led_boards_show_states_by_blink_rate(tmp_path):
+    root = make_fake_leds(str(tmp_path), names=("green:power",))
+    led = linux.StatusLed(root=root, green="green:power", red=None)
+    seen = {}
+    for state in ("ok", "updating", "blocked", "fault"):
+        led.set_state(state)
+        seen[state] = (_read(root, "green:power", "trigger"), _read(root, "green:power", "delay_on"),
+                       _read(root, "green:power", "delay_off"))
+    assert seen["ok"][0] == "none" and _read(root, "green:power", "max_brightness") == "255"
+    blinks = [seen[s] for s in ("updating", "blocked", "fault")]
+    assert all(b[0] == "timer" for b in blinks) and len(set(blinks)) == 3  # each state looks different
+
+
 def test_missing_led_names_the_available_ones(tmp_path):
     root = make_fake_leds(str(tmp_path), names=("green:lan", "red:wan"))
     with pytest.raises(HalError, match=r"no green status LED 'gatewatch:green:status' .*available: green:lan, red:wan"):
