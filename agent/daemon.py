@@ -226,6 +226,17 @@ class Agent:
 
     # -- start/stop
     def start(self) -> "Agent":
+        """Start every part; on any failure, stop what was started and raise."""
+        try:
+            return self._start()
+        except BaseException:
+            try:
+                self.stop()
+            except Exception:
+                log.exception("cleanup after a failed start")
+            raise
+
+    def _start(self) -> "Agent":
         from agent.confirm import ConfirmCache, Confirmer
         from agent.policy import Policy, PolicyInspector
         from agent.scanner import Scanner
@@ -366,7 +377,7 @@ class Agent:
         self._loop_thread = threading.Thread(target=self._loop.run_forever, name="gatewatch-intakes", daemon=True)
         self._loop_thread.start()
         for name, listen in wanted:
-            server = make_server(name, self.inspector)
+            server = make_server(name, self.inspector, istag=self.istag)
             host, port = parse_listen(listen, 1344 if name == "icap" else 3128)
             asyncio.run_coroutine_threadsafe(server.start(host, port), self._loop).result(10)
             self.servers.append((name, server))
@@ -374,7 +385,10 @@ class Agent:
             log.info("%s intake listening on %s:%d", name, host, server.port)
 
     def stop(self) -> None:
-        """Stop in reverse order; reports stay spooled for the next start."""
+        """Stop in reverse order; reports stay spooled for the next start. Safe to call twice."""
+        if getattr(self, "_stopped", False):
+            return
+        self._stopped = True
         self._stop.set()
         if self.localapi is not None:
             self.localapi.close()
@@ -392,10 +406,11 @@ class Agent:
             self.reporter.stop()
         if self._status_thread is not None:
             self._status_thread.join(10)  # so that the final status is the last one written
-        try:
-            self.write_status(final=True)
-        except Exception:
-            log.exception("final status write failed")
+        if getattr(self, "policy", None) is not None:
+            try:
+                self.write_status(final=True)
+            except Exception:
+                log.exception("final status write failed")
         if self.client is not None:
             self.client.stop()
         if self.spool is not None:
@@ -417,6 +432,12 @@ class Agent:
         finally:
             self.stop()
         return 0
+
+    def istag(self) -> str:
+        """ICAP ISTag: changes whenever the lists in force change, so caches revalidate."""
+        import hashlib
+        ident = ",".join("%s@%d" % (l.ident, l.version) for l in sorted(self.scanner.lists, key=lambda l: l.ident))
+        return "gw-" + hashlib.sha256(ident.encode()).hexdigest()[:24]
 
     # -- events
     def _on_lists(self, lists) -> None:
@@ -525,16 +546,16 @@ def parse_listen(text: str, default_port: int) -> Tuple[str, int]:
     return host, p
 
 
-def make_server(kind: str, inspector):
+def make_server(kind: str, inspector, istag=None):
     """The ICAP or proxy server object of the intake modules (they may not exist yet)."""
     try:
         if kind == "icap":
-            from agent.icap.server import IcapServer as cls
-        else:
-            from agent.proxy.server import ProxyServer as cls
+            from agent.icap.server import IcapServer
+            return IcapServer(inspector, istag=istag)
+        from agent.proxy.server import ProxyServer
     except ImportError as exc:
         raise ConfigError("the %s intake is not available in this build (%s)" % (kind, exc))
-    return cls(inspector)
+    return ProxyServer(inspector)
 
 
 def add_arguments(parser) -> None:
@@ -573,9 +594,5 @@ def main(args) -> int:
         agent.start()
     except GatewatchError as exc:
         print("gatewatch run: %s" % exc, file=sys.stderr)
-        try:
-            agent.stop()
-        except Exception:
-            pass
         return 2
     return agent.run()

@@ -324,6 +324,11 @@ class Updater:
     def _on_manifest(self, msg) -> None:
         if not msg.payload:
             return
+        source = self._ident_of_topic(msg.topic).split("/")[0]
+        if source not in self.trust.sources():
+            # lists of sources this device does not trust are none of its business
+            log.debug("ignoring %s: no trusted key for source %r", msg.topic, source)
+            return
         with self._lock:
             fresh = msg.topic not in self._pending
             self._pending[msg.topic] = msg.payload  # newest announcement of a list wins
@@ -491,6 +496,8 @@ class Updater:
                 d["created"] = lst.manifest["created"]
                 d["expires"] = lst.manifest["expires"]
                 d["age_s"] = int(now - lst.manifest["created"])
+                # still in force until a fresh version comes (fail-open), but say so
+                d["expired"] = lst.manifest["expires"] <= now
                 d["signal"] = lst.signal
                 d["entries"] = lst.manifest["filter"]["entries"]
             out[ident] = d

@@ -291,3 +291,16 @@ def test_garbage_announcements_refused(mosquitto, hub, tmp_path):
             assert dev.updater.lists[IDENT].version == 1
     finally:
         dev.close()
+
+
+def test_lists_of_untrusted_sources_are_ignored(mosquitto, hub, tmp_path):
+    stranger = Hub(tmp_path / "stranger", source="other-hotline", key_name="other")
+    theirs = stranger.build(random_entries(50, 5))
+    publish(mosquitto, only([theirs, hub.v1], tmp_path / "p"))
+    dev = Device(mosquitto, tmp_path, hub.trust())
+    try:
+        dev.wait_outcome(1)
+        assert set(dev.updater.status) == {IDENT}  # nothing recorded, nothing fetched for the stranger
+        assert list(dev.store.load()) == [IDENT]
+    finally:
+        dev.close()
