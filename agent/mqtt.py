@@ -270,6 +270,7 @@ class MqttClient:
         self._sub_acks = {}      # mid -> SubscribeAck
         self._early_sub = {}     # mid -> granted codes, SUBACK before subscribe() registered
         self._subs = {}          # topic filter -> (qos, callback)
+        self._pending_subs = {}  # topic filter -> SubscribeAck of a subscribe made while offline
         self._connected = threading.Event()
         self._started = False
         self.last_connect_error = None
@@ -405,11 +406,13 @@ class MqttClient:
             self._subs.pop(topic_filter, None)
         self._client.unsubscribe(topic_filter)
 
-    def _send_subscribe(self, topic_filter, qos):
-        ack = SubscribeAck()
+    def _send_subscribe(self, topic_filter, qos, ack=None):
+        ack = ack or SubscribeAck()
         rc, mid = self._client.subscribe(topic_filter, qos)
         if _rc_value(rc) != 0 or mid is None:
-            ack._set([0x80])  # not connected: on_connect subscribes again
+            # not connected: on_connect subscribes again and completes this ack then
+            with self._lock:
+                self._pending_subs[topic_filter] = ack
             return ack
         with self._lock:
             if mid in self._early_sub:
@@ -431,7 +434,9 @@ class MqttClient:
         with self._lock:
             subs = list(self._subs.items())
         for topic_filter, (qos, _cb) in subs:
-            self._send_subscribe(topic_filter, qos)
+            with self._lock:
+                pending = self._pending_subs.pop(topic_filter, None)
+            self._send_subscribe(topic_filter, qos, pending)
         self._connected.set()
         log.info("connected to %s:%d as %s", self.host, self.port, self.client_id)
         if self._user_on_connect:

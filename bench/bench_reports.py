@@ -190,9 +190,9 @@ def bench_delivery(n):
             for kind in ("plain", "spool"):
                 store = ReportStore(os.path.join(d, "%s.db" % kind))
                 col_client = MqttClient(broker.url, "bench-col-%s" % kind, clean_session=False)
-                col = Collector(col_client, store, topics, group=kind).start()  # noqa: F841
+                col = Collector(col_client, store, topics, group=kind).start()
                 col_client.connect()
-                time.sleep(0.2)
+                assert col.subscribed.wait(5)
                 rs = reports(n)
                 dev = MqttClient(broker.url, "bench-dev-%s" % kind).connect()
                 t0 = time.perf_counter()

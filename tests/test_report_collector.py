@@ -74,7 +74,7 @@ def test_shared_collectors_store_each_report_once_and_reject_bad_ones(tmp_path):
         cols = [Collector(c, store, topics).start() for c in (c1, c2)]
         c1.connect()
         c2.connect()
-        time.sleep(0.3)
+        assert all(c.subscribed.wait(5) for c in cols)
         reports = [rep(i, "hl%d" % (i % 2)) for i in range(200)]
         with MqttClient(broker.url, "dev") as dev:
             acks = [dev.publish(topics.reports(r["source"]), encode_report(r), qos=1) for r in reports]
@@ -101,9 +101,9 @@ def test_reports_wait_at_the_broker_while_the_collector_is_away(tmp_path):
     try:
         store = ReportStore(db)
         c = MqttClient(broker.url, "col-x", clean_session=False)
-        Collector(c, store, topics).start()
+        first = Collector(c, store, topics).start()  # subscribes before connecting ...
         c.connect()
-        time.sleep(0.2)
+        assert first.subscribed.wait(5)  # ... and that subscribe completes once connected
         c.stop()  # away; its persistent session keeps the shared subscription
         reports = [rep(i) for i in range(30)]
         with MqttClient(broker.url, "dev") as dev:
@@ -171,7 +171,7 @@ def test_failed_store_is_not_acknowledged_and_comes_again(tmp_path):
     try:
         col = Collector(c, store, topics).start()
         c.connect()
-        time.sleep(0.2)
+        assert col.subscribed.wait(5)
         r = rep(1)
         with MqttClient(broker.url, "dev") as dev:
             assert dev.publish(topics.reports("hl1"), encode_report(r), qos=1).wait(5)

@@ -151,10 +151,11 @@ class Collector:
         self.stored = 0
         self.duplicates = 0
         self.rejected = 0
+        self.subscribed = None  # SubscribeAck: wait(timeout) until the broker confirmed
 
     def start(self):
         """Subscribe; messages are handled on the client's network thread."""
-        self.client.subscribe(self.topics.reports_shared(self.group), self._on_message, qos=1)
+        self.subscribed = self.client.subscribe(self.topics.reports_shared(self.group), self._on_message, qos=1)
         return self
 
     def _on_message(self, message):
