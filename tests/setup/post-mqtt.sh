@@ -4,9 +4,10 @@
 set -eu
 cd "$(dirname "$0")/../.."
 TARGET=.cache/paho161
-if python -c "import sys; sys.path.insert(0, '$TARGET'); import paho.mqtt as m; sys.exit(m.__version__ != '1.6.1')" 2>/dev/null \
+PY=${PYTHON:-python3}
+if "$PY" -c "import sys; sys.path.insert(0, '$TARGET'); import paho.mqtt as m; sys.exit(m.__version__ != '1.6.1')" 2>/dev/null \
    && [ -f "$TARGET/paho/mqtt/client.py" ]; then
     exit 0
 fi
 rm -rf "$TARGET"
-python -m pip install --quiet --disable-pip-version-check --no-deps --target "$TARGET" paho-mqtt==1.6.1
+"$PY" -m pip install --quiet --disable-pip-version-check --no-deps --target "$TARGET" paho-mqtt==1.6.1
