@@ -1,8 +1,8 @@
 """Check the whole scanning path on this device: hash a built-in benign image and match it.
 
 A throwaway key signs a list built from the built-in image (a generated picture, no real material);
-the list is verified, loaded, and the same image is scanned (exact and perceptual) while a different
-generated image must stay clean. Prints the outcome; exit 0 when everything agreed.
+the list is verified, loaded, and the same image is scanned and confirmed (exact and perceptual) while
+a different generated image must end clean after confirmation. Prints the outcome; exit 0 when everything agreed.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Tuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.lists import Entry, TrustStore, build_list, load_list_file
+from agent.lists import Entry, HubEntries, TrustStore, build_list, load_list_file
 
 
 def run_selftest() -> Tuple[bool, str]:
@@ -31,15 +31,17 @@ def run_selftest() -> Tuple[bool, str]:
         trust = TrustStore()
         trust.add("selftest", key.public_key())
         with tempfile.TemporaryDirectory(prefix="gatewatch-selftest-") as d:
-            exact, _, _ = build_list(source="selftest", name="exact", signal="sha256",
+            exact, hub_exact, _ = build_list(source="selftest", name="exact", signal="sha256",
                                      entries=[Entry("builtin", digests(known)[0])], key=key, out_dir=d,
                                      fp_rate=1e-6, expires_days=1)
-            perceptual, _, _ = build_list(source="selftest", name="pdq", signal="pdq",
+            perceptual, hub_pdq, _ = build_list(source="selftest", name="pdq", signal="pdq",
                                           entries=[Entry("builtin", h.pdq)], key=key, out_dir=d,
                                           fp_rate=1e-6, expires_days=1, lsh={"min_quality": 0})
             scanner = Scanner([load_list_file(exact, trust), load_list_file(perceptual, trust)])
-        got = scanner.scan_bytes(known)
-        clean = scanner.scan_bytes(other)
+            hub = {"selftest/exact": HubEntries.load(hub_exact), "selftest/pdq": HubEntries.load(hub_pdq)}
+        got = scanner.confirm(scanner.scan_bytes(known), hub)
+        # the other image may be a Bloom candidate (design rate); confirmation must clear it
+        clean = scanner.confirm(scanner.scan_bytes(other), hub)
     except Exception as e:  # the self-test reports every failure instead of dying
         return False, "selftest failed: %s: %s" % (type(e).__name__, e)
     signals = sorted(hit.list.signal for hit in got.hits)

@@ -76,5 +76,7 @@ def test_million_entry_filter_meets_its_design_rate(fp_rate, queries):
         false += int(bloom_batch.contains_many(b, q).sum())
     measured = false / queries
     design = expected_fp_rate(m, k, n)
+    print("fp_rate %g: m=%d bits (%.4f of optimum), k=%d, measured %.3e over %d queries (%.3fx design)"
+          % (fp_rate, m, m / optimum_bits, k, measured, queries, measured / fp_rate))
     assert abs(design / fp_rate - 1) < 0.1
     assert fp_rate / 1.25 <= measured <= fp_rate * 1.25, (measured, fp_rate, false)
