@@ -14,9 +14,16 @@ def make_server(inspector, args, folder, block_page):
     return IcapServer(inspector, limits=limits, istag=folder.istag, block_page=block_page)
 
 
+def add_args(p) -> None:
+    """ICAP-only options."""
+    p.add_argument("--early-head", default="stall", choices=("stall", "always", "never"),
+                   help="when to send the HTTP head before the scan ends; 'always' suits Squid < 6.9 "
+                        "(its bug 5352), see agent/icap/server.py")
+
+
 def main(argv=None) -> int:
     """Entry point."""
-    return run(make_server, argv, "python -m agent.icap", "ICAP service", 1344)
+    return run(make_server, argv, "python -m agent.icap", "ICAP service", 1344, add_args)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from agent.icap import protocol as P
 from agent.icap.sniff import SNIFF_BYTES, should_scan
 from agent.intake import Decision
 from agent.proxy.http1 import LAST_CHUNK, encode_chunk
+from agent.proxy.server import _linger
 
 log = logging.getLogger("gatewatch.icap")
 
@@ -140,6 +141,7 @@ class IcapServer:
             if self._active >= self.limits.max_connections:
                 self.stats["rejected"] += 1
                 writer.write(P.error_response(503, self.istag()))
+                await _linger(reader, writer)
                 await self._close_writer(writer)
                 return
             self._active += 1
@@ -247,6 +249,7 @@ class _Session:
             self.server.stats["errors"] += 1
             log.info("ICAP protocol error: %s", event.message)
             await self.send(P.error_response(event.status, self.server.istag()))
+            await _linger(self.reader, self.writer)
             raise _Closed()
         return event
 

@@ -102,16 +102,16 @@ def build_parser(prog: str, what: str, default_port: int) -> argparse.ArgumentPa
                    help="images larger than this pass unscanned (counted)")
     p.add_argument("--scan-timeout", type=float, default=10.0, help="seconds; beyond it the image passes")
     p.add_argument("--max-connections", type=int, default=256)
-    p.add_argument("--early-head", default="stall", choices=("stall", "always", "never"),
-                   help="ICAP only: when to send the HTTP head before the scan ends; 'always' suits "
-                        "Squid < 6.9 (its bug 5352), see agent/icap/server.py")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
-def run(make_server, argv: Optional[List[str]], prog: str, what: str, default_port: int) -> int:
-    """Parse ``argv``, build ``make_server(inspector, args, folder)`` and serve until a signal."""
-    args = build_parser(prog, what, default_port).parse_args(argv)
+def run(make_server, argv: Optional[List[str]], prog: str, what: str, default_port: int, add_args=None) -> int:
+    """Parse ``argv``, build ``make_server(inspector, args, folder, block_page)`` and serve until a signal."""
+    parser = build_parser(prog, what, default_port)
+    if add_args is not None:
+        add_args(parser)
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
