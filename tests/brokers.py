@@ -48,11 +48,12 @@ class Broker:
         self.log = self.folder / "mosquitto.log"
         self.conf.write_text(conf_text)
         self.proc = None
+        self.scheme, self.host_name = "mqtt", self.host
 
     @property
     def url(self):
-        """mqtt:// URL of the broker."""
-        return "mqtt://%s:%d" % (self.host, self.port)
+        """mqtt:// (or mqtts://localhost) URL of the broker."""
+        return "%s://%s:%d" % (self.scheme, self.host_name, self.port)
 
     def start(self, timeout=10.0):
         """Start (again) on the same port with the same persistence; wait until it listens."""
@@ -121,11 +122,14 @@ def write_password_file(path, users):
     return path
 
 
-def start_mosquitto(tmp_path, *, acl=None, users=None, port=None, extra_conf="", start=True):
+def start_mosquitto(tmp_path, *, acl=None, users=None, port=None, extra_conf="", start=True,
+                    tls=None):
     """Start a real mosquitto on 127.0.0.1 with its own folders under ``tmp_path``.
 
     ``users``: {name: password} -> a password file and no anonymous logins. ``acl``: ACL file text.
-    ``extra_conf``: more mosquitto.conf lines (e.g. the shipped fleet settings).
+    ``extra_conf``: more mosquitto.conf lines (e.g. the shipped fleet settings). ``tls``: dict with
+    certfile, keyfile, cafile (and optionally require_certificate, use_identity_as_username) to make
+    the listener mqtts (``broker.url`` then says mqtts://localhost).
     """
     if not os.path.exists(MOSQUITTO):
         pytest.fail("mosquitto is not installed; run tests/setup/install.sh (apt-get install mosquitto)")
@@ -135,6 +139,10 @@ def start_mosquitto(tmp_path, *, acl=None, users=None, port=None, extra_conf="",
     lines = [
         "per_listener_settings false",
         "listener %d 127.0.0.1" % port,
+    ]
+    for key, value in sorted((tls or {}).items()):
+        lines.append("%s %s" % (key, str(value).lower() if isinstance(value, bool) else value))
+    lines += [
         "persistence true",
         "persistence_location %s/" % (folder / "data"),
         "autosave_interval 1",
@@ -159,6 +167,8 @@ def start_mosquitto(tmp_path, *, acl=None, users=None, port=None, extra_conf="",
     if extra_conf:
         lines.append(extra_conf)
     broker = Broker(folder, port, "\n".join(lines) + "\n")
+    if tls:
+        broker.scheme, broker.host_name = "mqtts", "localhost"
     if start:
         broker.start()
     return broker

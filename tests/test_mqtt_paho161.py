@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PAHO161 = ROOT / ".cache" / "paho161"
-MODULES = ["tests/test_mqtt_client.py", "tests/test_reporter.py", "tests/test_report_collector.py",
+MODULES = ["tests/test_mqtt_client.py", "tests/test_mqtt_tls.py", "tests/test_reporter.py", "tests/test_report_collector.py",
            "tests/test_acl.py", "tests/test_no_loss.py"]
 
 
