@@ -24,7 +24,9 @@ Bounded: at most ``max_reports`` reports awaiting acknowledgement and ``max_byte
 When full, the drop policy decides, and every dropped report is counted (``stats()['dropped']``,
 persisted): ``drop-newest`` (default) refuses the new report, so that reports already promised stay
 and a flood of hits cannot flush out earlier evidence, and costs no write; ``drop-oldest`` deletes the
-oldest segment, favouring current material.
+oldest segment, favouring current material. The drop counter is written at the first drop, then at
+most once per ``stats_interval`` and on close (a counter is not worth a flash write per report);
+a SIGKILL in a flood may lose the count of the last interval, never a stored report.
 """
 from __future__ import annotations
 
