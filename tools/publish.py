@@ -214,7 +214,8 @@ def main(args) -> int:
     from agent.mqtt import MqttClient, Topics
 
     try:
-        find_lists(args.lists)  # fail on a bad folder before connecting
+        find_lists(args.lists)  # fail on a bad folder or chunk size before connecting
+        split(b"", args.chunk_size)
         client = MqttClient(args.broker, args.client_id, username=args.username, password=args.password,
                             tls=tls_of(args))
         with client.connect(timeout=args.timeout):
