@@ -109,7 +109,10 @@ class _Axis(NamedTuple):
 
 
 def _reference_rows(n: int) -> np.ndarray:
-    """float64 64xn: the reference's decimate(box(box(x))) along one axis of length n, as a matrix."""
+    """float64 64xn: the reference's decimate(box(box(x))) along one axis, as a dense matrix.
+
+    The straightforward construction, kept as the oracle the tests check the banded one against.
+    """
     if n == _OUT:
         # The reference copies a 64x64 input as is (the filter would be the identity anyway).
         return np.eye(_OUT)
@@ -121,49 +124,95 @@ def _reference_rows(n: int) -> np.ndarray:
     return _box_transposed(_box_transposed(dense, window), window)
 
 
-def _block_map(n_full: int, n: int) -> np.ndarray:
-    """For each full-resolution index, the index of the reduced pixel that covers it."""
-    k = np.arange(n_full)
+def _scale_of(n_full: int, n: int) -> int:
+    """The integer JPEG scale (2, 4, 8, 16) that turns n_full into n, or 0 if none does."""
     for scale in (2, 4, 8, 16):
         if -(-n_full // scale) == n:  # libjpeg's scaled size: ceil(n_full / scale)
-            return k // scale
+            return scale
+    return 0
+
+
+def _block_index(k: np.ndarray, n_full: int, n: int) -> np.ndarray:
+    """For full-resolution indices k, the index of the reduced pixel that covers each."""
+    scale = _scale_of(n_full, n)
+    if scale:
+        return k // scale
     return np.minimum(n - 1, (k * n) // n_full)
 
 
-@functools.lru_cache(maxsize=32)
+def _block_map(n_full: int, n: int) -> np.ndarray:
+    """_block_index for every full-resolution index."""
+    return _block_index(np.arange(n_full), n_full, n)
+
+
+def _reference_bands(n: int):
+    """Per output row, over a local window of 2*window+1 input indices: (global indices, weights).
+
+    The same numbers as ``_reference_rows`` without building a 64xn matrix: the tent reaches at
+    most window-1 pixels either side of the decimated sample, so each row is computed on its window.
+    """
+    window = (n + 2 * _OUT - 1) // (2 * _OUT)
+    half = (window + 2) // 2
+    left = window - half
+    pick = ((np.arange(_OUT) + 0.5) * n / _OUT).astype(np.int64)
+    local = np.arange(-window, window + 1)
+    g = pick[:, None] + local[None, :]
+    valid = (g >= 0) & (g < n)
+    count = np.minimum(n - 1, g + half - 1) - np.maximum(0, g - left) + 1
+    # First pass: the sample's own box window, each input weighted 1/len(window).
+    lo_p = np.maximum(0, pick - left)[:, None]
+    hi_p = np.minimum(n - 1, pick + half - 1)[:, None]
+    first = ((g >= lo_p) & (g <= hi_p)) / (hi_p - lo_p + 1)
+    # Second pass: input j feeds every output k whose window holds j, with weight 1/count(k).
+    u = np.where(valid, first / np.where(valid, count, 1), 0.0)
+    csum = np.zeros((_OUT, u.shape[1] + 1))
+    np.cumsum(u, axis=1, out=csum[:, 1:])
+    a = np.arange(u.shape[1])
+    hi = np.minimum(u.shape[1] - 1, a + left)
+    lo = np.maximum(0, a - (half - 1))
+    second = csum[:, hi + 1] - csum[:, lo]
+    # Differences of a running sum leave 1e-17 crumbs where the weight is exactly 0.
+    second = np.where(valid & (np.abs(second) > 1e-12), second, 0.0)
+    return g, second
+
+
+@functools.lru_cache(maxsize=64)
 def _axis(n: int, n_full: int) -> _Axis:
-    """The 64xn reduction matrix for one image axis of length n (cached per size).
+    """The bands of the 64xn reduction for one image axis of length n (cached per size).
 
     When the pixels are a reduced decode of an axis of length ``n_full`` (JPEG scaled decoding),
     each reduced pixel stands for a block of full-resolution pixels; it gets the sum of the
     reference weights of its block. Filter width and sample positions then stay those of the
     full-resolution reference, rather than filtering the already averaged pixels a second time.
+    Building one costs ~0.1 ms, so many image sizes in the traffic are cheap (measured: a dense
+    64xn build cost 2-5 ms, more than hashing the image).
     """
-    dense = _reference_rows(n_full)
+    g, wts = _reference_bands(n_full)
     if n_full != n:
-        reduced = np.zeros((_OUT, n), dtype=np.float64)
-        np.add.at(reduced.T, _block_map(n_full, n), dense.T)
-        dense = reduced
-    # Only the bands are kept: a dense 64 x 20000 matrix per cached size would cost megabytes.
+        m = _block_index(np.clip(g, 0, n_full - 1), n_full, n)
+        base = m.min(axis=1)
+        r = m - base[:, None]
+        width = int(r.max()) + 1
+        flat = (np.arange(_OUT)[:, None] * width + r).ravel()
+        wts = np.bincount(flat, weights=wts.ravel(), minlength=_OUT * width).reshape(_OUT, width)
+        g = base[:, None] + np.arange(width)[None, :]
+    nz = wts != 0.0
+    first = nz.argmax(axis=1)
+    last = wts.shape[1] - 1 - nz[:, ::-1].argmax(axis=1)
     starts = []
     weights = []
     for i in range(_OUT):
-        nz = np.flatnonzero(dense[i] != 0.0)
-        s, e = int(nz[0]), int(nz[-1]) + 1
-        starts.append(s)
-        band = dense[i, s:e].astype(np.float32)
+        starts.append(int(g[i, first[i]]))
+        band = wts[i, first[i]:last[i] + 1].astype(np.float32)
         band.setflags(write=False)
         weights.append(band)
     groups = []
-    for first in (0, 1):
-        rows = list(range(first, _OUT, 2))
-        vec = np.zeros(n, dtype=np.float32)
-        for a, b in zip(rows, rows[1:]):
-            if starts[a] + len(weights[a]) > starts[b]:
-                groups = None
-                break
-        if groups is None:
+    for parity in (0, 1):
+        rows = list(range(parity, _OUT, 2))
+        if any(starts[a] + len(weights[a]) > starts[b] for a, b in zip(rows, rows[1:])):
+            groups = None  # overlapping bands (axes under ~64 px): the per-band loop handles them
             break
+        vec = np.zeros(n, dtype=np.float32)
         for a in rows:
             vec[starts[a]:starts[a] + len(weights[a])] = weights[a]
         groups.append((np.array(rows), np.array([starts[a] for a in rows]), vec))

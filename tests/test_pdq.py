@@ -222,3 +222,23 @@ def test_property_agrees_with_reference_except_on_knife_edge_bits(h, w, cells, s
     for i in range(256):
         if (diff >> i) & 1:
             assert mine.margins[i] <= 1e-4 * scale, (i, mine.margins[i])
+
+
+def _dense(ax, n):
+    out = np.zeros((64, n))
+    for i, (s, w) in enumerate(zip(ax.starts, ax.weights)):
+        out[i, s:s + len(w)] = w
+    return out
+
+
+@pytest.mark.parametrize("n", list(range(5, 140, 7)) + [255, 256, 257, 511, 768, 1023, 1411, 4000, 20000])
+def test_banded_filter_equals_the_dense_reference_construction(n):
+    """The per-row local construction used at run time equals decimate(box(box(.))) built densely."""
+    ref = pdq._reference_rows(n)
+    np.testing.assert_allclose(_dense(pdq._axis(n, n), n), ref, atol=1e-6)
+    np.testing.assert_allclose(ref.sum(axis=1), 1.0)
+    for scale in (2, 4, 8):
+        m = -(-n // scale)
+        reduced = np.zeros((64, m))
+        np.add.at(reduced.T, pdq._block_map(n, m), ref.T)
+        np.testing.assert_allclose(_dense(pdq._axis(m, n), m), reduced, atol=1e-6)
