@@ -66,6 +66,7 @@ SETTINGS: Dict[str, List[Tuple[str, Any, str]]] = {
         ("max_bytes", 64 * 1024 * 1024, "largest list file or update accepted, in bytes"),
         ("fetch_timeout", 30.0, "seconds to wait for all chunks of an update before refusing it"),
         ("use_deltas", True, "fetch the delta when one version behind (false: always the snapshot)"),
+        ("retry_delay", 30.0, "seconds before an update whose chunks were missing is tried again (doubling to 1 h)"),
     ],
     "policy": [
         ("mode", "block", "block, report-only or monitor (see agent/policy.py for the reasons)"),
@@ -271,7 +272,8 @@ class Agent:
             self._start_mqtt()
             self.updater = Updater(self.client, self.topics, self.store,
                                    fetch_timeout=c["lists"]["fetch_timeout"], on_lists=self._on_lists,
-                                   on_status=self.write_status, use_deltas=c["lists"]["use_deltas"])
+                                   on_status=self.write_status, use_deltas=c["lists"]["use_deltas"],
+                                   retry=(max(0.1, c["lists"]["retry_delay"]), 3600.0))
             for ident, lst in lists.items():  # lists from lists.dir count as held
                 self.updater.lists.setdefault(ident, lst)
             self.confirmer = Confirmer(self.client, self.topics, self.client_id,

@@ -40,7 +40,15 @@ _FILE_RE = re.compile(r"^(?P<ident>[A-Za-z0-9][A-Za-z0-9_.-]*)\.v(?P<version>\d+
 
 
 class UpdateRefused(TrustError):
-    """An update was refused; the message says why (and the last good list stays in force)."""
+    """An update was refused; the message says why (and the last good list stays in force).
+
+    ``transient``: the same announcement may succeed later (chunks missing, no connection), so the
+    updater tries it again after a backoff; every other refusal waits for a new announcement.
+    """
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 # ----------------------------------------------------------------------------- the store on disk
@@ -238,7 +246,7 @@ class ChunkFetcher:
                 missing = [i for i in range(n) if i not in got]
                 raise UpdateRefused("%s chunk%s %s of %d missing after %.0fs; keeping the last good list"
                                     % (what, "s" if len(missing) > 1 else "",
-                                       ",".join(str(i) for i in missing[:8]), n, self.timeout))
+                                       ",".join(str(i) for i in missing[:8]), n, self.timeout), transient=True)
             data = b"".join(got[i] for i in range(n))
         if len(data) != size or hashlib.sha256(data).hexdigest() != part["sha256"]:
             raise UpdateRefused("%s does not match its announced size or digest" % what)
@@ -275,7 +283,7 @@ class Updater:
 
     def __init__(self, client, topics, store: ListStore, *, fetch_timeout: float = 30.0,
                  on_lists: Optional[Callable] = None, on_status: Optional[Callable] = None,
-                 use_deltas: bool = True):
+                 use_deltas: bool = True, retry: tuple = (30.0, 3600.0)):
         self.client = client
         self.topics = topics
         self.store = store
@@ -284,6 +292,8 @@ class Updater:
         self.on_lists = on_lists
         self.on_status = on_status
         self.use_deltas = use_deltas
+        self.retry = retry  # (first delay, longest delay) in seconds for transient refusals
+        self._retries: Dict[str, list] = {}  # topic -> [due (monotonic), delay, payload]
         self.lists: Dict[str, LoadedList] = store.load()
         self.data: Dict[str, bytes] = {}
         self.status: Dict[str, ListStatus] = {}
@@ -338,19 +348,49 @@ class Updater:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            topic = self._queue.get()
+            try:
+                topic = self._queue.get(timeout=self._next_retry_in())
+            except queue.Empty:
+                self._requeue_due()
+                continue
             if topic is None:
                 break
             with self._lock:
                 payload = self._pending.pop(topic, None)
             if payload is not None:
                 try:
-                    self.handle(payload, topic)
+                    outcome = self.handle(payload, topic)
                 except Exception:  # never let one bad announcement stop updates
                     log.exception("update handling failed")
+                    outcome = "refused"
+                self._plan_retry(topic, payload, outcome)
             with self._lock:
                 if not self._pending:
                     self.idle.set()
+
+    def _next_retry_in(self) -> Optional[float]:
+        with self._lock:
+            if not self._retries:
+                return None
+            return max(0.0, min(r[0] for r in self._retries.values()) - time.monotonic())
+
+    def _requeue_due(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for topic, r in list(self._retries.items()):
+                if r[0] <= now and topic not in self._pending:
+                    self._pending[topic] = r[2]
+                    self.idle.clear()
+                    self._queue.put(topic)
+
+    def _plan_retry(self, topic: str, payload: bytes, outcome: str) -> None:
+        with self._lock:
+            old = self._retries.pop(topic, None)
+            if outcome != "transient":
+                return
+            delay = self.retry[0] if old is None or old[2] != payload else min(old[1] * 2, self.retry[1])
+            self._retries[topic] = [time.monotonic() + delay, delay, payload]
+            log.info("will try %s again in %.0fs", topic, delay)
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until no announcement is waiting or being handled (tests, the demo)."""
@@ -362,7 +402,8 @@ class Updater:
 
     # -- one announcement
     def handle(self, payload: bytes, topic: Optional[str] = None) -> str:
-        """Handle one manifest message; returns 'installed', 'current' or 'refused'."""
+        """Handle one manifest message; returns 'installed', 'current', 'refused' or 'transient'
+        (refused for now, worth trying again: chunks missing, no connection)."""
         ident = self._ident_of_topic(topic)
         self._status(ident).announced = _claimed_version(payload)
         try:
@@ -396,7 +437,7 @@ class Updater:
                                "kept_version": held.version if held is not None else None}
             log.warning("list %s: update refused: %s (keeping %s)", ident, exc,
                         "v%d" % held.version if held is not None else "no list")
-            return "refused"
+            return "transient" if getattr(exc, "transient", False) else "refused"
         finally:
             if self.on_status:
                 try:
@@ -463,7 +504,7 @@ class Updater:
         st = self._status(ann.ident)
         chunk_size = ann.doc["chunk_size"]
         if self.fetcher is None:
-            raise UpdateRefused("no broker connection to download from")
+            raise UpdateRefused("no broker connection to download from", transient=True)
         if self.use_deltas and held is not None:
             for d in ann.doc.get("deltas", []):
                 if d["from"] != held.version:

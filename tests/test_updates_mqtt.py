@@ -30,7 +30,8 @@ def hub(tmp_path):
 class Device:
     """A device: its own client, state folder and updater."""
 
-    def __init__(self, broker, tmp_path, trust: TrustStore, name="dev1", max_bytes=64 << 20, held=()):
+    def __init__(self, broker, tmp_path, trust: TrustStore, name="dev1", max_bytes=64 << 20, held=(),
+                 retry=(30.0, 60.0)):
         self.store = ListStore(str(tmp_path / name / "lists"), trust, max_bytes=max_bytes)
         for p in held:
             with open(p, "rb") as f:
@@ -38,7 +39,7 @@ class Device:
             with open(os.path.join(self.store.directory, os.path.basename(p)), "wb") as f:
                 f.write(data)
         self.client = MqttClient(broker.url, name).connect()
-        self.updater = Updater(self.client, Topics(), self.store, fetch_timeout=2.0).start()
+        self.updater = Updater(self.client, Topics(), self.store, fetch_timeout=2.0, retry=retry).start()
 
     def status(self):
         return self.updater.status.get(IDENT)
@@ -302,5 +303,23 @@ def test_lists_of_untrusted_sources_are_ignored(mosquitto, hub, tmp_path):
         dev.wait_outcome(1)
         assert set(dev.updater.status) == {IDENT}  # nothing recorded, nothing fetched for the stranger
         assert list(dev.store.load()) == [IDENT]
+    finally:
+        dev.close()
+
+
+def test_missing_chunk_is_tried_again_and_then_installed(mosquitto, hub, tmp_path):
+    topic = Topics().snapshot_chunk("hl1", "sha", 2, 1)
+    publish(mosquitto, only([hub.v2], tmp_path / "p"))
+    saved = []
+    with MqttClient(mosquitto.url, "spy4") as spy:
+        spy.subscribe(topic, lambda m: saved.append(m.payload)).wait(5)
+        wait_for(lambda: saved)
+    raw_publish(mosquitto, topic, b"")  # the chunk goes missing
+    dev = Device(mosquitto, tmp_path, hub.trust(), held=[hub.v1], retry=(0.5, 1.0))
+    try:
+        assert_kept(dev.wait_outcome(2) and dev, 1, "missing")
+        raw_publish(mosquitto, topic, saved[0])  # it comes back; no new announcement is published
+        st = wait_for(lambda: dev.status().version == 2 and dev.status(), 20)
+        assert st.via == "snapshot"
     finally:
         dev.close()
