@@ -30,7 +30,7 @@ class Reporter:
     """
 
     def __init__(self, client, spool, topics=None, *, window=32, ack_timeout=30.0, ack_delay=0.2,
-                 poll=0.5, clock=time.monotonic):
+                 poll=0.5, refused_retry=60.0, clock=time.monotonic):
         self.client = client
         self.spool = spool
         self.topics = topics or Topics()
@@ -41,6 +41,9 @@ class Reporter:
         self._clock = clock
         self._inflight = {}      # report id -> (PublishAck, sent at)
         self._to_ack = []
+        self._refused = {}       # report id -> monotonic time of the next try
+        self.refused_retry = refused_retry
+        self.refused = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = None
@@ -111,7 +114,11 @@ class Reporter:
             if ack.done:
                 del self._inflight[rid]
                 if ack.failed:
-                    log.warning("broker refused report %s; it stays spooled", rid)
+                    # MQTT 5 brokers say so (e.g. not authorized): keep it, try again much later
+                    log.warning("broker refused report %s; it stays spooled, next try in %.0fs",
+                                rid, self.refused_retry)
+                    self._refused[rid] = now + self.refused_retry
+                    self.refused += 1
                 else:
                     self._to_ack.append(rid)
                     self.delivered += 1
@@ -129,7 +136,11 @@ class Reporter:
         room = self.window - len(self._inflight)
         if room <= 0:
             return
-        exclude = set(self._inflight) | set(self._to_ack)
+        now = self._clock()
+        for rid, when in list(self._refused.items()):
+            if when <= now:
+                del self._refused[rid]
+        exclude = set(self._inflight) | set(self._to_ack) | set(self._refused)
         for rid, payload in self.spool.pending(limit=room, exclude=exclude):
             try:
                 source = json.loads(payload.decode("utf-8"))["source"]
@@ -159,4 +170,4 @@ class Reporter:
         s = self.spool.stats()
         return {"spool_depth": s["depth"], "spool_dropped": s["dropped"], "in_flight": len(self._inflight),
                 "published": self.published, "delivered": self.delivered,
-                "republished": self.republished, "invalid": self.invalid}
+                "republished": self.republished, "refused": self.refused, "invalid": self.invalid}

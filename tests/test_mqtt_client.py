@@ -122,3 +122,17 @@ def test_unreachable_broker_is_a_clear_error():
     with pytest.raises(MqttError, match="is the broker running"):
         c.connect(timeout=1.5)
     c.stop()
+
+
+def test_mqtt5_refused_publish_is_reported_where_paho_can(tmp_path):
+    broker = start_mosquitto(tmp_path, users={"u": "p"}, acl="user u\ntopic write ok/#\n")
+    try:
+        for proto in ("3.1.1", "5"):
+            with MqttClient(broker.url, "c" + proto[0], username="u", password="p", protocol=proto) as c:
+                assert c.publish("ok/x", b"1", qos=1).wait(5)
+                denied = c.publish("denied/x", b"2", qos=1)
+                assert denied.wait(5) is not (proto == "5" and PAHO2)
+                # MQTT 3.1.1 has no way to say no; paho 1.6 drops the MQTT 5 reason code
+                assert denied.failed is (proto == "5" and PAHO2)
+    finally:
+        broker.kill()

@@ -37,9 +37,10 @@ class FakeClient:
 
 
 def test_spool_keeps_a_report_until_its_puback(tmp_path):
+    now = [0.0]
     client = FakeClient()
     spool = ReportSpool(tmp_path)
-    r = Reporter(client, spool, Topics(), ack_timeout=1000)
+    r = Reporter(client, spool, Topics(), ack_timeout=1000, refused_retry=60, clock=lambda: now[0])
     a, b = rep(1), rep(2, source="hl2")
     r.submit(a)
     r.submit(b)
@@ -54,7 +55,11 @@ def test_spool_keeps_a_report_until_its_puback(tmp_path):
     assert len(spool) == 1 and a["id"] in spool and b["id"] not in spool
     client.sent[0][3].done = client.sent[0][3].failed = True  # broker refused: stays spooled
     r.step()
-    assert a["id"] in spool and len(client.sent) == 3  # and is published again
+    r.step()
+    assert a["id"] in spool and len(client.sent) == 2 and r.refused == 1  # not hammered at once
+    now[0] = 61
+    r.step()
+    assert len(client.sent) == 3 and client.sent[2][1] == client.sent[0][1]  # tried again later
 
 
 def test_unanswered_publish_is_sent_again_after_timeout(tmp_path):
