@@ -93,7 +93,8 @@ SETTINGS: Dict[str, List[Tuple[str, Any, str]]] = {
         ("max_bytes", 32 * 1024 * 1024, "largest body the local API scans"),
     ],
     "icap": [("listen", "", "HOST:PORT of the ICAP service (e.g. 127.0.0.1:1344); empty: off")],
-    "proxy": [("listen", "", "HOST:PORT of the built-in HTTP proxy (e.g. 0.0.0.0:3128); empty: off")],
+    "proxy": [("listen", "", "HOST:PORT of the built-in HTTP proxy (e.g. 0.0.0.0:3128); empty: off"),
+              ("mode", "explicit", "explicit (clients configured to use the proxy) or transparent (nft redirect)")],
 }
 
 
@@ -379,7 +380,7 @@ class Agent:
         self._loop_thread = threading.Thread(target=self._loop.run_forever, name="gatewatch-intakes", daemon=True)
         self._loop_thread.start()
         for name, listen in wanted:
-            server = make_server(name, self.inspector, istag=self.istag)
+            server = make_server(name, self.inspector, istag=self.istag, proxy_mode=self.conf["proxy"]["mode"])
             host, port = parse_listen(listen, 1344 if name == "icap" else 3128)
             asyncio.run_coroutine_threadsafe(server.start(host, port), self._loop).result(10)
             self.servers.append((name, server))
@@ -504,6 +505,7 @@ class Agent:
         st = self.status()
         if final:
             st["stopped"] = True
+            st["broker"]["connected"] = False  # about to disconnect
         write_atomic(os.path.join(self.state_dir, "status.json"), json.dumps(st, indent=1, sort_keys=True).encode())
         if self.client is not None and self.client.connected:
             public = {"client": self.client_id, "online": not final, "agent": __version__,
@@ -548,7 +550,7 @@ def parse_listen(text: str, default_port: int) -> Tuple[str, int]:
     return host, p
 
 
-def make_server(kind: str, inspector, istag=None):
+def make_server(kind: str, inspector, istag=None, proxy_mode: str = "explicit"):
     """The ICAP or proxy server object of the intake modules (they may not exist yet)."""
     try:
         if kind == "icap":
@@ -557,7 +559,7 @@ def make_server(kind: str, inspector, istag=None):
         from agent.proxy.server import ProxyServer
     except ImportError as exc:
         raise ConfigError("the %s intake is not available in this build (%s)" % (kind, exc))
-    return ProxyServer(inspector)
+    return ProxyServer(inspector, mode=proxy_mode)
 
 
 def add_arguments(parser) -> None:

@@ -158,7 +158,9 @@ def test_daemon_follows_updates_blocks_reports_and_stops_cleanly(mosquitto, tmp_
     with MqttClient(mosquitto.url, "publisher") as pub:
         publish_lists(pub, Topics(), only([v1], tmp_path / "p1"), chunk_size=4096)
     capture = PayloadCapture(mosquitto.url).__enter__()  # every payload on the broker from now on
-    icap_port = free_port()
+    icap_port, proxy_port = free_port(), free_port()
+    from agent.demo import Origin
+    origin = Origin({"/k0.jpg": ("image/jpeg", known[0]), "/other.jpg": ("image/jpeg", known[2])}).start()
     proc = _start_agent(tmp_path, """
 [agent]
 state_dir = "%s"
@@ -173,7 +175,9 @@ confirm_timeout = 5.0
 socket = "%s"
 [icap]
 listen = "127.0.0.1:%d"
-""" % (state, mosquitto.url, sock, icap_port))
+[proxy]
+listen = "127.0.0.1:%d"
+""" % (state, mosquitto.url, sock, icap_port, proxy_port))
     try:
         wait_for(lambda: os.path.exists(sock) and (_status(state)[1] or {}).get("lists", {}).get("hl1/sha", {})
                  .get("version") == 1, 30)
@@ -200,11 +204,22 @@ listen = "127.0.0.1:%d"
         assert answer.startswith(b"ICAP/1.0 200") and b"403" in answer.split(b"\r\n\r\n", 2)[1], answer[:300]
         answer = icap_respmod(icap_port, "http://origin.test/other.jpg", known[2])
         assert answer.startswith(b"ICAP/1.0 204"), answer[:200]
-        wait_for(lambda: len(reports) == 3, 20)
-        assert sorted(r["entry"] for r in reports) == ["known-0", "known-0", "known-1"]
+        # through the built-in proxy, with a browser's cookie and user agent
+        import urllib.error
+        import urllib.request
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": "http://127.0.0.1:%d" % proxy_port}))
+        opener.addheaders = [("User-Agent", USER_AGENT), ("Cookie", COOKIE)]
+        with pytest.raises(urllib.error.HTTPError) as blocked:
+            opener.open(origin.url("/k0.jpg?session=secret"), timeout=30).read()
+        assert blocked.value.code == 403
+        assert opener.open(origin.url("/other.jpg"), timeout=30).read() == known[2]
+        wait_for(lambda: len(reports) == 4, 20)
+        assert sorted(r["entry"] for r in reports) == ["known-0", "known-0", "known-0", "known-1"]
         # the query string may carry a session token: it stays home by default
         assert all("session" not in json.dumps(r) for r in reports)
-        assert all("127.0.0.1" not in json.dumps(r) for r in reports)
+        # the hosting URL, without its query; on loopback the origin's address is 127.0.0.1 (a
+        # subscriber address is checked with the ICAP X-Client-IP above and the capture below)
+        assert origin.url("/k0.jpg") in [r["hosting"].get("url") for r in reports]
         wait_for(lambda: statuses.get("lists", {}).get("hl1/sha", {}).get("version") == 2, 10)
         # a rollback attempt is refused and the status topic says why
         with MqttClient(mosquitto.url, "publisher") as pub:
@@ -221,6 +236,7 @@ listen = "127.0.0.1:%d"
             raise AssertionError("agent did not stop on SIGTERM:\n" + _log(tmp_path))
         watcher.stop()
         hub_client.stop()
+        origin.stop()
     assert rc == 0, _log(tmp_path)
     assert not os.path.exists(sock)
     code, st = _status(state)
