@@ -38,6 +38,7 @@ class Uart:
     """Line-oriented access to the board's UART over pyserial, with deadlines."""
 
     def __init__(self, url: str):
+        self.url = url
         self.port = serial.serial_for_url(url, timeout=0.5)
         self.buf = b""
         self.seen: list = []
@@ -187,4 +188,17 @@ def test_boot_agent_and_console(board):
     assert board.command(b"reboot-now")[-1].startswith("error:")
     assert board.command(b"x" * 2000)[-1].startswith("error:")
     assert board.command(b"version")[-1] == "ok"
+
+    # A technician unplugs the adapter mid-line and plugs it back in: the console keeps serving.
+    board.port.write(b"stat")
+    board.port.close()
+    time.sleep(1)
+    board.port = serial.serial_for_url(board.url, timeout=0.5)
+    board.buf = b""
+    # A UART has no notion of a disconnect: the half line is still in the board's buffer. Enter
+    # ends it (one error answer), then the console is back to normal.
+    stale = board.command(b"")[-1]
+    assert stale.startswith("error:") and "'stat'" in stale, stale
+    reply = board.command(b"version")
+    assert reply[-1] == "ok" and '"agent_version"' in reply[0], reply
     print("smoke test done after %.0f s" % (time.monotonic() - board.t0))
