@@ -58,25 +58,35 @@ def generate_image(seed: int, size: Tuple[int, int] = (1024, 768)) -> Image.Imag
     rng = np.random.default_rng([0x6A7E, int(seed) & 0xFFFFFFFFFFFF])
 
     # Base: a linear gradient between two colours in a random direction plus a smooth colour field.
-    angle = rng.uniform(0, 2 * np.pi)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    t = (xx / max(w, 1)) * np.cos(angle) + (yy / max(h, 1)) * np.sin(angle)
-    t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
-    c0 = rng.random(3).astype(np.float32)
-    c1 = rng.random(3).astype(np.float32)
-    base = c0 * (1 - t[:, :, None]) + c1 * t[:, :, None]
+    # Everything is float32 with explicit scalars, so numpy 1.x and 2.x (NEP 50) compute the same.
+    f32 = np.float32
+    angle = float(rng.uniform(0, 2 * np.pi))
+    xs = np.arange(w, dtype=f32)
+    ys = np.arange(h, dtype=f32)
+    t = (ys / f32(h) * f32(np.sin(angle)))[:, None] + (xs / f32(w) * f32(np.cos(angle)))[None, :]
+    t -= t.min()
+    t /= f32(max(float(t.max()), 1e-6))
+    c0 = rng.random(3).astype(f32)
+    c1 = rng.random(3).astype(f32)
+    base = c0 + (c1 - c0) * t[:, :, None]
     cells = (int(rng.integers(3, 7)), int(rng.integers(3, 6)))
-    base = 0.5 * base + 0.5 * _smooth_field(rng, (w, h), cells, 3)
+    base += _smooth_field(rng, (w, h), cells, 3)
+    base *= f32(0.5)
 
     # Texture: octaves of value noise modulate brightness (cloud/foliage-like structure).
-    tex = np.zeros((h, w, 1), dtype=np.float32)
-    amp = 1.0
+    tex = np.full((h, w, 1), f32(1.0), dtype=f32)
+    amp = f32(0.9)
     for octave in range(4):
         n = 4 * (2 ** octave)
-        tex += amp * (_smooth_field(rng, (w, h), (n + int(rng.integers(0, 3)), n), 1) - 0.5)
-        amp *= 0.55
-    base = np.clip(base * (1.0 + 0.9 * tex), 0.0, 1.0)
-    img = Image.fromarray((base * 255).astype(np.uint8), "RGB").convert("RGBA")
+        field = _smooth_field(rng, (w, h), (n + int(rng.integers(0, 3)), n), 1)
+        field -= f32(0.5)
+        field *= amp
+        tex += field
+        amp *= f32(0.55)
+    base *= tex
+    np.clip(base, f32(0.0), f32(1.0), out=base)
+    base *= f32(255.0)
+    img = Image.fromarray(base.astype(np.uint8), "RGB").convert("RGBA")
 
     # Shapes: overlapping, partly translucent ellipses, rectangles, polygons and lines.
     layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
@@ -106,16 +116,23 @@ def generate_image(seed: int, size: Tuple[int, int] = (1024, 768)) -> Image.Imag
     img = Image.alpha_composite(img, layer).convert("RGB")
 
     # Stripes in one random region (fabric, blinds) and fine sensor-like noise over everything.
-    arr = np.asarray(img, dtype=np.float32)
+    arr = np.asarray(img, dtype=f32)
     x0, y0 = int(rng.integers(0, max(1, w // 2))), int(rng.integers(0, max(1, h // 2)))
     x1 = min(w, x0 + int(rng.integers(max(1, w // 6), max(2, w // 2))))
     y1 = min(h, y0 + int(rng.integers(max(1, h // 6), max(2, h // 2))))
     period = float(rng.uniform(0.01, 0.04) * scale) + 2.0
     theta = float(rng.uniform(0, np.pi))
-    phase = xx[y0:y1, x0:x1] * np.float32(np.cos(theta)) + yy[y0:y1, x0:x1] * np.float32(np.sin(theta))
-    arr[y0:y1, x0:x1] += (np.float32(40.0) * np.sin(phase * np.float32(2 * np.pi / period)))[:, :, None]
-    arr += rng.standard_normal(arr.shape, dtype=np.float32) * np.float32(4.0)
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+    phase = (ys[y0:y1] * f32(np.sin(theta)))[:, None] + (xs[x0:x1] * f32(np.cos(theta)))[None, :]
+    arr[y0:y1, x0:x1] += (f32(40.0) * np.sin(phase * f32(2 * np.pi / period)))[:, :, None]
+    # Triangular noise from random bytes (sum of two nibbles, sigma ~3.9): 5x cheaper than normal.
+    raw = np.frombuffer(rng.bytes(arr.size), dtype=np.uint8).reshape(arr.shape)
+    noise = (raw & 15).astype(f32)
+    noise += raw >> 4
+    noise -= f32(15.0)
+    noise *= f32(0.6)
+    arr += noise
+    np.clip(arr, f32(0.0), f32(255.0), out=arr)
+    return Image.fromarray(arr.astype(np.uint8), "RGB")
 
 
 def encode(img: Image.Image, fmt: str = "JPEG", quality: int = 90) -> bytes:

@@ -93,7 +93,7 @@ def test_transforms_do_what_they_say():
 
 
 def test_transformed_images_stay_near_the_original_hash(photos, photo_hashes):
-    """Figures measured: jpeg50 <= 6, half <= 10, png 0; flip/rotate90 via dihedral <= 12.
+    """Figures measured: jpeg50 <= 6, half <= 12, png 0; flip/rotate90 via dihedral <= 12.
 
     crop5 moves PDQ by 36..64 bits (PDQ is not crop-robust); it is here to show a non-match.
     """
