@@ -49,6 +49,7 @@ def generate_image(seed: int, size: Tuple[int, int] = (1024, 768)) -> Image.Imag
     """A deterministic, natural-looking RGB picture for ``seed``: gradients, shapes, texture, noise.
 
     Different seeds give unrelated PDQ hashes (mean distance about 128) and PDQ quality is high.
+    Same seed, same numpy and Pillow: the same pixels. Tests should compute hashes, not pin them.
     """
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise TypeError("seed must be an int, got %r" % (seed,))
@@ -58,7 +59,9 @@ def generate_image(seed: int, size: Tuple[int, int] = (1024, 768)) -> Image.Imag
     rng = np.random.default_rng([0x6A7E, int(seed) & 0xFFFFFFFFFFFF])
 
     # Base: a linear gradient between two colours in a random direction plus a smooth colour field.
-    # Everything is float32 with explicit scalars, so numpy 1.x and 2.x (NEP 50) compute the same.
+    # Everything is float32 with explicit scalars, so numpy 1.x and 2.x (NEP 50 promotion) take the
+    # same arithmetic path. Pixels can still move by a unit across numpy/Pillow versions (SIMD sin,
+    # resampling); hashes of the same seed stay within a few bits.
     f32 = np.float32
     angle = float(rng.uniform(0, 2 * np.pi))
     xs = np.arange(w, dtype=f32)
