@@ -10,7 +10,10 @@ Why not port the reference loop by loop: the reference filters the whole image (
 and then keeps 64x64 samples. The filter and the decimation are linear and separable, so both collapse
 into one 64xH matrix ``A`` (rows) and one 64xW matrix ``B`` (columns): ``out = A @ luma @ B.T``. Each
 row of ``A`` is non-zero only on a band of about H/64 rows, so the first product reads every pixel
-about once. The matrices depend only on the image size and are cached.
+about once. Only the bands are built (per row, on a local window; ~0.2 ms) and cached per size.
+RGB is reduced per channel and weighted into luma on the 64 rows, so no float copy of the image is
+made. ``full_shape`` lets a 1/2..1/8 scaled JPEG decode stand in for the full image: each reduced
+pixel gets the summed weights of the block it covers (see ``agent.imaging``, fast path).
 
 Bit layout: bit ``i`` is DCT coefficient ``i`` (row-major in the 16x16), i.e.
 ``(int.from_bytes(hash, "big") >> i) & 1``; ``hash.hex()`` is the reference's hex string.
@@ -215,6 +218,7 @@ def _axis(n: int, n_full: int) -> _Axis:
         vec = np.zeros(n, dtype=np.float32)
         for a in rows:
             vec[starts[a]:starts[a] + len(weights[a])] = weights[a]
+        vec.setflags(write=False)  # shared by every thread hashing an image of this size
         groups.append((np.array(rows), np.array([starts[a] for a in rows]), vec))
     return _Axis(tuple(starts), tuple(weights), groups)
 
@@ -264,10 +268,9 @@ def _reduce_rows(img: np.ndarray, h_full: int) -> np.ndarray:
 
 def _downsample64(img: np.ndarray, full) -> np.ndarray:
     """The reference's 64x64 blurred and decimated luma (float32)."""
-    h, w = img.shape[0], img.shape[1]
     h_full, w_full = full
     rows = _reduce_rows(img, h_full)  # 64 x W
-    ax = _axis(w, w_full)
+    ax = _axis(img.shape[1], w_full)
     out = np.empty((_OUT, _OUT), dtype=np.float32)
     if ax.groups is not None:
         for cols, starts, vec in ax.groups:
