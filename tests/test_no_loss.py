@@ -115,3 +115,112 @@ def test_no_report_lost_across_broker_outage_and_agent_sigkill(tmp_path):
             out = ""
         broker.kill()
     assert "stored %d new reports" % TOTAL in out, out[-2000:]
+
+
+@pytest.mark.slow
+def test_no_report_lost_with_the_real_daemon(tmp_path):
+    """The same, with `gatewatch run` as the agent: hits through its local API, confirmed by the hub."""
+    import hashlib
+    import json as _json
+
+    from agent.lists import Entry
+    from agent.localapi import LocalApiClient
+    from agent.mqtt import MqttClient, Topics
+    from agent.samples import encode, generate_image
+    from tests.listkit import Hub, only, wait_for
+    from tools.publish import publish_lists
+    from tools.serve import ConfirmService
+
+    total = 1000
+    known = encode(generate_image(4242, (64, 48)), "JPEG", 90)
+    hub = Hub(tmp_path / "hub")
+    v1 = hub.build([Entry("known-0", hashlib.sha256(known).digest())], capacity=50)
+    state = tmp_path / "state"
+    (state / "trust").mkdir(parents=True)
+    (state / "trust" / "hl1.pub").write_text(open(hub.pub_path).read())
+    sock = str(tmp_path / "gw.sock")
+    broker = start_mosquitto(tmp_path)
+    db = tmp_path / "hub.db"
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('[agent]\nstate_dir = "%s"\nclient_id = "dev-nl"\nstatus_interval = 0.5\nhal = "emulated"\n'
+                   '[broker]\nurl = "%s"\n[policy]\nconfirm_timeout = 5.0\n[localapi]\nsocket = "%s"\n'
+                   % (state, broker.url, sock))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p]))
+
+    def start_agent():
+        log = open(tmp_path / "agent.log", "ab")
+        p = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--config", str(cfg)],
+                             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        log.close()
+        return p
+
+    def active():
+        r = subprocess.run([sys.executable, "-m", "agent.cli", "status", "--state-dir", str(state), "--json"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=60, env=env)
+        try:
+            st = _json.loads(r.stdout)
+        except ValueError:
+            return False
+        return os.path.exists(sock) and st.get("lists", {}).get("hl1/sha", {}).get("version") == 1
+
+    reported = [0]
+
+    def hits(n):
+        with LocalApiClient(sock) as api:
+            for _ in range(n):
+                d = api.check_bytes(known, url="http://origin.test/k.jpg?session=secret",
+                                    content_type="image/jpeg")
+                assert d["action"] == "block", d
+                if d["reason"] == "match-confirmed":
+                    reported[0] += 1
+
+    collector = subprocess.Popen(
+        [sys.executable, "-m", "tools.collector", "collect", "--broker", broker.url, "--db", str(db),
+         "--client-id", "hub-collector-d"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    hub_client = MqttClient(broker.url, "hub-serve", reconnect=(1, 2))
+    ConfirmService(hub_client, Topics(), hub.out).start()
+    agent = None
+    try:
+        assert any("collecting reports" in collector.stdout.readline() for _ in range(5))
+        hub_client.connect()
+        with MqttClient(broker.url, "publisher") as pub:
+            publish_lists(pub, Topics(), only([v1], tmp_path / "p1"), chunk_size=4096)
+        agent = start_agent()
+        wait_for(active, 60)
+        hits(300)                       # confirmed by the hub, then from the cache
+        broker.stop()
+        hits(350)                       # broker away: confirmed from the cache, spooled
+        assert reported[0] == 650, reported
+        agent.send_signal(signal.SIGKILL)
+        agent.wait()
+        from agent.spool import ReportSpool
+        with ReportSpool(state / "spool") as sp:  # what the killed agent left for later
+            assert len(sp) >= 350, sp.stats()
+        agent = start_agent()           # restarts with a full spool and no broker
+        broker.start()
+        wait_for(active, 60)
+        wait_for(lambda: hub_client.connected, 30)
+        while reported[0] < total:
+            hits(min(50, total - reported[0]))
+        deadline = time.monotonic() + 90
+        while len(hub_ids(db)) < total and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(hub_ids(db)) == total == reported[0]
+        con = sqlite3.connect(str(db))
+        rows = [r[0] for r in con.execute("SELECT hosting FROM reports")]
+        con.close()
+        assert all("session" not in r and "origin.test/k.jpg" in r for r in rows)
+    finally:
+        if agent is not None:
+            agent.send_signal(signal.SIGTERM)
+            try:
+                agent.wait(20)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+        hub_client.stop()
+        collector.send_signal(signal.SIGTERM)
+        try:
+            collector.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            collector.kill()
+        broker.kill()
