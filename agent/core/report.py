@@ -6,7 +6,7 @@ else, so that a field that could identify a subscriber cannot slip in unnoticed:
     schema   int, SCHEMA_VERSION
     id       32 hex chars, random: the idempotency key (the hub stores each id once)
     source, list, version, signal, distance   what matched
-    entry    the matched entry's identifier as the hub knows it (never the image's own hash)
+    entry    the matched entry's identifier as the hub knows it, printable text (never the image's own hash)
     hosting  {"url"|"host", "ip", "country"}: where the material was hosted, as configured
     time     "YYYY-MM-DDTHH:00:00Z": rounded down to the hour
     device   16 hex chars: HMAC-SHA256(device secret, UTC day) truncated, rotates daily; or null
@@ -276,6 +276,13 @@ def _name(field, value, maxlen=64, extra=""):
                           % (field, maxlen, extra, value))
 
 
+def _entry(value):
+    # the hub's own identifier (a case number, a file name in its folder): any printable text
+    if not isinstance(value, str) or not value or len(value) > 256 or \
+            any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ReportError("report field 'entry' must be 1-256 printable characters, got %r" % (value,))
+
+
 def _int(field, value, lo, hi):
     if not isinstance(value, int) or isinstance(value, bool) or value < lo or value > hi:
         raise ReportError("report field %r must be an integer in %d..%d, got %r" % (field, lo, hi, value))
@@ -355,7 +362,7 @@ def validate_report(report):
         raise ReportError("report field 'signal' must be one of %s, got %r"
                           % (", ".join(SIGNALS), report["signal"]))
     _int("distance", report["distance"], 0, 1024)
-    _name("entry", report["entry"], 128, ":")
+    _entry(report["entry"])
     _hosting(report["hosting"])
     _time(report["time"])
     if report["device"] is not None:

@@ -67,6 +67,11 @@ def test_bad_values_are_refused():
         r = good()
         r[field] = value
         support.raises(report.ReportError, report.validate_report, r)
+    for entry in ("a\nb", "x" * 257, 5):
+        r = good()
+        r["entry"] = entry
+        support.raises(report.ReportError, report.validate_report, r)
+    assert good(entry="folder/known image 01.png")["entry"] == "folder/known image 01.png"
     support.raises(report.ReportError, report.decode_report, b"{not json")
     support.raises(report.ReportError, report.decode_report, b"[1]")
     support.raises(report.ReportError, report.decode_report, b" " * 5000)
