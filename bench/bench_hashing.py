@@ -73,6 +73,46 @@ def hash_cold(data: bytes):
     return imaging.hash_image(data)
 
 
+_MEMORY_PROBE = r"""
+import io, sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from PIL import Image
+from agent import imaging
+import pdqhash
+
+
+def hwm_kib():
+    # VmHWM belongs to this process's memory map (ru_maxrss would carry the parent's over exec).
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
+
+data = open(sys.argv[2], "rb").read()
+before = hwm_kib()
+if sys.argv[3] == "baseline":
+    pdqhash.compute(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+else:
+    imaging.hash_image(data, fast=(sys.argv[3] == "fast"))
+print(hwm_kib() - before)
+"""
+
+
+def peak_memory_kib(data: bytes, mode: str) -> int:
+    """Peak RSS growth (KiB) of hashing one image in a fresh interpreter, imports excluded (Linux)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".jpg") as f:
+        f.write(data)
+        f.flush()
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, root, f.name, mode],
+                             capture_output=True, text=True, check=True)
+    return int(out.stdout.strip())
+
+
 def per_call(fn, arg, n):
     fn(arg)
     start = time.perf_counter()
@@ -187,6 +227,12 @@ def main(argv=None):
         if sample_jpegs:
             print("  scikit-image samples, fast path: %s" % fmt_dists(agreement(sample_jpegs)))
             print("  scikit-image samples, full path: %s" % fmt_dists(agreement(sample_jpegs, fast=False)))
+
+    print()
+    big = samples.encode(samples.generate_image(7, (4000, 3000)), "JPEG", 90)
+    print("Peak memory growth hashing one 4000x3000 JPEG (%d KiB), fresh process each:" % (len(big) // 1024))
+    for mode in ("baseline", "fast", "full"):
+        print("  %-10s %8.1f MiB" % (mode, peak_memory_kib(big, mode) / 1024.0))
 
     print()
     print("Refusals (per call):")
