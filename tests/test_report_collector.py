@@ -14,7 +14,7 @@ import pytest
 from agent.core.report import encode_report, hosting_from_url, make_report
 from agent.errors import ConfigError
 from agent.mqtt import MqttClient, Topics, wait_all
-from tests.brokers import start_mosquitto
+from tests.brokers import mosquitto, start_mosquitto  # noqa: F401
 from tools.collector import Collector, ReportStore, export
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,6 +152,19 @@ def test_cli_collect_and_export(tmp_path):
                         "--source", "hl0"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "does not exist" in r.stderr
     assert not (tmp_path / "no.db").exists()
+
+
+def test_plain_subscription_without_group(mosquitto, tmp_path):
+    store = ReportStore(tmp_path / "hub.db")
+    try:
+        with MqttClient(mosquitto.url, "col-plain") as c, MqttClient(mosquitto.url, "dev") as dev:
+            col = Collector(c, store, Topics(), group=None).start()
+            assert col.subscribed.wait(5)
+            r = rep(3)
+            assert dev.publish(Topics().reports("hl1"), encode_report(r), qos=1).wait(5)
+            assert wait_until(lambda: store.count() == 1) and store.ids() == {r["id"]}
+    finally:
+        store.close()
 
 
 def test_failed_store_is_not_acknowledged_and_comes_again(tmp_path):

@@ -141,7 +141,11 @@ def export(store, source, fmt):
 
 
 class Collector:
-    """Subscribes to all report topics (shared subscription) and stores each valid report once."""
+    """Subscribes to all report topics and stores each valid report once.
+
+    ``group``: the shared-subscription group that several collectors split the reports in; None
+    (or "") subscribes plainly, for brokers without shared subscriptions (the demo's amqtt).
+    """
 
     def __init__(self, client, store, topics, group="hub"):
         self.client = client
@@ -155,7 +159,8 @@ class Collector:
 
     def start(self):
         """Subscribe; messages are handled on the client's network thread."""
-        self.subscribed = self.client.subscribe(self.topics.reports_shared(self.group), self._on_message, qos=1)
+        topic = self.topics.reports_shared(self.group) if self.group else self.topics.reports_filter()
+        self.subscribed = self.client.subscribe(topic, self._on_message, qos=1)
         return self
 
     def _on_message(self, message):
@@ -185,7 +190,8 @@ def add_arguments(parser):
     c.add_argument("--broker", required=True, help="mqtt://host:1883 or mqtts://host:8883")
     c.add_argument("--db", required=True, help="SQLite file (created if missing)")
     c.add_argument("--prefix", default="gatewatch/v1", help="topic prefix (default: %(default)s)")
-    c.add_argument("--group", default="hub", help="shared-subscription group (default: %(default)s)")
+    c.add_argument("--group", default="hub", help="shared-subscription group; empty: plain subscription, for brokers without "
+                        "shared subscriptions (default: %(default)s)")
     c.add_argument("--client-id", default="gatewatch-collector-%s" % socket.gethostname(),
                    help="MQTT client id; keep it stable so the broker keeps the session (default: "
                         "%(default)s)")
