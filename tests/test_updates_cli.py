@@ -109,3 +109,26 @@ def test_serve_command_answers_and_stops_on_sigterm(mosquitto, tmp_path):
 def test_serve_command_bad_lists(mosquitto, tmp_path):
     r = hub_cli("serve", "--broker", mosquitto.url, "--lists", str(tmp_path), "--db", str(tmp_path / "x.db"))
     assert r.returncode == 2 and "hub/ entries" in r.stderr
+
+
+def test_publishing_a_new_version_clears_the_old_chunks(mosquitto, tmp_path):
+    from tests.listkit import only
+    from tools.publish import publish_lists
+
+    hub = Hub(tmp_path / "hub")
+    v1 = hub.build(random_entries(3000, 1))
+    v2 = hub.build(random_entries(3000, 1) + random_entries(10, 2))
+    v3 = hub.build(random_entries(3000, 1) + random_entries(20, 2))
+    topics = Topics()
+    with MqttClient(mosquitto.url, "pub") as pub:
+        publish_lists(pub, topics, only([v1], tmp_path / "a"), chunk_size=8192)
+        publish_lists(pub, topics, only([v1, v2], tmp_path / "b"), chunk_size=8192)
+        publish_lists(pub, topics, only([v3], tmp_path / "c"), chunk_size=8192)  # no v2 file this time
+    retained = {}
+    with MqttClient(mosquitto.url, "look") as look:
+        look.subscribe(topics.lists_filter(), lambda m: retained.__setitem__(m.topic, m.payload)).wait(5)
+        wait_for(lambda: topics.manifest("hl1", "sha") in retained)
+        import time
+        time.sleep(0.5)
+    names = sorted(t.split("/lists/hl1/sha/")[1] for t in retained if retained[t])
+    assert names and all(n == "manifest" or n.startswith("v3/snapshot/") for n in names), names

@@ -137,22 +137,51 @@ class Plan:
         return out
 
 
-def stale_topics(topics, items: List[BuiltList], chunk_size: int) -> List[str]:
-    """Retained chunk topics of superseded versions, to clear (an empty retained message)."""
+def stale_topics(topics, items: List[BuiltList], chunk_size: int, previous: Optional[dict] = None) -> List[str]:
+    """Retained chunk topics that nothing announces any more, to clear with an empty retained message:
+    the snapshots of older versions in the folder, and whatever the previous announcement on the
+    broker (``previous``) named."""
     out = []
-    for idx, old in enumerate(items[:-1]):
-        n = (len(old.data) + chunk_size - 1) // chunk_size
-        out += [topics.snapshot_chunk(old.source, old.list, old.version, i) for i in range(n + 1)]
-        if idx > 0:
-            prev = items[idx - 1]
-            try:
-                d = list_delta.encode(prev.data, old.data)
-            except GatewatchError:
-                continue
-            nd = (len(d) + chunk_size - 1) // chunk_size
-            out += [topics.delta_chunk(old.source, old.list, prev.version, old.version, i)
-                    for i in range(nd + 1)]
+    for old in items[:-1]:
+        n = max(1, (len(old.data) + chunk_size - 1) // chunk_size)
+        out += [topics.snapshot_chunk(old.source, old.list, old.version, i) for i in range(n)]
+    if previous:
+        try:
+            src, name, v = previous["source"], previous["list"], int(previous["version"])
+            out += [topics.snapshot_chunk(src, name, v, i) for i in range(int(previous["chunks"]))]
+            for d in previous.get("deltas", []):
+                out += [topics.delta_chunk(src, name, int(d["from"]), v, i) for i in range(int(d["chunks"]))]
+        except (KeyError, TypeError, ValueError, GatewatchError):
+            log.warning("previous announcement of %s/%s is malformed; not clearing after it",
+                        items[-1].source, items[-1].list)
     return out
+
+
+def previous_announcement(client, topics, source: str, name: str, wait: float = 0.25) -> Optional[dict]:
+    """The announcement retained on the broker for a list now, or None.
+
+    A broker sends retained messages right after the SUBACK, so this waits for the SUBACK and then
+    at most ``wait`` seconds more."""
+    import threading
+
+    got: List[bytes] = []
+    event = threading.Event()
+    topic = topics.manifest(source, name)
+
+    def on_message(msg):
+        got.append(msg.payload)
+        event.set()
+    ack = client.subscribe(topic, on_message, qos=1)
+    try:
+        ack.wait(10)
+        event.wait(wait)
+    finally:
+        client.unsubscribe(topic)
+    try:
+        doc = json.loads(got[0]) if got and got[0] else None
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def publish_lists(client, topics, directory: str, chunk_size: int = DEFAULT_CHUNK,
@@ -170,14 +199,20 @@ def publish_lists(client, topics, directory: str, chunk_size: int = DEFAULT_CHUN
         items = groups[key]
         plan = Plan(items[-1], items[-2] if len(items) > 1 else None, chunk_size)
         msgs = plan.messages(topics)
-        if clear_stale:
-            msgs = [(t, b"") for t in stale_topics(topics, items, chunk_size)] + msgs
+        previous = previous_announcement(client, topics, key[0], key[1]) if clear_stale else None
         # chunks first and acknowledged, then the manifest that announces them
         acks = [client.publish(t, p, qos=1, retain=True) for t, p in msgs[:-1]]
         if wait_all(acks, timeout) != len(acks):
             raise PublishError("broker did not acknowledge %s/%s chunks within %.0fs" % (key + (timeout,)))
         if not client.publish(msgs[-1][0], msgs[-1][1], qos=1, retain=True).wait(timeout):
             raise PublishError("broker did not acknowledge the %s/%s manifest" % key)
+        if clear_stale:
+            # only now: a device that is still fetching by the old manifest gets a fresh one first
+            current = {t for t, _ in msgs}
+            stale = [t for t in dict.fromkeys(stale_topics(topics, items, chunk_size, previous)) if t not in current]
+            acks = [client.publish(t, b"", qos=1, retain=True) for t in stale]
+            if wait_all(acks, timeout) != len(acks):
+                raise PublishError("broker did not acknowledge clearing old %s/%s chunks" % key)
         ann = plan.announcement()
         log.info("published %s/%s v%d: %d snapshot chunks, %s", key[0], key[1], plan.newest.version,
                  len(plan.snapshot_chunks),
