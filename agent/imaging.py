@@ -312,18 +312,37 @@ def _open(data: bytes, fmt: str, limits: Limits) -> Image.Image:
     return img
 
 
-def _luma_fast(img: Image.Image, fmt: str) -> np.ndarray:
-    """Luminance (uint8 HxW) or RGB (HxWx3) pixels the cheap way: JPEG scaled decode straight to Y."""
+# Above this many pixels a decoded image is handed to PDQ band by band (pdq.RowSource) instead of as
+# one numpy copy: np.asarray(img) costs a full copy (Pillow's tobytes) on top of Pillow's own buffer.
+BANDED_MIN_PIXELS = 1 << 22
+
+
+def _pixels(img: Image.Image):
+    """The decoded image as PDQ input: uint8 L (HxW) or RGB (HxWx3), array or band-wise source."""
+    img.load()
+    w, h = img.size
+    direct = img.mode in ("L", "RGB")
+    if w * h < BANDED_MIN_PIXELS:
+        return np.asarray(img) if direct else _to_rgb(img)
+    if not direct:
+        img.info.pop("transparency", None)  # see _to_rgb
+
+    def rows(start: int, stop: int) -> np.ndarray:
+        band = img.crop((0, start, w, stop))
+        return np.asarray(band if direct else band.convert("RGB"))
+
+    return pdq.RowSource((h, w) if img.mode == "L" else (h, w, 3), rows)
+
+
+def _luma_fast(img: Image.Image, fmt: str):
+    """Luminance (uint8 HxW) or RGB pixels the cheap way: JPEG scaled decode straight to Y."""
     if fmt == "JPEG" and img.mode in ("RGB", "YCbCr", "L"):
         w, h = img.size
         # draft picks the largest 1/2..1/8 scale that keeps both sides >= the requested size, and
         # mode "L" makes libjpeg output Y only: no chroma upsampling, no colour conversion.
         side = min(FAST_MIN_SIDE, w, h)
         img.draft("L", (side, side))
-    if img.mode in ("L", "RGB", "RGBA", "RGBX"):
-        img.load()
-        return np.asarray(img)  # RGB: pdq reduces the channels and applies the reference coefficients
-    return _to_rgb(img)
+    return _pixels(img)
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
@@ -334,12 +353,21 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
-def _luma_full(img: Image.Image) -> np.ndarray:
+def _luma_full(img: Image.Image):
     """The reference's input: RGB at full resolution (greyscale kept as luma, which is identical)."""
-    if img.mode in ("L", "RGB"):
-        img.load()
-        return np.asarray(img)
-    return _to_rgb(img)
+    return _pixels(img)
+
+
+def _perceptual(pixels, full_shape, dihedral: bool) -> List[pdq.PdqResult]:
+    if isinstance(pixels, pdq.RowSource):
+        return pdq.pdq_from_rows(pixels, full_shape, dihedral=dihedral)
+    if pixels.ndim == 3:
+        if dihedral:
+            return pdq.pdq_dihedral_from_rgb(pixels, full_shape)
+        return [pdq.pdq_from_rgb(pixels, full_shape)]
+    if dihedral:
+        return pdq.pdq_dihedral_from_luma(pixels, full_shape)
+    return [pdq.pdq_from_luma(pixels, full_shape)]
 
 
 def hash_image(data: bytes, *, limits: Limits = DEFAULT_LIMITS, fast: bool = True, dihedral: bool = False) -> ImageHashes:
@@ -374,25 +402,20 @@ def hash_image(data: bytes, *, limits: Limits = DEFAULT_LIMITS, fast: bool = Tru
     width, height = img.size
     full_shape = (height, width)
     try:
-        with img:
+        try:
             pixels = _luma_fast(img, fmt) if fast else _luma_full(img)
-    except ImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError("image too large: %s" % str(exc).split(",")[0]) from None
-    except (Exception, MemoryError) as exc:  # OSError, SyntaxError, ValueError, zlib.error, ...
-        raise ImageError(_decode_reason(exc, fmt)) from None
+        except ImageError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageError("image too large: %s" % str(exc).split(",")[0]) from None
+        except (Exception, MemoryError) as exc:  # OSError, SyntaxError, ValueError, zlib.error, ...
+            raise ImageError(_decode_reason(exc, fmt)) from None
+        # Decoding is done (errors surfaced above); a RowSource still reads bands from the image.
+        results = _perceptual(pixels, full_shape, dihedral)
+    finally:
+        img.close()
 
     sha256, sha1, md5 = digests(data)
-    if pixels.ndim == 3:
-        if dihedral:
-            results = pdq.pdq_dihedral_from_rgb(pixels, full_shape)
-        else:
-            results = [pdq.pdq_from_rgb(pixels, full_shape)]
-    elif dihedral:
-        results = pdq.pdq_dihedral_from_luma(pixels, full_shape)
-    else:
-        results = [pdq.pdq_from_luma(pixels, full_shape)]
     first = results[0]
     # Below the reference's minimum size PDQ is all zeros: report "no perceptual hash" instead.
     hashable = min(width, height) >= pdq.MIN_HASHABLE_DIM

@@ -34,6 +34,8 @@ __all__ = [
     "pdq_from_rgb",
     "pdq_dihedral_from_luma",
     "pdq_dihedral_from_rgb",
+    "RowSource",
+    "pdq_from_rows",
     "hamming",
     "hash_to_hex",
 ]
@@ -246,8 +248,8 @@ def _reduce_rows(img: np.ndarray, h_full: int) -> np.ndarray:
     float copy of the image. einsum reads uint8 directly, casting in its inner loop.
     """
     ax = _axis(img.shape[0], h_full)
-    if img.ndim == 3:
-        img = img[:, :, :3]
+    rgb = len(img.shape) == 3
+    if rgb:
         out = np.empty((_OUT, img.shape[1], 3), dtype=np.float32)
         spec = "k,kwc->wc"
     else:
@@ -256,7 +258,10 @@ def _reduce_rows(img: np.ndarray, h_full: int) -> np.ndarray:
     for i in range(_OUT):
         s = ax.starts[i]
         band = ax.weights[i]
-        np.einsum(spec, band, img[s:s + band.shape[0]], out=out[i], casting="same_kind")
+        pixels = img[s:s + band.shape[0]]  # an array, or a RowSource handing out decoded rows
+        if rgb:
+            pixels = pixels[:, :, :3]
+        np.einsum(spec, band, pixels, out=out[i], casting="same_kind")
     if out.ndim == 3:
         # The reference's coefficients (fillFloatLumaFromRGB), in float32.
         luma = out[:, :, 0] * _LUMA_R32
@@ -398,6 +403,40 @@ def pdq_dihedral_from_luma(luma: np.ndarray, full_shape=None) -> List[PdqResult]
 def pdq_dihedral_from_rgb(rgb: np.ndarray, full_shape=None) -> List[PdqResult]:
     """The 8 dihedral PDQ hashes of an HxWx3 uint8 RGB array."""
     return _dihedral_from(_rgb_checked(np.asarray(rgb)), full_shape)
+
+
+class RowSource:
+    """Rows of an image handed out band by band, so a caller never materialises the whole array.
+
+    ``shape`` is (height, width) for luminance or (height, width, 3) for RGB; ``rows(start, stop)``
+    returns that band as a uint8 (or float) array. ``agent.imaging`` uses it to convert large decoded
+    images a band at a time instead of copying them whole.
+    """
+
+    def __init__(self, shape, rows):
+        self.shape = tuple(int(x) for x in shape)
+        if len(self.shape) not in (2, 3) or (len(self.shape) == 3 and self.shape[2] != 3):
+            raise ValueError("RowSource shape must be (h, w) or (h, w, 3), got %r" % (shape,))
+        self._rows = rows
+
+    def __getitem__(self, key):
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError("RowSource only hands out contiguous row ranges")
+        start = 0 if key.start is None else max(0, key.start)
+        stop = self.shape[0] if key.stop is None else min(self.shape[0], key.stop)
+        band = np.asarray(self._rows(start, stop))
+        if band.shape[:2] != (stop - start, self.shape[1]):
+            raise ValueError("RowSource returned shape %r for rows %d..%d" % (band.shape, start, stop))
+        return band
+
+
+def pdq_from_rows(source: RowSource, full_shape=None, dihedral: bool = False) -> List[PdqResult]:
+    """PDQ (or, with ``dihedral``, all 8 variants) of an image read band by band from ``source``."""
+    if not isinstance(source, RowSource):
+        raise TypeError("pdq_from_rows needs a RowSource")
+    if dihedral:
+        return _dihedral_from(source, full_shape)
+    return [_from(source, full_shape)]
 
 
 def hamming(a: bytes, b: bytes) -> int:

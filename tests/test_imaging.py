@@ -436,3 +436,64 @@ def test_progressive_jpeg_is_fine_but_a_scan_flood_is_refused():
     flood = data[:eoi] + data[sos:eoi] * 300 + data[eoi:]
     with pytest.raises(ImageError, match="scans"):
         imaging.hash_image(flood)
+
+
+@pytest.fixture(scope="module")
+def mode_images():
+    img = samples.generate_image(12, (300, 200))
+    out = {}
+    for mode in ("RGB", "L", "RGBA", "P"):
+        buf = io.BytesIO()
+        src = img.convert(mode) if mode != "P" else img.quantize(64)
+        if mode == "P":
+            src.save(buf, "PNG", transparency=bytes([0] * 3 + [255] * 61))
+        else:
+            src.save(buf, "PNG")
+        out["png-" + mode] = buf.getvalue()
+    buf = io.BytesIO()
+    img.convert("CMYK").save(buf, "JPEG", quality=90)
+    out["jpeg-CMYK"] = buf.getvalue()
+    out["jpeg-RGB"] = samples.encode(img, "JPEG", 90)
+    out["gif"] = samples.encode(img, "GIF")
+    return out
+
+
+def test_band_by_band_conversion_gives_the_same_hashes(monkeypatch, mode_images):
+    """Large images go to PDQ as a pdq.RowSource; the hash must not depend on that."""
+    whole = {k: (imaging.hash_image(d), imaging.hash_image(d, fast=False, dihedral=True)) for k, d in mode_images.items()}
+    monkeypatch.setattr(imaging, "BANDED_MIN_PIXELS", 1)
+    seen = []
+    real = pdq.pdq_from_rows
+    monkeypatch.setattr(pdq, "pdq_from_rows", lambda *a, **k: seen.append(1) or real(*a, **k))
+    for name, data in mode_images.items():
+        fast, full = imaging.hash_image(data), imaging.hash_image(data, fast=False, dihedral=True)
+        assert fast.pdq == whole[name][0].pdq, name
+        assert full.pdq == whole[name][1].pdq, name
+        assert [d.hash for d in full.dihedral] == [d.hash for d in whole[name][1].dihedral], name
+        assert fast.pdq_quality == whole[name][0].pdq_quality
+    assert len(seen) == 2 * len(mode_images)
+
+
+def test_large_png_is_not_copied_whole_into_python_memory(monkeypatch):
+    img = samples.generate_image(13, (2400, 1800))  # 4.3 Mpx: above BANDED_MIN_PIXELS
+    data = samples.encode(img, "PNG")
+    rgb_bytes = 2400 * 1800 * 3
+    assert 2400 * 1800 >= imaging.BANDED_MIN_PIXELS
+
+    def traced_peak():
+        imaging.hash_image(data, fast=False)  # warm the filter cache
+        tracemalloc.start()
+        try:
+            h = imaging.hash_image(data, fast=False)
+            return h, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    banded, banded_peak = traced_peak()
+    monkeypatch.setattr(imaging, "BANDED_MIN_PIXELS", 10**12)
+    whole, whole_peak = traced_peak()
+    assert whole_peak >= rgb_bytes  # np.asarray(img) holds the whole 13 MB: the measure can see it
+    assert banded_peak < rgb_bytes // 3, banded_peak  # bands and 64-row buffers only
+    assert banded.pdq == whole.pdq
+    theirs, _ = ref_pdq(data)
+    assert pdq.hamming(banded.pdq, theirs) <= 2

@@ -242,3 +242,22 @@ def test_banded_filter_equals_the_dense_reference_construction(n):
         reduced = np.zeros((64, m))
         np.add.at(reduced.T, pdq._block_map(n, m), ref.T)
         np.testing.assert_allclose(_dense(pdq._axis(m, n), m), reduced, atol=1e-6)
+
+
+def test_row_source_gives_the_array_result_and_checks_its_bands():
+    rgb = np.asarray(samples.generate_image(8, (400, 300)))
+    source = pdq.RowSource(rgb.shape, lambda a, b: rgb[a:b])
+    got, want = pdq.pdq_from_rows(source)[0], pdq.pdq_from_rgb(rgb)
+    assert got.hash == want.hash and got.quality == want.quality
+    np.testing.assert_array_equal(got.margins, want.margins)
+    dihedral = pdq.pdq_from_rows(source, dihedral=True)
+    assert [d.hash for d in dihedral] == [d.hash for d in pdq.pdq_dihedral_from_rgb(rgb)]
+    luma = rgb[:, :, 1]
+    assert pdq.pdq_from_rows(pdq.RowSource(luma.shape, lambda a, b: luma[a:b]))[0].hash == pdq.pdq_from_luma(luma).hash
+    liar = pdq.RowSource(rgb.shape, lambda a, b: rgb[a:a + 1])
+    with pytest.raises(ValueError, match="returned shape"):
+        pdq.pdq_from_rows(liar)
+    with pytest.raises(ValueError):
+        pdq.RowSource((10, 10, 4), lambda a, b: None)
+    with pytest.raises(TypeError):
+        pdq.pdq_from_rows(rgb)
