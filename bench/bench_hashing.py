@@ -229,10 +229,12 @@ def main(argv=None):
             print("  scikit-image samples, full path: %s" % fmt_dists(agreement(sample_jpegs, fast=False)))
 
     print()
-    big = samples.encode(samples.generate_image(7, (4000, 3000)), "JPEG", 90)
-    print("Peak memory growth hashing one 4000x3000 JPEG (%d KiB), fresh process each:" % (len(big) // 1024))
-    for mode in ("baseline", "fast", "full"):
-        print("  %-10s %8.1f MiB" % (mode, peak_memory_kib(big, mode) / 1024.0))
+    big_img = samples.generate_image(7, (4000, 3000))
+    for fmt in ("JPEG", "PNG"):
+        big = samples.encode(big_img, fmt, 90)
+        print("Peak memory growth hashing one 4000x3000 %s (%d KiB), fresh process each:" % (fmt, len(big) // 1024))
+        for mode in ("baseline", "fast", "full"):
+            print("  %-10s %8.1f MiB" % (mode, peak_memory_kib(big, mode) / 1024.0))
 
     print()
     print("Refusals (per call):")
