@@ -144,7 +144,8 @@ class Confirmer:
             ident = hit.list.ident
             by_key = answered.setdefault(ident, {})
             for key in hit.keys[:MAX_KEYS_PER_LIST]:
-                cached = self.cache.get(ident, key)
+                # keyed by the list version too: after an update, old negatives no longer apply
+                cached = self.cache.get("%s@%d" % (ident, hit.list.version), key)
                 if cached is None:
                     need.setdefault(ident, {"version": hit.list.version, "keys": []})["keys"].append(key)
                 else:
@@ -181,7 +182,7 @@ class Confirmer:
                 for key in asked["keys"]:
                     entries = parse_entries(got["entries"].get(key, []))
                     by_key[key] = entries
-                    self.cache.put(ident, key, entries, ttl_pos if entries else ttl_neg)
+                    self.cache.put("%s@%d" % (ident, asked["version"]), key, entries, ttl_pos if entries else ttl_neg)
             except ValueError as exc:
                 log.warning("malformed confirmation answer for %s: %s", ident, exc)
                 answered.pop(ident, None)

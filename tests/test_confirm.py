@@ -233,3 +233,19 @@ def test_answer_from_an_older_hub_version_is_no_answer(mosquitto, world):
     finally:
         dev.stop()
         hub.stop()
+
+
+def test_cache_does_not_outlive_a_list_update(mosquitto, world, tmp_path):
+    """A negative answer cached for v1 must not refute a hit on v2 (which may hold the new entry)."""
+    p = Pair(mosquitto, world, tmp_path, ttl=(100.0, 100.0))
+    try:
+        r = world["scanner"].scan_bytes(world["known"][0])
+        sha_hit = [h for h in r.hits if h.list.signal == "sha256"][0]
+        p.confirmer.ask(r._replace(hits=(sha_hit,)))
+        n = p.confirmer.requests
+        newer = sha_hit.list.__class__.__new__(sha_hit.list.__class__)
+        newer.__dict__.update(sha_hit.list.__dict__, version=sha_hit.list.version + 1)
+        p.confirmer.ask(r._replace(hits=(sha_hit._replace(list=newer),)))
+        assert p.confirmer.requests == n + 1  # asked again, not served from the v1 cache
+    finally:
+        p.close()
