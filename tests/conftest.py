@@ -1,0 +1,3 @@
+"""Shared pytest fixtures: the real mosquitto broker fixture lives in tests/brokers.py."""
+
+from tests.brokers import mosquitto  # noqa: F401
