@@ -74,6 +74,7 @@ SETTINGS: Dict[str, List[Tuple[str, Any, str]]] = {
         ("candidate_unconfirmed", "allow", "perceptual candidate while the hub is unreachable: block or allow"),
         ("confirm_timeout", 2.0, "seconds to wait for the hub's confirmation"),
         ("firewall_seconds", 0, "also block the hosting address in the HAL firewall for this long; 0: off"),
+        ("reconfirm_hours", 24.0, "ask the hub again about unconfirmed hits for this long (reported only if confirmed); 0: off"),
     ],
     "confirm": [
         ("cache_max", 10000, "answers kept in the confirmation cache"),
@@ -178,7 +179,8 @@ def policy_settings(conf):
 
     p = conf["policy"]
     return PolicySettings(mode=p["mode"], exact_unconfirmed=p["exact_unconfirmed"],
-                          candidate_unconfirmed=p["candidate_unconfirmed"], confirm_timeout=p["confirm_timeout"])
+                          candidate_unconfirmed=p["candidate_unconfirmed"], confirm_timeout=p["confirm_timeout"],
+                          reconfirm_hours=p["reconfirm_hours"])
 
 
 def _read_or_create(path: str, make, mode: int = 0o644) -> str:
@@ -519,6 +521,10 @@ class Agent:
         interval = max(0.5, self.conf["agent"]["status_interval"])
         while not self._stop.wait(interval):
             try:
+                if self.client is not None and self.client.connected and self.policy.counters.pending:
+                    n = self.policy.reconfirm()
+                    if n:
+                        log.info("%d hit(s) confirmed by the hub after it was unreachable; reported", n)
                 self.write_status()
                 if self.watchdog is not None:
                     self.watchdog.kick()

@@ -12,14 +12,18 @@ Defaults, and why:
 - ``candidate_unconfirmed = "allow"``: a perceptual candidate is not a match until the hub's full
   entries say so (a few in 10,000 unrelated images can be candidates), so without the hub it loads.
 - Reports: only ever for a hit that the hub's entries confirmed, in every mode and state. A hit
-  that could not be confirmed is counted, never reported.
+  that could not be confirmed is counted and kept in memory (bounded, ``reconfirm_hours``) to ask
+  the hub again when it is back; it is reported only if the hub then confirms it.
 - Faults (a scan error, a confirmer crash) allow: fail-open on the network path, because an agent
   fault must never take a household or a school offline.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
+import threading
+import time
 from typing import Callable, Optional
 
 from agent.errors import ConfigError
@@ -37,7 +41,7 @@ class PolicySettings:
 
     def __init__(self, mode: str = "block", exact_unconfirmed: str = "block",
                  candidate_unconfirmed: str = "allow", confirm_timeout: float = 2.0,
-                 report_url: str = "url"):
+                 report_url: str = "url", reconfirm_hours: float = 24.0, reconfirm_max: int = 1000):
         if mode not in MODES:
             raise ConfigError("policy.mode must be one of %s, not %r" % (", ".join(MODES), mode))
         for name, value in (("exact_unconfirmed", exact_unconfirmed),
@@ -53,6 +57,10 @@ class PolicySettings:
         self.candidate_unconfirmed = candidate_unconfirmed
         self.confirm_timeout = float(confirm_timeout)
         self.report_url = report_url
+        if not isinstance(reconfirm_hours, (int, float)) or reconfirm_hours < 0:
+            raise ConfigError("policy.reconfirm_hours must be a non-negative number of hours")
+        self.reconfirm_hours = float(reconfirm_hours)
+        self.reconfirm_max = int(reconfirm_max)
 
 
 class Counters:
@@ -66,6 +74,9 @@ class Counters:
         self.refuted = 0
         self.reported = 0
         self.errors = 0
+        self.reconfirmed = 0  # unconfirmed hits the hub confirmed later (and so reported)
+        self.pending = 0  # unconfirmed hits waiting to be asked again
+        self.pending_dropped = 0  # given up: too old, or the queue was full
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -83,12 +94,16 @@ class Policy:
     """
 
     def __init__(self, settings: PolicySettings, confirmer: Optional[Callable] = None,
-                 scanner_confirm: Optional[Callable] = None, report: Optional[Callable] = None):
+                 scanner_confirm: Optional[Callable] = None, report: Optional[Callable] = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.settings = settings
         self.confirmer = confirmer
         self.scanner_confirm = scanner_confirm
         self.report = report
         self.counters = Counters()
+        self.clock = clock
+        self._pending: "collections.deque" = collections.deque()
+        self._pending_lock = threading.Lock()
 
     def decide(self, result, url: Optional[str] = None) -> Decision:
         """The decision for one ScanResult of a body fetched from ``url``."""
@@ -129,13 +144,65 @@ class Policy:
                 self.counters.blocked += 1
                 return Decision("block", "match-confirmed", result, url)
             return Decision("allow", "match-confirmed-%s" % mode, result, url)
-        # the hub could not be asked: no report, ever; block only as configured
+        # the hub could not be asked: no report now; block only as configured; ask again later
         self.counters.unconfirmed += 1
+        self._remember(result, url)
         rule = self.settings.exact_unconfirmed if exact else self.settings.candidate_unconfirmed
         if mode == "block" and rule == "block":
             self.counters.blocked += 1
             return Decision("block", "match-unconfirmed", result, url)
         return Decision("allow", "unconfirmed-%s" % ("match" if exact else "candidate"), result, url)
+
+
+    # -- unconfirmed hits, asked again when the hub is back
+    def _remember(self, result, url) -> None:
+        if self.report is None or self.settings.mode == "monitor" or not self.settings.reconfirm_hours:
+            return
+        with self._pending_lock:
+            if len(self._pending) >= self.settings.reconfirm_max:
+                self.counters.pending_dropped += 1  # the oldest promise stays; the newest is counted
+                return
+            self._pending.append((self.clock(), result, url))
+            self.counters.pending = len(self._pending)
+
+    def reconfirm(self) -> int:
+        """Ask the hub again about every remembered unconfirmed hit; report those it confirms.
+
+        Returns how many were reported. Hits the hub refutes are forgotten; unanswered ones wait
+        for the next call until ``reconfirm_hours`` have passed.
+        """
+        with self._pending_lock:
+            items, self._pending = list(self._pending), collections.deque()
+        reported = 0
+        keep = []
+        horizon = self.clock() - self.settings.reconfirm_hours * 3600
+        for i, (when, result, url) in enumerate(items):
+            if when < horizon:
+                self.counters.pending_dropped += 1
+                continue
+            try:
+                answered = self.confirmer(result) if self.confirmer else {}
+            except Exception as exc:
+                log.warning("reconfirmation failed: %s", exc)
+                answered = {}
+            if not answered:
+                keep.extend(items[i:])  # the hub is still away: do not ask for every item now
+                break
+            decided = self.scanner_confirm(result, answered)
+            if decided.verdict == "match" and any(h.confirmed for h in decided.hits):
+                try:
+                    self.report(decided, url)
+                    self.counters.reported += 1
+                    self.counters.reconfirmed += 1
+                    reported += 1
+                except Exception as exc:
+                    log.error("could not queue report: %s", exc)
+            elif decided.verdict != "clean":
+                keep.append((when, result, url))
+        with self._pending_lock:
+            self._pending.extendleft(reversed(keep))
+            self.counters.pending = len(self._pending)
+        return reported
 
 
 class PolicyInspector:

@@ -249,3 +249,41 @@ def test_cache_does_not_outlive_a_list_update(mosquitto, world, tmp_path):
         assert p.confirmer.requests == n + 1  # asked again, not served from the v1 cache
     finally:
         p.close()
+
+
+def test_unconfirmed_hits_are_asked_again_and_reported_only_if_confirmed(mosquitto, world, tmp_path):
+    clock = Clock()
+    dev = MqttClient(mosquitto.url, "dev-d").connect()
+    reports = []
+    try:
+        confirmer = Confirmer(dev, Topics(), "dev-d", timeout=0.3).start()
+        scanner = world["scanner"]
+        policy = Policy(PolicySettings(reconfirm_hours=1), confirmer.ask, scanner.confirm,
+                        lambda r, u: reports.append((r, u)), clock=clock)
+        insp = PolicyInspector(lambda: scanner, policy)
+        known = scanner.scan_bytes(world["known"][0])
+        fake = known._replace(hits=tuple(h._replace(keys=("sha256:00000000",)) for h in known.hits
+                                         if h.list.signal == "sha256"))
+        assert insp.inspect(world["known"][0], url="http://origin.test/a.jpg").reason == "match-unconfirmed"
+        assert insp.inspect(world["edited"], url="http://origin.test/b.jpg").reason == "unconfirmed-candidate"
+        assert policy.decide(fake).reason == "match-unconfirmed"  # a Bloom false positive, say
+        insp.inspect(world["unrelated"])
+        assert reports == [] and policy.counters.pending == 3
+        assert policy.reconfirm() == 0 and policy.counters.pending == 3  # hub still away
+        hub = MqttClient(mosquitto.url, "hub-late")
+        ConfirmService(hub, Topics(), world["hub"].out).start()
+        hub.connect()
+        try:
+            assert policy.reconfirm() == 2
+        finally:
+            hub.stop()
+        assert sorted(u for _, u in reports) == ["http://origin.test/a.jpg", "http://origin.test/b.jpg"]
+        assert all(r.best.confirmed for r, _ in reports)
+        assert policy.counters.pending == 0 and policy.counters.reconfirmed == 2  # the fake was refuted
+        # too old: given up, never reported (a key not cached, while the hub is away again)
+        other = known._replace(hits=tuple(h._replace(keys=("sha256:11111111",)) for h in fake.hits))
+        assert policy.decide(other).reason == "match-unconfirmed"
+        clock.t += 3601
+        assert policy.reconfirm() == 0 and policy.counters.pending_dropped == 1 and len(reports) == 2
+    finally:
+        dev.stop()

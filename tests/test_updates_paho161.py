@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PAHO161 = ROOT / ".cache" / "paho161"
 MODULES = ["tests/test_updates_mqtt.py", "tests/test_confirm.py", "tests/test_daemon.py",
-           "tests/test_updates_fleet.py", "tests/test_daemon_login.py"]
+           "tests/test_updates_fleet.py", "tests/test_daemon_login.py", "tests/test_daemon_reconfirm.py"]
 
 
 @pytest.mark.slow
