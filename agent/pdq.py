@@ -198,7 +198,7 @@ def _axis(n: int, n_full: int) -> _Axis:
         base = m.min(axis=1)
         r = m - base[:, None]
         width = int(r.max()) + 1
-        flat = (np.arange(_OUT)[:, None] * width + r).ravel()
+        flat = (np.arange(_OUT)[:, None] * width + r).ravel().astype(np.intp)  # bincount needs intp (32-bit ARM)
         wts = np.bincount(flat, weights=wts.ravel(), minlength=_OUT * width).reshape(_OUT, width)
         g = base[:, None] + np.arange(width)[None, :]
     nz = wts != 0.0

@@ -55,9 +55,11 @@ def test_board_python_is_arm(arch):
 def images(tmp_path_factory):
     d = tmp_path_factory.mktemp("share")
     names = []
-    for seed, fmt in ((21, "JPEG"), (22, "PNG"), (23, "JPEG")):
+    # 1024x768 JPEGs take the scaled (draft) decode path, smaller ones and PNGs the full one.
+    for seed, fmt, size in ((21, "JPEG", (640, 480)), (22, "PNG", (640, 480)), (23, "JPEG", (1024, 768)),
+                            (24, "JPEG", (1600, 1200))):
         name = "img%d.%s" % (seed, fmt.lower().replace("jpeg", "jpg"))
-        (d / name).write_bytes(samples.encode(samples.generate_image(seed, size=(640, 480)), fmt))
+        (d / name).write_bytes(samples.encode(samples.generate_image(seed, size=size), fmt))
         names.append(name)
     return d, names
 
