@@ -56,7 +56,7 @@ def hashes(bloom: Bloom, keys: np.ndarray):
 
 def _probe(h1: np.ndarray, h2: np.ndarray, i: int, m: np.uint64) -> np.ndarray:
     with np.errstate(over="ignore"):
-        g = (h1 + np.uint64(i) * h2) >> _S32
+        g = _fmix64(h1 + np.uint64(i) * h2) >> _S32
         return (g * m) >> _S32
 
 

@@ -34,7 +34,7 @@ def main(args) -> int:
             out.update(bytes=len(data), sha256=sha256.hex(), sha1=sha1.hex(), md5=md5.hex())
             try:
                 h = hash_image(data, fast=not args.full)
-                out.update(pdq=h.pdq.hex(), pdq_quality=h.pdq_quality)
+                out.update(pdq=h.pdq.hex() if h.pdq is not None else None, pdq_quality=h.pdq_quality)
             except ImageError as e:
                 out.update(pdq=None, pdq_quality=None, error=str(e))
                 failed += 1

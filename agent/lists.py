@@ -363,6 +363,9 @@ def hash_folder(path: str, signal: str, progress: bool = False) -> Tuple[List[En
             except ImageError as e:
                 skipped.append("%s: %s" % (rel, e))
                 continue
+            if h is None:
+                skipped.append("%s: too small for a PDQ hash" % rel)
+                continue
         entries.append(Entry(rel, h))
     if not entries:
         raise ConfigError("%s holds no images that could be hashed" % path)
