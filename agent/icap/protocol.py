@@ -69,7 +69,7 @@ class IcapLimits(NamedTuple):
     scan_timeout: float = 10.0  # inspector call; beyond it the response passes (fail-open)
     options_ttl: int = 300
     early_head: str = "stall"  # "stall", "always" or "never": see agent.icap.server (Squid bug 5352)
-    stall_timeout: float = 0.25  # seconds without body bytes before an early head in "stall" mode
+    stall_timeout: float = 0.1  # seconds without body bytes before an early head in "stall" mode
 
 
 # ---- events (immutable) -------------------------------------------------------------------------

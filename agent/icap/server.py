@@ -10,14 +10,17 @@ Decisions per RESPMOD (see agent.icap.sniff for why "type OR magic"):
 - an image -> 100 Continue, buffer up to ``max_scan_bytes``, scan, then 200 with a block page or
   204 / 200 echo; over the limit, on scan error or timeout -> pass unchanged (fail-open, counted).
 
-Early heads (IcapLimits.early_head): Squid before 6.9 stops reading the origin once its 64 KB
-virgin-body buffer is full and only resumes when the ICAP service starts answering (Squid bug 5352,
-fixed by squid-cache/squid PR #1777). A service that must see the whole image before deciding then
-waits forever. In "stall" mode (default), when the client stops sending mid-body for
-``stall_timeout`` seconds we send the 200 and the original HTTP head (without Content-Length) at
-once; the scan still decides the body: the image unchanged, or a neutral placeholder picture when it
-is blocked (the status then stays 200: the explanation page needs the head we already sent).
-"always" does that for every image larger than the preview; "never" never does.
+Early heads (IcapLimits.early_head): Squid before 6.10 stops reading the origin once its 64 KB
+virgin-body buffer is full and only resumes when its store sees activity, i.e. when the ICAP service
+starts answering (Squid bug 5352, fixed by squid-cache/squid PR #1777 and #2065). A service that must
+see the whole image before deciding then waits forever. In "stall" mode (default), when the client
+stops sending mid-body for ``stall_timeout`` seconds we send the 200 and the original HTTP head
+(without Content-Length) at once, which wakes Squid up; the scan still decides the body: the image
+unchanged, or a neutral placeholder picture when it is blocked (the status then stays 200: the
+explanation page needs the head we already sent). Measured on Squid 5.7: sending the head *before*
+the stall ("always") does not help under load (the wake-up comes too early and a later stall
+hangs until read_timeout), so "always" exists for clients that want an immediate head, not for
+Squid; "never" suits Squid >= 6.10 and e2guardian.
 """
 
 from __future__ import annotations
