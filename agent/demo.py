@@ -171,13 +171,15 @@ def run_demo(workdir: str, timeout: float = 60.0) -> dict:
         # the hub: publish the signed lists, answer confirmations, collect reports
         with MqttClient(broker.url, "demo-hub-publisher") as c:
             publish_lists(c, topics, lists_dir)
-        hub = MqttClient(broker.url, "demo-hub")
-        ConfirmService(hub, topics, lists_dir, group=None).start()
+        hub = MqttClient(broker.url, "demo-hub").connect()
+        stoppers[:0] = [hub.stop]
         store = ReportStore(os.path.join(workdir, "hub", "reports.sqlite"))
+        stoppers.insert(1, store.close)
         collector = Collector(hub, store, topics)
-        hub.subscribe(topics.reports_filter(), collector._on_message, qos=1)  # plain: no $share here
-        hub.connect()
-        stoppers[:0] = [hub.stop, store.close]
+        subscribed = [ConfirmService(hub, topics, lists_dir, group=None).start().subscription,
+                      hub.subscribe(topics.reports_filter(), collector._on_message, qos=1)]  # plain: no $share
+        if not all(s.wait(10) for s in subscribed):
+            raise RuntimeError("the embedded broker did not accept the hub's subscriptions")
 
         # the agent: the real daemon with the emulated HAL, lists only from the broker
         try:

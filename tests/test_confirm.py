@@ -46,10 +46,10 @@ class Pair:
     def __init__(self, broker, world, tmp_path, services=1, ttl=(60.0, 30.0), clock=None):
         self.hub_clients, self.services = [], []
         for i in range(services):
-            c = MqttClient(broker.url, "hub%d" % i)
+            c = MqttClient(broker.url, "hub%d" % i).connect()
             s = ConfirmService(c, Topics(), world["hub"].out, ttl_positive=ttl[0], ttl_negative=ttl[1],
                                db=str(tmp_path / ("stats%d.sqlite" % i))).start()
-            c.connect()
+            assert s.subscription.wait(5)
             self.hub_clients.append(c)
             self.services.append(s)
         self.dev = MqttClient(broker.url, "dev-a").connect()
@@ -270,9 +270,8 @@ def test_unconfirmed_hits_are_asked_again_and_reported_only_if_confirmed(mosquit
         insp.inspect(world["unrelated"])
         assert reports == [] and policy.counters.pending == 3
         assert policy.reconfirm() == 0 and policy.counters.pending == 3  # hub still away
-        hub = MqttClient(mosquitto.url, "hub-late")
-        ConfirmService(hub, Topics(), world["hub"].out).start()
-        hub.connect()
+        hub = MqttClient(mosquitto.url, "hub-late").connect()
+        assert ConfirmService(hub, Topics(), world["hub"].out).start().subscription.wait(5)
         try:
             assert policy.reconfirm() == 2
         finally:

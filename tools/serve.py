@@ -119,7 +119,8 @@ class ConfirmService:
         """Subscribe: shared with the other instances of ``group``, or plainly when group is None
         (for brokers without shared subscriptions, such as the demo's embedded one)."""
         topic = self.topics.confirm_req_shared(self.group) if self.group else self.topics.confirm_req()
-        self.client.subscribe(topic, self._on_request, qos=1)
+        # a SubscribeAck to wait on when started on a connected client (else: subscribed on connect)
+        self.subscription = self.client.subscribe(topic, self._on_request, qos=1)
         return self
 
     def _newer_asked(self, payload: bytes) -> bool:
