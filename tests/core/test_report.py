@@ -38,6 +38,10 @@ def test_time_is_rounded_to_the_hour():
     assert report.iso_hour(0) == "1970-01-01T00:00:00Z"
     assert report.iso_hour(951782400 + 3599) == "2000-02-29T00:00:00Z"  # leap day
     assert report.utc_day(NOW) == "2023-11-14"
+    # Past 2038: 32-bit time_t (armhf) and MicroPython's small ints must not break the date.
+    assert report.iso_hour(2 ** 31) == "2038-01-19T03:00:00Z"
+    assert report.iso_hour(4102444800 + 7200) == "2100-01-01T02:00:00Z"
+    assert report.utc_day(2 ** 34) == "2514-05-30"
 
 
 def test_pseudonym_rotates_daily():
