@@ -70,6 +70,9 @@ class IcapLimits(NamedTuple):
     options_ttl: int = 300
     early_head: str = "stall"  # "stall", "always" or "never": see agent.icap.server (Squid bug 5352)
     stall_timeout: float = 0.1  # seconds without body bytes before an early head in "stall" mode
+    # Squid's virgin-body buffer holds 65535 bytes: a pause exactly there is its stall, not the origin's.
+    squid_window: int = 65535
+    squid_stall_timeout: float = 0.005
 
 
 # ---- events (immutable) -------------------------------------------------------------------------

@@ -14,7 +14,8 @@ Early heads (IcapLimits.early_head): Squid before 6.10 stops reading the origin 
 virgin-body buffer is full and only resumes when its store sees activity, i.e. when the ICAP service
 starts answering (Squid bug 5352, fixed by squid-cache/squid PR #1777 and #2065). A service that must
 see the whole image before deciding then waits forever. In "stall" mode (default), when the client
-stops sending mid-body for ``stall_timeout`` seconds we send the 200 and the original HTTP head
+stops sending mid-body for ``stall_timeout`` seconds (``squid_stall_timeout``, 5 ms, when it stopped
+exactly at Squid's 65535-byte buffer size) we send the 200 and the original HTTP head
 (without Content-Length) at once, which wakes Squid up; the scan still decides the body: the image
 unchanged, or a neutral placeholder picture when it is blocked (the status then stays 200: the
 explanation page needs the head we already sent). Measured on Squid 5.7: sending the head *before*
@@ -344,7 +345,10 @@ class _Session:
         if state == "body" and mode == "always" and not req.allow_204:
             committed = await self.commit_early(req)
         while state == "body":
-            wait = self.limits.stall_timeout if (mode == "stall" and not committed) else None
+            wait = None
+            if mode == "stall" and not committed:
+                wait = (self.limits.squid_stall_timeout if len(body) == self.limits.squid_window
+                        else self.limits.stall_timeout)
             event = await self.next_event(wait)
             if event is None:  # the client stopped sending mid-body: Squid < 6.9 waits for us (bug 5352)
                 committed = await self.commit_early(req)

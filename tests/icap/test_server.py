@@ -293,3 +293,27 @@ def test_bad_early_head_mode_is_refused():
     from agent.errors import ConfigError
     with pytest.raises(ConfigError, match="early_head"):
         IcapServer(MarkerInspector(), limits=IcapLimits(early_head="sometimes"))
+
+
+def test_pause_at_squids_buffer_size_is_a_stall_at_once(icap):
+    """Squid 5.7 stops at exactly 65535 body bytes; that pause gets the early head in ms, not stall_timeout."""
+    lt = icap(limits=IcapLimits(stall_timeout=5.0))
+    body = JPEG_HEAD + b"q" * 100000
+    first, rest = respmod(body, preview=4096, allow204=False)
+    s = connect(lt.port)
+    s.sendall(first)
+    assert read_icap_response(s)[0] == 100
+    sent_rest = 65535 - 4096
+    from tests.icap.support import chunked
+    s.sendall(chunked(body[4096:65535]))
+    t0 = time.monotonic()
+    s.settimeout(3)
+    head = b""
+    while b"\r\n\r\n" not in head.split(b"ICAP/1.0 200 OK", 1)[-1]:
+        head += s.recv(65536)
+    assert time.monotonic() - t0 < 1.0 and head.startswith(b"ICAP/1.0 200 OK")
+    s.sendall(chunked(body[65535:]) + b"0\r\n\r\n")
+    data = b""
+    while not data.endswith(b"0\r\n\r\n"):
+        data += s.recv(65536)
+    assert body in head + data and lt.server.stats["early_heads"] == 1 and sent_rest
