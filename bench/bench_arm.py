@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -221,6 +222,14 @@ def main(argv=None) -> int:
     arches = ["native", "arm64", "armhf"] if args.arch == "all" else ["native", args.arch] \
         if args.arch != "native" else ["native"]
     share = make_share()
+    try:
+        return report(args, arches, share)
+    finally:
+        shutil.rmtree(share, ignore_errors=True)
+
+
+def report(args, arches, share: Path) -> int:
+    """Run the measurements and print the tables."""
     results = {}
     for arch in arches:
         t = time.perf_counter()

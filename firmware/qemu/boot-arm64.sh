@@ -20,7 +20,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 if [ -n "$PORT" ]; then
-    SERIAL="-chardev socket,id=uart,host=127.0.0.1,port=$PORT,server=on,wait=on,logfile=$IMG/serial.log -serial chardev:uart"
+    SERIAL="-chardev socket,id=uart,host=127.0.0.1,port=$PORT,server=on,wait=on,logfile=$IMG/serial.log,logappend=on -serial chardev:uart"
 else
     SERIAL="-serial mon:stdio"
 fi

@@ -32,6 +32,7 @@ if [ "${GW_KEEP_ROOT:-0}" = 1 ]; then
     echo "run-user: root kept at $WORK/root" >&2
 else
     trap 'rm -rf "$WORK"' EXIT
+    trap 'exit 143' TERM INT HUP
 fi
 ROOT="$WORK/root"
 mkdir -p "$ROOT"
@@ -64,7 +65,10 @@ fi
 
 echo "run-user[$ARCH]: $*" >&2
 # env -i: nothing of the host's environment (virtualenvs, PYTHONPATH) leaks into the board.
-exec unshare --mount --pid --fork --mount-proc="$ROOT/proc" \
+# Not exec: the EXIT trap must still remove the unpacked root (hundreds of MB) afterwards.
+rc=0
+unshare --mount --pid --fork --mount-proc="$ROOT/proc" \
     chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
     PYTHONPATH=/opt/gatewatch PYTHONDONTWRITEBYTECODE=1 GW_BOARD="$ARCH" \
-    /bin/sh -c 'cd /opt/gatewatch && exec "$@"' sh "$@"
+    /bin/sh -c 'cd /opt/gatewatch && exec "$@"' sh "$@" || rc=$?
+exit "$rc"

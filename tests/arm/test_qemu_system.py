@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -131,6 +132,10 @@ def board(tmp_path_factory):
         except subprocess.TimeoutExpired:
             qemu.kill()
             qemu.wait()
+        log = img / "serial.log"
+        if log.exists():  # the whole UART transcript, for a failure's report
+            print("UART transcript (last 40 lines):\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+        shutil.rmtree(img, ignore_errors=True)  # 340 MB; pytest keeps old tmp folders around
 
 
 def test_boot_agent_and_console(board):
