@@ -286,7 +286,7 @@ class Agent:
         self._start_reports()
         self.policy = Policy(policy_settings(c), self.confirmer.ask if self.confirmer else None,
                              self.scanner.confirm, self._report)
-        self.inspector = PolicyInspector(lambda: self.scanner, self.policy)
+        self.inspector = _LedInspector(PolicyInspector(lambda: self.scanner, self.policy), self)
         if c["localapi"]["enabled"]:
             path = c["localapi"]["socket"] or os.path.join(self.state_dir, "gatewatch.sock")
             self.localapi = LocalApiFactory.make(path, self.inspector, c["localapi"]["max_bytes"], self.status)
@@ -326,11 +326,22 @@ class Agent:
             self.watchdog.start(wd)
 
     def _led(self, state: str) -> None:
-        if self.led is not None:
+        """Show ``state`` on the HAL status LED (ok, updating, blocked, fault); never fails."""
+        if self.led is not None and self.led.state != state:
             try:
                 self.led.set_state(state)
             except Exception:
                 pass
+        if state == "blocked":
+            self._blocked_at = time.monotonic()
+
+    def _led_idle(self) -> None:
+        """Back to ok after a block has been shown for a while; fault while the broker is away."""
+        if self.client is not None and not self.client.connected and time.time() - self.started_at > 60:
+            self._led("fault")
+        elif time.monotonic() - getattr(self, "_blocked_at", 0.0) > 30 or self.led is None or \
+                self.led.state != "blocked":
+            self._led("ok")
 
     def _trust(self):
         from agent.lists import TrustStore
@@ -446,7 +457,9 @@ class Agent:
 
     # -- events
     def _on_lists(self, lists) -> None:
+        self._led("updating")
         self.scanner.swap(list(lists.values()))  # one step: scans see the old or the new tuple
+        self._led("ok")
 
     def _report(self, result, url) -> None:
         from agent.core.report import hosting_from_url, make_report
@@ -499,6 +512,7 @@ class Agent:
                         "cached": len(self.confirmer.cache)} if self.confirmer is not None else None,
             "intakes": dict(self.listening, localapi=self.localapi.path if self.localapi is not None else None),
             "hal": getattr(self.hal, "name", None),
+            "led": getattr(self.led, "state", None),
         }
         return out
 
@@ -525,11 +539,26 @@ class Agent:
                     n = self.policy.reconfirm()
                     if n:
                         log.info("%d hit(s) confirmed by the hub after it was unreachable; reported", n)
+                self._led_idle()
                 self.write_status()
                 if self.watchdog is not None:
                     self.watchdog.kick()
             except Exception:
                 log.exception("status write failed")
+
+
+class _LedInspector:
+    """Passes decisions through and shows blocks on the status LED."""
+
+    def __init__(self, inner, agent: "Agent"):
+        self.inner = inner
+        self.agent = agent
+
+    def inspect(self, body, content_type=None, url=None):
+        decision = self.inner.inspect(body, content_type, url)
+        if decision.action == "block":
+            self.agent._led("blocked")
+        return decision
 
 
 class LocalApiFactory:

@@ -247,6 +247,7 @@ def run_demo(workdir: str, timeout: float = 60.0) -> dict:
             "reports_sent": sent, "reports_received": store.count(),
             "via": via, "hal": getattr(backend, "name", None), "broker": "embedded amqtt on 127.0.0.1",
             "lists": {k: v.version for k, v in sorted(agent.updater.lists.items())},
+            "led_history": list(getattr(agent.led, "history", [])),  # the emulated HAL records it
             "items": items, "seconds": round(time.monotonic() - t0, 2),
         }
         if proxy_error:
