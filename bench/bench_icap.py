@@ -116,14 +116,14 @@ class Child:
                 self.proc.wait()
 
 
-def make_images(www: Path, count: int):
-    """Benign generated 1024x768 JPEGs; returns {name: bytes}."""
+def make_images(www: Path, count: int, size=(1024, 768)):
+    """Benign generated JPEGs (1024x768 by default); returns {name: bytes}."""
     from agent.samples import encode, generate_image
 
     images = {}
     for i in range(count):
         name = "img%03d.jpg" % i
-        images[name] = encode(generate_image(50_000 + i), "JPEG")
+        images[name] = encode(generate_image(50_000 + i, size), "JPEG")
         (www / name).write_bytes(images[name])
     return images
 
@@ -189,6 +189,8 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--skip-pdq", action="store_true", help="leave out the sha256+pdq setup")
     ap.add_argument("--stall-timeout", type=float, default=0.1)
+    ap.add_argument("--size", default="1024x768", help="image size WxH (512x384 stays under Squid's "
+                    "64 KB buffer, which isolates the protocol cost from Squid bug 5352)")
     args = ap.parse_args(argv)
     for tool in ("squid", "c-icap", "curl"):
         if not (shutil.which(tool) or os.path.exists("/usr/sbin/" + tool)):
@@ -197,7 +199,8 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="gw-bench-icap-"))
     www = work / "www"
     www.mkdir()
-    images = make_images(www, args.images)
+    size = tuple(int(v) for v in args.size.lower().split("x"))
+    images = make_images(www, args.images, size)
     # Lists hold other generated images: every fetched image is scanned and found clean.
     from agent.samples import encode, generate_image
 
@@ -244,8 +247,9 @@ def main(argv=None) -> int:
         for c in reversed(started):
             c.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print("%d fetches of %d distinct 1024x768 JPEGs (mean %.0f KB), %d in parallel"
-          % (args.requests, len(images), statistics.mean(len(v) for v in images.values()) / 1024, args.parallel))
+    print("%d fetches of %d distinct %s JPEGs (mean %.0f KB), %d in parallel"
+          % (args.requests, len(images), args.size, statistics.mean(len(v) for v in images.values()) / 1024,
+             args.parallel))
     print_table(rows, "squid + c-icap echo", args.markdown)
     return 0
 
