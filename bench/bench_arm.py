@@ -1,7 +1,7 @@
 """Benchmark: hashing and lookups natively and on emulated ARM boards; the agent's memory.
 
     python bench/bench_arm.py                  # native + arm64 + armhf (qemu-user, needs root)
-    python bench/bench_arm.py --arch native    # one platform only
+    python bench/bench_arm.py --arch native    # one platform only (others: arm64, armhf, micropython)
     python bench/bench_arm.py --rss            # also: RSS with a 1M-entry exact + 100k-entry PDQ list
     python bench/bench_arm.py --markdown       # print the table for docs/benchmarks.md
 
@@ -9,7 +9,9 @@ Per platform it times, in one process on that platform: the full image pipeline 
 SHA-1, MD5, PDQ) on benign generated 1024x768 JPEGs; single Bloom lookups through the portable core
 (``key in bloom``, what a MicroPython device does); numpy batch lookups (``bloom_batch``). The
 baseline is the native run in the same invocation: every ARM figure is also given as a slowdown
-factor against it. qemu-user translates ARM code on this x86 CPU, so its absolute figures are not
+factor against it. The MicroPython row times only single core lookups (a 2,000-entry filter: the
+port's heap is small, and lookup cost does not depend on the filter size) in the WebAssembly port
+under Node, the closest stand-in here for a MicroPython device. qemu-user translates ARM code on this x86 CPU, so its absolute figures are not
 a real board's: a Cortex-A53 at 1.2 GHz is usually within 2x of qemu-user here; the ratios show
 where emulation (and so, likely, a weak core) hurts most.
 
@@ -85,6 +87,44 @@ def inner(share: Path) -> dict:
     bloom_batch.contains_many(bloom, probes)
     out["batch_keys_per_s"] = BATCH_KEYS / (time.perf_counter() - t)
     return out
+
+
+# ------------------------------------------------------------------ MicroPython (WebAssembly port in Node)
+MP_LOOKUPS = 4000
+MP_CODE = r"""
+import hashlib, json, sys, time
+from core.bloom import Bloom, optimal_parameters
+n = 2000
+m, k = optimal_parameters(n, 1e-6)
+b = Bloom(m, k, bytes(range(16)))
+keys = [hashlib.sha256(b"in-%d" % i).digest()[:16] for i in range(n)]
+for key in keys:
+    b.add(key)
+probes = keys[:LOOKUPS // 2] + [hashlib.sha256(b"out-%d" % i).digest()[:16] for i in range(LOOKUPS // 2)]
+t = time.ticks_us()
+hits = 0
+for key in probes:
+    if key in b:
+        hits += 1
+us = time.ticks_diff(time.ticks_us(), t)
+assert hits >= LOOKUPS // 2
+print(json.dumps({"machine": "wasm32 (Node %s)" % "NODE", "python": "MicroPython %d.%d.%d" % sys.implementation.version[:3],
+                  "numpy": "-", "single_lookup_us": us / len(probes)}))
+"""
+
+
+def run_micropython() -> dict:
+    """Single core lookups under the MicroPython WebAssembly port (no numpy, no image path there)."""
+    node = shutil.which("node")
+    if node is None:
+        raise SystemExit("node missing: run tests/setup/post-micropython.sh")
+    version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
+    code = MP_CODE.replace("LOOKUPS", str(MP_LOOKUPS)).replace("NODE", version)
+    p = subprocess.run([node, str(REPO / "firmware" / "micropython" / "run.mjs"), "--exec", code],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit("bench under MicroPython failed:\n%s" % p.stderr[-3000:])
+    return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 # ------------------------------------------------------------------ RSS: the daemon, native
@@ -201,6 +241,10 @@ def table(results: dict) -> str:
              "| batch lookup, numpy (keys/s) | slowdown vs native (image / single / batch) |",
              "|---|---|---|---|---|"]
     for arch, r in results.items():
+        if arch == "micropython":
+            lines.append("| micropython (%s, %s) | - | %.2f | - | - / %.1fx / - |" % (
+                r["machine"], r["python"], r["single_lookup_us"], r["single_lookup_us"] / base["single_lookup_us"]))
+            continue
         lines.append("| %s (%s, Python %s, numpy %s) | %.1f | %.2f | %.3g | %.1fx / %.1fx / %.1fx |" % (
             arch, r["machine"], r["python"], r["numpy"], r["image_ms"], r["single_lookup_us"],
             r["batch_keys_per_s"], r["image_ms"] / base["image_ms"],
@@ -211,7 +255,7 @@ def table(results: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", choices=("all", "native", "arm64", "armhf"), default="all")
+    ap.add_argument("--arch", choices=("all", "native", "arm64", "armhf", "micropython"), default="all")
     ap.add_argument("--rss", action="store_true", help="also measure the agent's RSS with big lists")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--inner", metavar="DIR", help=argparse.SUPPRESS)
@@ -219,7 +263,7 @@ def main(argv=None) -> int:
     if args.inner:
         print(json.dumps(inner(Path(args.inner))))
         return 0
-    arches = ["native", "arm64", "armhf"] if args.arch == "all" else ["native", args.arch] \
+    arches = ["native", "arm64", "armhf", "micropython"] if args.arch == "all" else ["native", args.arch] \
         if args.arch != "native" else ["native"]
     share = make_share()
     try:
@@ -233,7 +277,7 @@ def report(args, arches, share: Path) -> int:
     results = {}
     for arch in arches:
         t = time.perf_counter()
-        results[arch] = run_on(arch, share)
+        results[arch] = run_micropython() if arch == "micropython" else run_on(arch, share)
         print("%s done in %.0f s: %s" % (arch, time.perf_counter() - t, json.dumps(results[arch])), file=sys.stderr)
     print(table(results))
     if args.rss:

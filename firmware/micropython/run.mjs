@@ -1,6 +1,7 @@
 // Runs gatewatch's MicroPython-portable tests under the MicroPython WebAssembly port in Node.
 //
-// Usage: node firmware/micropython/run.mjs [--repo DIR] [--heap BYTES] [--list] TEST_FILE...
+// Usage: node firmware/micropython/run.mjs [--repo DIR] [--heap BYTES] TEST_FILE...
+//        node firmware/micropython/run.mjs [--repo DIR] [--heap BYTES] --exec PYTHON_CODE
 //
 // The port's filesystem is an in-memory one, so the runner copies what a device would have:
 // agent/core becomes the package `core` in /lib (MicroPython's default library path, the way a
@@ -11,6 +12,8 @@
 // Each TEST_FILE (a path like tests/core/test_bloom.py) is imported as a module and every
 // top-level `test_*` function is called, in name order, by tests/core/mp_runner.py. The exit
 // status is 0 when all passed (skips allowed), 1 when any failed, 2 on a usage or load error.
+// --exec runs the given code in the same environment instead (benchmarks, experiments); exit 0
+// unless it raises.
 
 import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
 import fs from "node:fs";
@@ -26,17 +29,19 @@ function usage(msg) {
 }
 
 function parseArgs(argv) {
-  const opts = { repo: path.resolve(HERE, "..", ".."), heap: 64 * 1024 * 1024, files: [] };
+  const opts = { repo: path.resolve(HERE, "..", ".."), heap: 64 * 1024 * 1024, files: [], exec: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === "--repo") opts.repo = path.resolve(argv[++i] ?? usage("--repo needs a folder"));
     else if (a === "--heap") {
       opts.heap = Number(argv[++i]);
       if (!Number.isInteger(opts.heap) || opts.heap < 256 * 1024) usage("--heap needs a byte count >= 262144");
-    } else if (a.startsWith("--")) usage(`unknown option ${a}`);
+    } else if (a === "--exec") opts.exec = argv[++i] ?? usage("--exec needs Python code");
+    else if (a.startsWith("--")) usage(`unknown option ${a}`);
     else opts.files.push(a);
   }
-  if (opts.files.length === 0) usage("no test file given");
+  if (opts.files.length === 0 && opts.exec === null) usage("no test file given");
+  if (opts.files.length && opts.exec !== null) usage("give test files or --exec, not both");
   return opts;
 }
 
@@ -94,6 +99,17 @@ async function main() {
   const data = path.join(opts.repo, "tests", "data");
   if (fs.existsSync(data)) copyTree(FS, data, "/repo/tests/data");
   FS.chdir("/repo");
+
+  if (opts.exec !== null) {
+    try {
+      mp.runPython("import sys\nsys.path.insert(0, '/repo')");
+      mp.runPython(opts.exec);
+    } catch (e) {
+      process.stderr.write(`run.mjs: ${e && e.message ? e.message : e}\n`);
+      process.exit(1);
+    }
+    process.exit(0);
+  }
 
   let failed = 0;
   try {
