@@ -152,3 +152,17 @@ def test_manifest_freezes_the_core():
     core_dir = base / "core"
     assert core_dir == REPO / "agent" / "core"
     assert (core_dir / "__init__.py").exists() and (core_dir / "bloom.py").exists()
+
+
+def test_runner_exec_runs_code_with_the_core(node):
+    proc = subprocess.run([node, str(RUNNER), "--exec",
+                           "from core.bloom import fmix64\nprint('fmix64(1)=%x' % fmix64(1))"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "fmix64(1)=b456bcfc34c2cb2c" in proc.stdout
+    proc = subprocess.run([node, str(RUNNER), "--exec", "raise OSError(5, 'boom')"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "boom" in proc.stderr
+    proc = subprocess.run([node, str(RUNNER), "--exec", "pass", "tests/core/test_bloom.py"],
+                          capture_output=True, text=True, timeout=120, cwd=str(REPO))
+    assert proc.returncode == 2 and "not both" in proc.stderr
