@@ -56,8 +56,11 @@ def test_core_tests_pass_under_micropython(node):
     assert proc.returncode == 0 and failed == 0, proc.stdout + proc.stderr
     # Every test that CPython collects must have run (passed or skipped) under MicroPython too.
     names = set(re.findall(r"^(?:PASS|SKIP) ([\w.]+::\w+)", proc.stdout, re.M))
+    skipped_modules = set(re.findall(r"^SKIP ([\w.]+): ", proc.stdout, re.M))
     for f in files:
         mod = f[:-3].replace("/", ".")
+        if mod in skipped_modules:
+            continue
         src = (REPO / f).read_text()
         for fn in re.findall(r"^def (test_\w+)\(", src, re.M):
             assert "%s::%s" % (mod, fn) in names, "%s::%s did not run under MicroPython" % (mod, fn)
