@@ -56,12 +56,16 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 128  # socketserver's 5 drops SYNs under 8 parallel clients: 1 s retransmits
+
+
 class Origin:
     """python http.server on loopback serving ``directory`` (HTTP/1.1, keep-alive)."""
 
     def __init__(self, directory: str):
         handler = functools.partial(_QuietHandler, directory=directory)
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = _Server(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
