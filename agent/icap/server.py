@@ -48,6 +48,9 @@ SERVICES = {"/": ("RESPMOD", "REQMOD"), "/gatewatch": ("RESPMOD", "REQMOD"), "/r
             "/reqmod": ("REQMOD",)}
 
 EARLY_MODES = ("stall", "always", "never")
+# Declared types that say nothing about the bytes: an image may hide behind them.
+UNTYPED = frozenset(["", "application/octet-stream", "binary/octet-stream", "application/unknown",
+                     "application/x-binary"])
 
 _COUNTERS = ("connections", "requests", "options", "scanned", "blocked", "allowed", "passed_unscanned",
              "bypassed", "too_large", "errors", "rejected", "timeouts", "early_heads")
@@ -331,6 +334,13 @@ class _Session:
             return
         first, state = await self.read_preview(req)
         media_type = http_res.media_type()
+        if state == "preview" and len(first) < SNIFF_BYTES and media_type in UNTYPED:
+            # A tiny (or zero) preview of an untyped body says nothing: get the first bytes to decide.
+            self.conn.continue_after_preview()
+            await self.send(P.CONTINUE)
+            more, state = await self.read_preview(req)
+            first += more
+            state = "body" if state == "body" else "end"
         if not should_scan(media_type, first[:SNIFF_BYTES]):
             self.server.stats["passed_unscanned"] += 1
             await self.pass_unchanged(req, first, state=state)

@@ -317,3 +317,35 @@ def test_pause_at_squids_buffer_size_is_a_stall_at_once(icap):
     while not data.endswith(b"0\r\n\r\n"):
         data += s.recv(65536)
     assert body in head + data and lt.server.stats["early_heads"] == 1 and sent_rest
+
+
+def test_zero_preview_of_untyped_body_reads_first_bytes(icap):
+    lt = icap()
+    s, status, _, _, _ = exchange(lt.port, *respmod(JPEG_HEAD + MARKER + b"z" * 500, ctype="application/octet-stream",
+                                                    preview=0))
+    assert status == 200 and lt.server.stats["blocked"] == 1
+    body = b"PK\x03\x04 not an image " * 100
+    s, status, _, _, _ = exchange(lt.port, *respmod(body, ctype="application/octet-stream", preview=0), sock=s)
+    assert status == 204 and lt.server.stats["passed_unscanned"] == 1
+
+
+def test_garbage_never_kills_the_service(icap):
+    import random
+    lt = icap(limits=IcapLimits(read_timeout=0.5))
+    rnd = random.Random(7)
+    seeds = [b"RESPMOD icap://h/ ICAP/1.0\r\nEncapsulated: res-hdr=0, res-body=",
+             b"OPTIONS icap://h/ ICAP/1.0\r\n", respmod(JPEG_HEAD + b"a" * 300, preview=16)[0]]
+    for i in range(60):
+        base = rnd.choice(seeds)
+        data = bytearray(base)
+        for _ in range(rnd.randint(1, 8)):
+            data[rnd.randrange(len(data))] = rnd.randrange(256)
+        s = connect(lt.port, timeout=3)
+        try:
+            s.sendall(bytes(data) + bytes(rnd.randrange(256) for _ in range(rnd.randint(0, 200))))
+            s.recv(4096)
+        except OSError:
+            pass
+        finally:
+            s.close()
+    assert exchange(lt.port, *respmod(JPEG_HEAD + MARKER, preview=64))[1] == 200
