@@ -350,3 +350,21 @@ def test_garbage_never_kills_the_service(icap):
         finally:
             s.close()
     assert exchange(lt.port, *respmod(JPEG_HEAD + MARKER, preview=64))[1] == 200
+
+
+def test_on_block_hook_and_logs_carry_no_client_data(icap, caplog):
+    import logging
+    calls = []
+    lt = icap(on_block=lambda decision, host: calls.append((decision.action, decision.url, host)))
+    req = (b"GET http://cdn.example/p.jpg HTTP/1.1\r\nHost: cdn.example\r\nAccept: image/*\r\n"
+           b"User-Agent: UA-SECRET\r\nCookie: c=COOKIE-SECRET\r\nX-Forwarded-For: 10.9.8.7\r\n\r\n")
+    with caplog.at_level(logging.DEBUG):
+        s = connect(lt.port)
+        client_port = str(s.getsockname()[1])
+        exchange(lt.port, *respmod(JPEG_HEAD + MARKER, preview=64, req_hdr=req), sock=s)
+        exchange(lt.port, b"RESPMOD icap://h/ ICAP/1.0\r\nEncapsulated: res-hdr=zz\r\n\r\n", sock=s)
+    assert calls == [("block", "http://cdn.example/p.jpg", "cdn.example")]
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "cdn.example" in text  # the hosting side may be logged
+    for secret in ("UA-SECRET", "COOKIE-SECRET", "10.9.8.7", client_port, "GET http"):
+        assert secret not in text, secret

@@ -275,3 +275,23 @@ def test_standalone_proxy_real_scanner_and_flat_memory(tmp_path):
     finally:
         agent.stop()
         origin.stop()
+
+
+def test_on_block_hook_and_logs_carry_no_client_data(proxy, www, caplog):
+    import logging
+    d, origin = www
+    calls = []
+    lt = proxy(on_block=lambda decision, host: calls.append((decision.url, host)))
+    with caplog.at_level(logging.DEBUG):
+        s = socket.create_connection(("127.0.0.1", lt.port), timeout=10)
+        client_port = str(s.getsockname()[1])
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\nUser-Agent: UA-SECRET\r\nCookie: c=COOKIE-SECRET\r\n"
+                  b"Connection: close\r\n\r\n" % origin.url("listed.jpg").encode())
+        while s.recv(65536):
+            pass
+        s.close()
+    assert calls == [(origin.url("listed.jpg"), "127.0.0.1")]
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "blocked an image" in text
+    for secret in ("UA-SECRET", "COOKIE-SECRET", client_port, "GET http"):
+        assert secret not in text, secret
