@@ -62,6 +62,7 @@ class IcapLimits(NamedTuple):
     max_head_bytes: int = 16 * 1024  # ICAP head
     max_http_head_bytes: int = 64 * 1024  # encapsulated HTTP heads together
     max_scan_bytes: int = 16 * 1024 * 1024  # image bodies above this pass unscanned
+    max_held_bytes: int = 64 * 1024 * 1024  # all connections' buffered images together; beyond: pass
     preview: int = 4096  # Preview size we ask for in OPTIONS
     max_connections: int = 256
     idle_timeout: float = 60.0  # between requests on a persistent connection

@@ -99,6 +99,7 @@ class IcapServer:
         self._server: Optional[asyncio.AbstractServer] = None
         self._active = 0
         self._tasks: set = set()
+        self.held = 0  # image bytes held for scans across all connections (bounded by max_held_bytes)
         self.stats = collections.Counter({k: 0 for k in _COUNTERS})
 
     @property
@@ -214,6 +215,7 @@ class _Session:
         self.conn = P.IcapConnection(server.limits)
         self.pending: collections.deque = collections.deque()
         self.head_deadline: Optional[float] = None
+        self.held = 0  # image bytes this connection holds for a scan
 
     async def next_event(self, wait: Optional[float] = None):
         """The next protocol event; None if ``wait`` seconds pass with no bytes (only when given)."""
@@ -295,7 +297,19 @@ class _Session:
         if req.method == "REQMOD":
             await self.pass_through(req)
             return
-        await self.respmod(req)
+        try:
+            await self.respmod(req)
+        finally:
+            self.release()
+
+    def hold(self, n: int) -> None:
+        """Count ``n`` more image bytes held by this request against the server-wide budget."""
+        self.held += n
+        self.server.held += n
+
+    def release(self) -> None:
+        self.server.held -= self.held
+        self.held = 0
 
     async def pass_through(self, req: P.Request) -> None:
         """Answer without looking at the body (beyond what is needed to keep the stream in sync)."""
@@ -346,6 +360,7 @@ class _Session:
             await self.pass_unchanged(req, first, state=state)
             return
         body = bytearray(first)
+        self.hold(len(first))
         if state == "preview":
             self.conn.continue_after_preview()
             await self.send(P.CONTINUE)
@@ -365,11 +380,12 @@ class _Session:
                 continue
             if isinstance(event, P.BodyData):
                 body += event.data
-                if len(body) > self.limits.max_scan_bytes:
+                self.hold(len(event.data))
+                if len(body) > self.limits.max_scan_bytes or self.server.held > self.limits.max_held_bytes:
                     self.server.stats["too_large"] += 1
                     self.server.stats["bypassed"] += 1
-                    log.info("image from %s larger than %d bytes; passed unscanned",
-                             _host_of(request_url(req)), self.limits.max_scan_bytes)
+                    log.info("image from %s over the scan limits (%d bytes, %d held in all); passed "
+                             "unscanned", _host_of(request_url(req)), len(body), self.server.held)
                     if committed:
                         await self.stream_rest(bytes(body))
                         return self.finish(req)

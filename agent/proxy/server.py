@@ -40,6 +40,7 @@ class ProxyLimits(NamedTuple):
 
     max_head_bytes: int = 32 * 1024
     max_scan_bytes: int = 16 * 1024 * 1024
+    max_held_bytes: int = 64 * 1024 * 1024  # all connections' buffered images together; beyond: pass
     max_connections: int = 256
     idle_timeout: float = 60.0
     read_timeout: float = 30.0
@@ -127,6 +128,7 @@ class ProxyServer:
         self._server: Optional[asyncio.AbstractServer] = None
         self._active = 0
         self._tasks: set = set()
+        self.held = 0  # image bytes held for scans across all connections (bounded by max_held_bytes)
         self.stats = collections.Counter({k: 0 for k in _COUNTERS})
         self._listen: Tuple[str, int] = ("", 0)
 
@@ -296,7 +298,6 @@ class ProxyServer:
 
     async def _respond(self, req: Head, res: Head, url: str, up_reader, writer, client_keep: bool) -> bool:
         method = req.start[0]
-        version = "HTTP/1.1"
         if not response_has_body(method, res.status):
             writer.write(_client_head(res, ("none", 0), client_keep).serialize())
             await writer.drain()
@@ -318,23 +319,33 @@ class ProxyServer:
             await self._stream(res, framing, bytes(first), pieces, writer, client_keep)
             return client_keep
         body = first
-        over = len(body) > self.limits.max_scan_bytes
-        if not over:
-            async for piece in pieces:
-                body += piece
-                if len(body) > self.limits.max_scan_bytes:
-                    over = True
-                    break
+        held = len(body)
+        self.held += held
+        try:
+            over = len(body) > self.limits.max_scan_bytes or self.held > self.limits.max_held_bytes
+            if not over:
+                async for piece in pieces:
+                    body += piece
+                    held += len(piece)
+                    self.held += len(piece)
+                    if len(body) > self.limits.max_scan_bytes or self.held > self.limits.max_held_bytes:
+                        over = True
+                        break
+            return await self._decide(req, res, url, framing, body, over, pieces, writer, client_keep)
+        finally:
+            self.held -= held
+
+    async def _decide(self, req, res, url, framing, body, over, pieces, writer, client_keep) -> bool:
         if over:
             self.stats["too_large"] += 1
             self.stats["bypassed"] += 1
-            log.info("image from %s larger than %d bytes; passed unscanned", _host_of(url),
-                     self.limits.max_scan_bytes)
+            log.info("image from %s over the scan limits (%d bytes, %d held in all); passed unscanned",
+                     _host_of(url), len(body), self.held)
             await self._stream(res, framing, bytes(body), pieces, writer, client_keep)
             return client_keep
         decision = await self._inspect(bytes(body), res.get("content-type"), url)
         if decision is not None and decision.action == "block":
-            head, page = self.block_page.response(req, url, res.media_type(), version=version)
+            head, page = self.block_page.response(req, url, res.media_type(), version="HTTP/1.1")
             head = head.replace(add=(("Connection", "keep-alive" if client_keep else "close"),))
             writer.write(head.serialize() + page)
         else:

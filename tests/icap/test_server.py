@@ -368,3 +368,15 @@ def test_on_block_hook_and_logs_carry_no_client_data(icap, caplog):
     assert "cdn.example" in text  # the hosting side may be logged
     for secret in ("UA-SECRET", "COOKIE-SECRET", "10.9.8.7", client_port, "GET http"):
         assert secret not in text, secret
+
+
+def test_server_wide_budget_for_held_images(icap):
+    lt = icap(limits=IcapLimits(max_held_bytes=3000))
+    s, status, _, _, _ = exchange(lt.port, *respmod(JPEG_HEAD + MARKER + b"h" * 5000, preview=1024))
+    assert status == 204 and lt.server.stats["too_large"] == 1 and lt.inspector.seen == []
+    s, status, _, _, _ = exchange(lt.port, *respmod(JPEG_HEAD + MARKER, preview=1024), sock=s)
+    assert status == 200
+    deadline = time.monotonic() + 5
+    while lt.server.held and time.monotonic() < deadline:  # released just after each answer
+        time.sleep(0.01)
+    assert lt.server.held == 0

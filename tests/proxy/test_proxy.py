@@ -295,3 +295,12 @@ def test_on_block_hook_and_logs_carry_no_client_data(proxy, www, caplog):
     assert "blocked an image" in text
     for secret in ("UA-SECRET", "COOKIE-SECRET", client_port, "GET http"):
         assert secret not in text, secret
+
+
+def test_server_wide_budget_for_held_images(proxy, www):
+    d, origin = www
+    lt = proxy(limits=ProxyLimits(max_held_bytes=1000))
+    raw = raw_request(lt.port, b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                      % origin.url("listed.jpg").encode())
+    assert split_response(raw)[2] == (d / "listed.jpg").read_bytes()
+    assert lt.server.stats["too_large"] == 1 and lt.server.held == 0
