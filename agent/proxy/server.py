@@ -46,6 +46,7 @@ class ProxyLimits(NamedTuple):
     read_timeout: float = 30.0
     connect_timeout: float = 10.0
     scan_timeout: float = 10.0
+    connect_ports: Optional[Tuple[int, ...]] = (443,)  # CONNECT targets allowed (None: any port)
 
 
 class _Close(Exception):
@@ -407,6 +408,9 @@ class ProxyServer:
             host = port = None
         if not host or not port:
             raise _Reply(400, "Bad Request", "CONNECT needs host:port")
+        if self.limits.connect_ports is not None and port not in self.limits.connect_ports:
+            raise _Reply(403, "Forbidden", "CONNECT is allowed to ports %s only"
+                         % ", ".join(str(p) for p in self.limits.connect_ports))
         try:
             up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(host, port),
                                                           self.limits.connect_timeout)

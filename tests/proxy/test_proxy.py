@@ -186,7 +186,10 @@ def test_chunked_non_image_streams_chunked(proxy):
 
 def test_connect_is_tunnelled_uninspected(proxy, www):
     d, origin = www
-    lt = proxy()
+    # By default only port 443 may be tunnelled; this test's origin is on a random port.
+    assert split_response(raw_request(proxy().port, b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n"
+                                      % origin.port))[0] == 403
+    lt = proxy(limits=ProxyLimits(connect_ports=None))
     s = socket.create_connection(("127.0.0.1", lt.port), timeout=10)
     s.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % origin.port)
     assert s.recv(100).startswith(b"HTTP/1.1 200")
