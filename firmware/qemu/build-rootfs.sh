@@ -12,7 +12,7 @@
 #
 # The tarball holds Debian only: no gatewatch code. firmware/qemu/run-user.sh and the boot
 # image builder copy the agent in per run, so a code change never invalidates the cache; the
-# cache key is the package list, the mirror's suite and this script's own digest.
+# cache key is the package list, the suite, the mirror and RECIPE (the script's content version).
 #
 # Python packages come from Debian (python3-numpy, python3-pil, python3-cryptography, ...)
 # because pip would compile under emulation. The arm64 tarball also carries the Debian arm64
@@ -33,11 +33,20 @@ CACHE=${GW_ROOTFS_CACHE:-/var/cache/gatewatch}
 MIRROR=${GW_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 PACKAGES=$(sed 's/#.*//' "$HERE/rootfs-packages.txt" | tr -s ' \t\n' ' ' | sed 's/^ //; s/ $//')
-KEY=$( { echo "$ARCH $SUITE $MIRROR"; echo "$PACKAGES"; cat "$0"; } | sha256sum | cut -c1-16)
+# Bump RECIPE when a change below alters what the tarball holds; edits that do not (messages,
+# locking) then leave every cache valid.
+RECIPE=1
+KEY=$( { echo "$ARCH $SUITE $MIRROR recipe $RECIPE"; echo "$PACKAGES"; } | sha256sum | cut -c1-16)
 OUT="$CACHE/rootfs-$ARCH-$KEY.tar"
 LINK="$CACHE/rootfs-$ARCH.tar"
 
 log() { echo "build-rootfs[$ARCH]: $*" >&2; }
+
+mkdir -p "$CACHE"
+# One build per arch at a time (CI's installer and a developer's test run may both ask): the
+# second waits, then finds the first one's tarball.
+exec 9>"$CACHE/.lock-$ARCH"
+flock 9
 
 if [ -s "$OUT" ] && [ "${GW_REBUILD:-0}" != 1 ]; then
     log "cached: $OUT"
@@ -51,12 +60,13 @@ for tool in debootstrap update-binfmts chroot; do
 done
 "$HERE/binfmt.sh" "$QEMU_BINFMT"
 
-mkdir -p "$CACHE"
+# Leftovers of a build that was killed (no trap runs on SIGKILL): nobody else builds now.
+rm -rf "$CACHE"/build-"$ARCH".* "$CACHE"/rootfs-"$ARCH"-*.tar.part
 WORK=$(mktemp -d "$CACHE/build-$ARCH.XXXXXX")
 ROOT="$WORK/root"
 cleanup() {
     for m in "$ROOT/proc" "$ROOT/dev"; do mountpoint -q "$m" 2>/dev/null && umount -l "$m"; done
-    rm -rf "$WORK"
+    rm -rf "$WORK" "$OUT.part"
 }
 trap cleanup EXIT
 
