@@ -80,7 +80,11 @@ class _Closed(Exception):
 
 
 class IcapServer:
-    """ICAP RESPMOD/REQMOD service. ``start(host, port)``, ``port``, ``close()``, ``stats``."""
+    """ICAP RESPMOD/REQMOD service. ``start(host, port)``, ``port``, ``close()``, ``stats``.
+
+    ``on_block(decision, host)`` runs on the event loop after each block: keep it quick (queue slow
+    work such as a firewall change elsewhere); its exceptions are logged and ignored.
+    """
 
     def __init__(self, inspector, *, limits: P.IcapLimits = P.IcapLimits(),
                  istag: Optional[Callable[[], str]] = None,

@@ -111,7 +111,11 @@ async def body_pieces(reader: asyncio.StreamReader, framing: Tuple[str, int], ti
 
 
 class ProxyServer:
-    """HTTP proxy intake. ``start(host, port)``, ``port``, ``close()``, ``stats``."""
+    """HTTP proxy intake. ``start(host, port)``, ``port``, ``close()``, ``stats``.
+
+    ``on_block(decision, host)`` runs on the event loop after each block: keep it quick (queue slow
+    work such as a firewall change elsewhere); its exceptions are logged and ignored.
+    """
 
     def __init__(self, inspector, *, mode: str = "explicit", limits: ProxyLimits = ProxyLimits(),
                  on_block: Optional[Callable[[Decision, str], None]] = None,
