@@ -82,6 +82,9 @@ class ListStore:
             m = _FILE_RE.match(name)
             if m:
                 out.append((int(m.group("version")), os.path.join(self.directory, name)))
+            elif name.endswith(".gwl") and not name.startswith("."):
+                # a list copied in under another name still loads: its manifest says what it is
+                out.append((0, os.path.join(self.directory, name)))
         return sorted(out, reverse=True)
 
     def load(self) -> Dict[str, LoadedList]:

@@ -284,3 +284,17 @@ def test_daemon_refuses_to_start_without_trust(tmp_path):
     r = subprocess.run([sys.executable, "-m", "agent.cli", "run", "--state-dir", str(tmp_path / "s")],
                        capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 2 and "no trusted keys" in r.stderr
+
+
+def test_list_folder_loads_files_under_any_name(tmp_path):
+    """A school copying a list in as 'golden.gwl' gets it loaded, not silently skipped."""
+    import shutil
+    from agent.lists import TrustStore
+    from agent.updater import ListStore
+    data = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+    folder = tmp_path / "lists"
+    folder.mkdir()
+    shutil.copy(os.path.join(data, "golden.gwl"), str(folder / "golden.gwl"))
+    trust = TrustStore.from_specs([os.path.join(data, "golden.pub")])
+    loaded = ListStore(str(folder), trust).load()
+    assert sorted(loaded) == ["golden/exact"]
