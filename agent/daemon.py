@@ -93,7 +93,8 @@ SETTINGS: Dict[str, List[Tuple[str, Any, str]]] = {
         ("socket", "", "socket path; empty: <state_dir>/gatewatch.sock"),
         ("max_bytes", 32 * 1024 * 1024, "largest body the local API scans"),
     ],
-    "icap": [("listen", "", "HOST:PORT of the ICAP service (e.g. 127.0.0.1:1344); empty: off")],
+    "icap": [("listen", "", "HOST:PORT of the ICAP service (e.g. 127.0.0.1:1344); empty: off"),
+             ("early_head", "stall", "stall (Squid < 6.10, bug 5352), never (Squid >= 6.10, e2guardian) or always")],
     "proxy": [("listen", "", "HOST:PORT of the built-in HTTP proxy (e.g. 0.0.0.0:3128); empty: off"),
               ("mode", "explicit", "explicit (clients configured to use the proxy) or transparent (nft redirect)")],
 }
@@ -393,7 +394,8 @@ class Agent:
         self._loop_thread = threading.Thread(target=self._loop.run_forever, name="gatewatch-intakes", daemon=True)
         self._loop_thread.start()
         for name, listen in wanted:
-            server = make_server(name, self.inspector, istag=self.istag, proxy_mode=self.conf["proxy"]["mode"])
+            server = make_server(name, self.inspector, istag=self.istag, proxy_mode=self.conf["proxy"]["mode"],
+                                 early_head=self.conf["icap"]["early_head"])
             host, port = parse_listen(listen, 1344 if name == "icap" else 3128)
             asyncio.run_coroutine_threadsafe(server.start(host, port), self._loop).result(10)
             self.servers.append((name, server))
@@ -585,15 +587,15 @@ def parse_listen(text: str, default_port: int) -> Tuple[str, int]:
     return host, p
 
 
-def make_server(kind: str, inspector, istag=None, proxy_mode: str = "explicit"):
-    """The ICAP or proxy server object of the intake modules (they may not exist yet)."""
-    try:
-        if kind == "icap":
-            from agent.icap.server import IcapServer
-            return IcapServer(inspector, istag=istag)
-        from agent.proxy.server import ProxyServer
-    except ImportError as exc:
-        raise ConfigError("the %s intake is not available in this build (%s)" % (kind, exc))
+def make_server(kind: str, inspector, istag=None, proxy_mode: str = "explicit", early_head: str = "stall"):
+    """The ICAP or proxy server object for an intake."""
+    if kind == "icap":
+        from agent.icap.protocol import IcapLimits
+        from agent.icap.server import IcapServer
+        if early_head not in ("stall", "never", "always"):
+            raise ConfigError("icap.early_head must be stall, never or always, not %r" % (early_head,))
+        return IcapServer(inspector, istag=istag, limits=IcapLimits(early_head=early_head))
+    from agent.proxy.server import ProxyServer
     return ProxyServer(inspector, mode=proxy_mode)
 
 
