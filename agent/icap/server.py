@@ -31,13 +31,12 @@ import collections
 import concurrent.futures
 import logging
 from typing import Callable, Optional
-from urllib.parse import urlsplit
 
 from agent.blockpage import PLACEHOLDER_PNG, BlockPage
 from agent.errors import ConfigError
 from agent.icap import protocol as P
 from agent.icap.sniff import SNIFF_BYTES, should_scan
-from agent.intake import Decision
+from agent.intake import Decision, host_of, inspect_fail_open
 from agent.proxy.http1 import LAST_CHUNK, encode_chunk
 from agent.proxy.server import _linger
 
@@ -67,12 +66,6 @@ def request_url(req: P.Request) -> Optional[str]:
     host = http.get("host")
     return "http://%s%s" % (host, target) if host else None
 
-
-def _host_of(url: Optional[str]) -> str:
-    try:
-        return (urlsplit(url).hostname or "-") if url else "-"
-    except ValueError:
-        return "-"
 
 
 class _Closed(Exception):
@@ -178,34 +171,9 @@ class IcapServer:
 
     async def inspect(self, body: bytes, content_type: Optional[str], url: Optional[str]) -> Optional[Decision]:
         """Run the inspector in the pool; None means fail-open (error or timeout, counted and logged)."""
-        loop = asyncio.get_running_loop()
-        host = _host_of(url)
-        try:
-            fut = loop.run_in_executor(self._executor, self.inspector.inspect, body, content_type, url)
-            decision = await asyncio.wait_for(fut, self.limits.scan_timeout)
-        except asyncio.TimeoutError:
-            self.stats["timeouts"] += 1
-            self.stats["bypassed"] += 1
-            log.warning("scan timed out after %.1fs for an image from %s; passed (fail-open)",
-                        self.limits.scan_timeout, host)
-            return None
-        except Exception as exc:
-            self.stats["errors"] += 1
-            self.stats["bypassed"] += 1
-            log.warning("scan failed for an image from %s: %s; passed (fail-open)", host, type(exc).__name__)
-            return None
-        self.stats["scanned"] += 1
-        if decision.action == "block":
-            self.stats["blocked"] += 1
-            log.info("blocked an image from %s (%s)", host, decision.reason)
-            if self.on_block is not None:
-                try:
-                    self.on_block(decision, host)
-                except Exception:
-                    log.exception("on_block hook failed")
-        else:
-            self.stats["allowed"] += 1
-        return decision
+        return await inspect_fail_open(self.inspector, self._executor, body, content_type, url,
+                                       timeout=self.limits.scan_timeout, stats=self.stats,
+                                       on_block=self.on_block, log=log)
 
 
 class _Session:
@@ -389,7 +357,7 @@ class _Session:
                     self.server.stats["too_large"] += 1
                     self.server.stats["bypassed"] += 1
                     log.info("image from %s over the scan limits (%d bytes, %d held in all); passed "
-                             "unscanned", _host_of(request_url(req)), len(body), self.server.held)
+                             "unscanned", host_of(request_url(req)), len(body), self.server.held)
                     if committed:
                         await self.stream_rest(bytes(body))
                         return self.finish(req)

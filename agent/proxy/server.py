@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from agent.blockpage import BlockPage
 from agent.errors import ConfigError
 from agent.icap.sniff import SNIFF_BYTES, should_scan
-from agent.intake import Decision
+from agent.intake import Decision, host_of, inspect_fail_open
 from agent.proxy.http1 import (CRLF, HOP_BY_HOP, LAST_CHUNK, ChunkedDecoder, Head, HttpError, body_framing,
                                encode_chunk, parse_head, response_has_body)
 
@@ -60,12 +60,6 @@ class _Reply(Exception):
         super().__init__(text)
         self.status, self.reason, self.text = status, reason, text
 
-
-def _host_of(url: Optional[str]) -> str:
-    try:
-        return (urlsplit(url).hostname or "-") if url else "-"
-    except ValueError:
-        return "-"
 
 
 async def read_head(reader: asyncio.StreamReader, limit: int, timeout: float) -> Optional[bytes]:
@@ -345,7 +339,7 @@ class ProxyServer:
             self.stats["too_large"] += 1
             self.stats["bypassed"] += 1
             log.info("image from %s over the scan limits (%d bytes, %d held in all); passed unscanned",
-                     _host_of(url), len(body), self.held)
+                     host_of(url), len(body), self.held)
             await self._stream(res, framing, bytes(body), pieces, writer, client_keep)
             return client_keep
         decision = await self._inspect(bytes(body), res.get("content-type"), url)
@@ -372,33 +366,9 @@ class ProxyServer:
         await writer.drain()
 
     async def _inspect(self, body: bytes, content_type: Optional[str], url: str) -> Optional[Decision]:
-        loop = asyncio.get_running_loop()
-        host = _host_of(url)
-        try:
-            fut = loop.run_in_executor(self._executor, self.inspector.inspect, body, content_type, url)
-            decision = await asyncio.wait_for(fut, self.limits.scan_timeout)
-        except asyncio.TimeoutError:
-            self.stats["timeouts"] += 1
-            self.stats["bypassed"] += 1
-            log.warning("scan timed out for an image from %s; passed (fail-open)", host)
-            return None
-        except Exception as exc:
-            self.stats["errors"] += 1
-            self.stats["bypassed"] += 1
-            log.warning("scan failed for an image from %s: %s; passed (fail-open)", host, type(exc).__name__)
-            return None
-        self.stats["scanned"] += 1
-        if decision.action == "block":
-            self.stats["blocked"] += 1
-            log.info("blocked an image from %s (%s)", host, decision.reason)
-            if self.on_block is not None:
-                try:
-                    self.on_block(decision, host)
-                except Exception:
-                    log.exception("on_block hook failed")
-        else:
-            self.stats["allowed"] += 1
-        return decision
+        return await inspect_fail_open(self.inspector, self._executor, body, content_type, url,
+                                       timeout=self.limits.scan_timeout, stats=self.stats,
+                                       on_block=self.on_block, log=log)
 
     async def _tunnel(self, req: Head, reader, writer) -> None:
         """CONNECT host:port: a blind byte pipe (TLS is not inspected)."""
