@@ -4,7 +4,6 @@ The known set is generated images plus the sample images scikit-image ships; the
 pdqhash (Meta's C++ PDQ) with dihedral variants and distance <= 31.
 """
 
-import hashlib
 
 import numpy as np
 import pytest
