@@ -58,7 +58,8 @@ def test_bad_parameters_are_refused():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fp_rate,queries", [(1e-3, 20_000_000), (1e-6, 150_000_000)])
+# Query counts put the 1.25x bounds over 4 standard deviations of the Poisson count away
+@pytest.mark.parametrize("fp_rate,queries", [(1e-3, 20_000_000), (1e-6, 300_000_000)])
 def test_million_entry_filter_meets_its_design_rate(fp_rate, queries):
     n = 1_000_000
     m, k = optimal_parameters(n, fp_rate)
