@@ -160,18 +160,25 @@ class ReportSpool:
             elif name.endswith(".tmp"):
                 os.unlink(os.path.join(self.folder, name))  # a stats replace that never finished
         self._read_stats()
+        logs = []
         for no in sorted(nos):
             seg = _Segment(self.folder, no)
             if not os.path.exists(seg.log):
                 os.unlink(seg.ack)  # crash between the two unlinks of a reclaimed segment
                 continue
-            self._segments[no] = seg
+            logs.append(seg)
+        for seg in logs:
+            self._segments[seg.no] = seg
             acked = self._read_acks(seg)
-            self._scan(seg, acked, last=(no == max(nos)))
-            seg.acked = acked & set(x for x in seg.live)
+            # the newest log is where appends continue, even if a higher-numbered orphan ack existed
+            self._scan(seg, acked, last=(seg is logs[-1]))
+            seg.acked = acked & seg.live
             seg.live -= acked
-            for rid in acked:
-                self._index.pop(rid, None)
+            for rid in seg.acked:
+                # an ack speaks for this segment's record only: the same id stored again later
+                # (a hit redone after a restart) lives in a newer segment and still awaits its ack
+                if self._index.get(rid, (None,))[0] is seg:
+                    del self._index[rid]
         for seg in list(self._segments.values())[:-1]:
             if not seg.live:
                 self._reclaim(seg)
@@ -183,11 +190,14 @@ class ReportSpool:
                 data = f.read()
         except FileNotFoundError:
             return acked
-        n = len(data) // _ACK.size
-        for i in range(n):
-            rid, crc = _ACK.unpack_from(data, i * _ACK.size)
+        pos, n = 0, len(data)
+        while pos + _ACK.size <= n:
+            rid, crc = _ACK.unpack_from(data, pos)
             if binascii.crc32(rid) == crc:
                 acked.add(rid)
+                pos += _ACK.size
+            else:
+                pos += 1  # a torn entry (later entries were appended after it): resynchronise
         return acked
 
     def _scan(self, seg, acked, last):
@@ -310,16 +320,19 @@ class ReportSpool:
         if seg is None or (seg.size and seg.size + need > self.segment_bytes):
             no = seg.no + 1 if seg else 1
             seg = _Segment(self.folder, no)
+            created = False
             try:
                 fd = os.open(seg.log, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                created = True
                 os.close(fd)
                 _fsync_dir(self.folder)
             except OSError as exc:
                 self._write_errors += 1
-                try:
-                    os.unlink(seg.log)
-                except OSError:
-                    pass
+                if created:  # never delete a file this call did not create (EEXIST)
+                    try:
+                        os.unlink(seg.log)
+                    except OSError:
+                        pass
                 raise SpoolError(exc.errno, "cannot create spool segment %s: %s; free space or "
                                             "lower spool.max_bytes" % (seg.log, exc.strerror))
             self._segments[no] = seg
@@ -397,10 +410,19 @@ class ReportSpool:
                 if not fully:
                     blob = b"".join(_ACK.pack(r, binascii.crc32(r)) for r in rids)
                     try:
-                        with open(seg.ack, "ab") as f:
-                            f.write(blob)
-                            f.flush()
-                            os.fsync(f.fileno())
+                        with open(seg.ack, "ab", buffering=0) as f:
+                            start = f.seek(0, os.SEEK_END)
+                            try:
+                                view = memoryview(blob)
+                                while view:
+                                    view = view[f.write(view):]
+                                os.fsync(f.fileno())
+                            except OSError:
+                                try:  # leave no torn entry for the next appends to follow
+                                    f.truncate(start)
+                                except OSError:
+                                    pass
+                                raise
                     except OSError:
                         # not recorded: the reports go out again after a restart (idempotent ids)
                         self._write_errors += 1
