@@ -236,8 +236,9 @@ def test_no_report_lost_with_the_real_daemon(tmp_path):
 @pytest.mark.parametrize("group", [
     None,
     pytest.param("hub", marks=pytest.mark.xfail(
-        strict=True, raises=AssertionError, reason="mosquitto 2.0.11 forgets $share subscriptions of persistent sessions on "
-                            "restart; a broker that keeps them makes this XPASS: revisit --group then")),
+        strict=True, raises=AssertionError,
+        reason="mosquitto 2.0.11 forgets $share subscriptions of persistent sessions on restart; "
+               "a broker that keeps them makes this XPASS: revisit --group then")),
 ])
 def test_collector_session_survives_broker_restart(tmp_path, group):
     """A report acknowledged by a restarted broker before the collector is back still reaches it."""
