@@ -36,9 +36,9 @@ from agent.blockpage import PLACEHOLDER_PNG, BlockPage
 from agent.errors import ConfigError
 from agent.icap import protocol as P
 from agent.icap.sniff import SNIFF_BYTES, should_scan
-from agent.intake import Decision, host_of, inspect_fail_open
+from agent.intake import Decision, host_of
 from agent.proxy.http1 import LAST_CHUNK, encode_chunk
-from agent.proxy.server import _linger
+from agent.streamserver import StreamIntakeServer, linger
 
 log = logging.getLogger("gatewatch.icap")
 
@@ -72,7 +72,7 @@ class _Closed(Exception):
     """The client went away or must be disconnected."""
 
 
-class IcapServer:
+class IcapServer(StreamIntakeServer):
     """ICAP RESPMOD/REQMOD service. ``start(host, port)``, ``port``, ``close()``, ``stats``.
 
     ``on_block(decision, host)`` runs on the event loop after each block: keep it quick (queue slow
@@ -123,57 +123,17 @@ class IcapServer:
             self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="icap-scan")
         self._server = await asyncio.start_server(self._accept, host, port, limit=64 * 1024, backlog=1024)
 
-    async def close(self) -> None:
-        """Stop listening, drop connections, stop the scan pool."""
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-        if self._own_executor and self._executor is not None:
-            self._executor.shutdown(wait=False)
-            self._executor = None
-
     # -- connection --
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        self._tasks.add(task)
-        try:
-            if self._active >= self.limits.max_connections:
-                self.stats["rejected"] += 1
-                writer.write(P.error_response(503, self.istag()))
-                await _linger(reader, writer)
-                await self._close_writer(writer)
-                return
-            self._active += 1
-            self.stats["connections"] += 1
-            try:
-                await _Session(self, reader, writer).run()
-            finally:
-                self._active -= 1
-                await self._close_writer(writer)
-        except asyncio.CancelledError:
-            pass
-        finally:
-            self._tasks.discard(task)
+    log = log  # the module logger, used by the shared fail-open scan
 
-    @staticmethod
-    async def _close_writer(writer: asyncio.StreamWriter) -> None:
-        try:
-            writer.close()
-            await asyncio.wait_for(writer.wait_closed(), 2)
-        except (Exception, asyncio.CancelledError):
-            pass
+    def busy_response(self) -> bytes:
+        """ICAP 503 beyond Max-Connections."""
+        return P.error_response(503, self.istag())
 
-    async def inspect(self, body: bytes, content_type: Optional[str], url: Optional[str]) -> Optional[Decision]:
-        """Run the inspector in the pool; None means fail-open (error or timeout, counted and logged)."""
-        return await inspect_fail_open(self.inspector, self._executor, body, content_type, url,
-                                       timeout=self.limits.scan_timeout, stats=self.stats,
-                                       on_block=self.on_block, log=log)
+    async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One client connection: answer its requests in order."""
+        await _Session(self, reader, writer).run()
 
 
 class _Session:
@@ -230,7 +190,7 @@ class _Session:
             self.server.stats["errors"] += 1
             log.info("ICAP protocol error: %s", event.message)
             await self.send(P.error_response(event.status, self.server.istag()))
-            await _linger(self.reader, self.writer)
+            await linger(self.reader, self.writer)
             raise _Closed()
         return event
 

@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 from agent.blockpage import BlockPage
 from agent.errors import ConfigError
 from agent.icap.sniff import SNIFF_BYTES, should_scan
-from agent.intake import Decision, host_of, inspect_fail_open
+from agent.intake import Decision, host_of
+from agent.streamserver import StreamIntakeServer, linger
 from agent.proxy.http1 import (CRLF, HOP_BY_HOP, LAST_CHUNK, ChunkedDecoder, Head, HttpError, body_framing,
                                encode_chunk, parse_head, response_has_body)
 
@@ -104,7 +105,7 @@ async def body_pieces(reader: asyncio.StreamReader, framing: Tuple[str, int], ti
             yield data
 
 
-class ProxyServer:
+class ProxyServer(StreamIntakeServer):
     """HTTP proxy intake. ``start(host, port)``, ``port``, ``close()``, ``stats``.
 
     ``on_block(decision, host)`` runs on the event loop after each block: keep it quick (queue slow
@@ -149,41 +150,15 @@ class ProxyServer:
                                                   backlog=1024)
         self._listen = (host, self.port)
 
-    async def close(self) -> None:
-        """Stop listening, drop connections, stop the scan pool."""
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-        if self._own_executor and self._executor is not None:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+    log = log  # the module logger, used by the shared fail-open scan
 
-    async def _accept(self, reader, writer) -> None:
-        task = asyncio.current_task()
-        self._tasks.add(task)
-        try:
-            if self._active >= self.limits.max_connections:
-                self.stats["rejected"] += 1
-                writer.write(_error_bytes(503, "Service Unavailable", "too many connections, try again"))
-                await _linger(reader, writer)
-                await _close(writer)
-                return
-            self._active += 1
-            self.stats["connections"] += 1
-            try:
-                await self._serve(reader, writer)
-            finally:
-                self._active -= 1
-                await _close(writer)
-        except asyncio.CancelledError:
-            pass
-        finally:
-            self._tasks.discard(task)
+    def busy_response(self) -> bytes:
+        """HTTP 503 beyond max_connections."""
+        return _error_bytes(503, "Service Unavailable", "too many connections, try again")
+
+    async def serve_connection(self, reader, writer) -> None:
+        """One client connection: requests in order until it closes."""
+        await self._serve(reader, writer)
 
     async def _serve(self, reader, writer) -> None:
         try:
@@ -205,7 +180,7 @@ class ProxyServer:
             try:
                 writer.write(_error_bytes(exc.status, exc.reason, exc.text))
                 await asyncio.wait_for(writer.drain(), 5)
-                await _linger(reader, writer)
+                await linger(reader, writer)
             except (Exception, asyncio.CancelledError):
                 pass
         except asyncio.TimeoutError:
@@ -342,7 +317,7 @@ class ProxyServer:
                      host_of(url), len(body), self.held)
             await self._stream(res, framing, bytes(body), pieces, writer, client_keep)
             return client_keep
-        decision = await self._inspect(bytes(body), res.get("content-type"), url)
+        decision = await self.inspect(bytes(body), res.get("content-type"), url)
         if decision is not None and decision.action == "block":
             head, page = self.block_page.response(req, url, res.media_type(), version="HTTP/1.1")
             head = head.replace(add=(("Connection", "keep-alive" if client_keep else "close"),))
@@ -364,11 +339,6 @@ class ProxyServer:
         if chunked:
             writer.write(LAST_CHUNK)
         await writer.drain()
-
-    async def _inspect(self, body: bytes, content_type: Optional[str], url: str) -> Optional[Decision]:
-        return await inspect_fail_open(self.inspector, self._executor, body, content_type, url,
-                                       timeout=self.limits.scan_timeout, stats=self.stats,
-                                       on_block=self.on_block, log=log)
 
     async def _tunnel(self, req: Head, reader, writer) -> None:
         """CONNECT host:port: a blind byte pipe (TLS is not inspected)."""
@@ -447,24 +417,3 @@ def _error_bytes(status: int, reason: str, text: str) -> bytes:
             b"Connection: close\r\n\r\n" % (status, reason.encode(), len(body))) + body
 
 
-async def _linger(reader, writer, seconds: float = 0.2) -> None:
-    """Half-close and swallow what the client already sent, so closing does not reset the answer away."""
-    try:
-        await asyncio.wait_for(writer.drain(), seconds)
-        if writer.can_write_eof():
-            writer.write_eof()
-        deadline = asyncio.get_running_loop().time() + seconds
-        while True:
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0 or not await asyncio.wait_for(reader.read(65536), left):
-                return
-    except (Exception, asyncio.TimeoutError):
-        pass
-
-
-async def _close(writer) -> None:
-    try:
-        writer.close()
-        await asyncio.wait_for(writer.wait_closed(), 2)
-    except (Exception, asyncio.CancelledError):
-        pass
