@@ -8,6 +8,7 @@ touch any protocol: a subclass answers ``busy_response()`` and ``serve_connectio
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from typing import Optional
 
@@ -39,11 +40,29 @@ async def close_writer(writer) -> None:
 
 
 class StreamIntakeServer:
-    """Base of the asyncio intake servers. Subclasses set ``limits`` (with ``max_connections`` and
-    ``scan_timeout``), ``stats``, ``inspector``, ``on_block``, ``_executor``, ``_own_executor``,
-    ``_server``, ``_active = 0`` and ``_tasks = set()`` in their constructor."""
+    """Base of the asyncio intake servers; subclasses call ``_init_intake`` from their constructor."""
 
     log = logging.getLogger("gatewatch.intake")
+
+    def _init_intake(self, inspector, limits, on_block, block_page, executor, counters) -> None:
+        """State every intake server keeps: ``limits`` needs max_connections and scan_timeout."""
+        from agent.blockpage import BlockPage
+        self.inspector = inspector
+        self.limits = limits
+        self.on_block = on_block
+        self.block_page = block_page or BlockPage()
+        self._executor = executor
+        self._own_executor = executor is None
+        self._server = None
+        self._active = 0
+        self._tasks: set = set()
+        self.held = 0  # image bytes held for scans across all connections (bounded by max_held_bytes)
+        self.stats = collections.Counter({k: 0 for k in counters})
+
+    @property
+    def port(self) -> int:
+        """The TCP port we listen on (useful after ``start(host, 0)``)."""
+        return self._server.sockets[0].getsockname()[1]
 
     def busy_response(self) -> bytes:
         """The bytes sent to a connection beyond ``max_connections`` before it is closed."""

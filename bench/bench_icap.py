@@ -116,6 +116,21 @@ class Child:
                 self.proc.wait()
 
 
+def bench_lists(work: Path):
+    """A SHA-256 list folder and a SHA-256 + PDQ one, of other generated images: every fetched image
+    is scanned and found clean. Returns (sha folder, sha+pdq folder, public key)."""
+    from agent.samples import encode, generate_image
+
+    listed = {"listed%d.jpg" % i: encode(generate_image(90_000 + i), "JPEG") for i in range(4)}
+    lists_sha, pub = demo_lists(str(work / "sha"), listed)
+    lists_pdq = str(work / "pdq-lists")
+    shutil.copytree(lists_sha, lists_pdq)
+    hub("lists", "build", "--source", "demo", "--list", "e2e-pdq", "--signal", "pdq", "--input",
+        str(work / "sha" / "listed"), "--key", str(work / "sha" / "keys" / "demo.key"), "--out", lists_pdq,
+        "--no-progress")
+    return lists_sha, lists_pdq, pub
+
+
 def make_images(www: Path, count: int, size=(1024, 768)):
     """Benign generated JPEGs (1024x768 by default); returns {name: bytes}."""
     from agent.samples import encode, generate_image
@@ -201,16 +216,7 @@ def main(argv=None) -> int:
     www.mkdir()
     size = tuple(int(v) for v in args.size.lower().split("x"))
     images = make_images(www, args.images, size)
-    # Lists hold other generated images: every fetched image is scanned and found clean.
-    from agent.samples import encode, generate_image
-
-    listed = {"listed%d.jpg" % i: encode(generate_image(90_000 + i), "JPEG") for i in range(4)}
-    lists_sha, pub = demo_lists(str(work / "sha"), listed)
-    lists_pdq = str(work / "pdq-lists")
-    shutil.copytree(lists_sha, lists_pdq)
-    hub("lists", "build", "--source", "demo", "--list", "e2e-pdq", "--signal", "pdq", "--input",
-        str(work / "sha" / "listed"), "--key", str(work / "sha" / "keys" / "demo.key"), "--out", lists_pdq,
-        "--no-progress")
+    lists_sha, lists_pdq, pub = bench_lists(work)
     names = sorted(images)
     started = []
     rows = []

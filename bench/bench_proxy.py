@@ -24,8 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_icap import NULL_PROXY, ORIGIN, Child, make_images, measure, print_table  # noqa: E402
-from tests.icap.realservers import demo_lists, hub  # noqa: E402
+from bench.bench_icap import NULL_PROXY, ORIGIN, Child, bench_lists, make_images, measure, print_table  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -38,19 +37,11 @@ def main(argv=None) -> int:
     if shutil.which("curl") is None:
         print("curl is not installed: run tests/setup/install.sh", file=sys.stderr)
         return 2
-    from agent.samples import encode, generate_image
-
     work = Path(tempfile.mkdtemp(prefix="gw-bench-proxy-"))
     www = work / "www"
     www.mkdir()
     images = make_images(www, args.images)
-    listed = {"listed%d.jpg" % i: encode(generate_image(90_000 + i), "JPEG") for i in range(4)}
-    lists_sha, pub = demo_lists(str(work / "sha"), listed)
-    lists_pdq = str(work / "pdq-lists")
-    shutil.copytree(lists_sha, lists_pdq)
-    hub("lists", "build", "--source", "demo", "--list", "e2e-pdq", "--signal", "pdq", "--input",
-        str(work / "sha" / "listed"), "--key", str(work / "sha" / "keys" / "demo.key"), "--out", lists_pdq,
-        "--no-progress")
+    lists_sha, lists_pdq, pub = bench_lists(work)
     names = sorted(images)
     rows = []
     started = []

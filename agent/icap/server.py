@@ -86,23 +86,8 @@ class IcapServer(StreamIntakeServer):
                  executor: Optional[concurrent.futures.Executor] = None):
         if limits.early_head not in EARLY_MODES:
             raise ConfigError("early_head must be one of %s, not %r" % (", ".join(EARLY_MODES), limits.early_head))
-        self.inspector = inspector
-        self.limits = limits
+        self._init_intake(inspector, limits, on_block, block_page, executor, _COUNTERS)
         self._istag = istag or (lambda: "gatewatch-0")
-        self.on_block = on_block
-        self.block_page = block_page or BlockPage()
-        self._executor = executor
-        self._own_executor = executor is None
-        self._server: Optional[asyncio.AbstractServer] = None
-        self._active = 0
-        self._tasks: set = set()
-        self.held = 0  # image bytes held for scans across all connections (bounded by max_held_bytes)
-        self.stats = collections.Counter({k: 0 for k in _COUNTERS})
-
-    @property
-    def port(self) -> int:
-        """The TCP port we listen on (useful after ``start(host, 0)``)."""
-        return self._server.sockets[0].getsockname()[1]
 
     @property
     def active_connections(self) -> int:

@@ -14,7 +14,6 @@ misconfigured redirect cannot loop.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import logging
 from typing import Callable, NamedTuple, Optional, Tuple
@@ -118,24 +117,9 @@ class ProxyServer(StreamIntakeServer):
                  executor: Optional[concurrent.futures.Executor] = None):
         if mode not in MODES:
             raise ConfigError("proxy mode must be one of %s, not %r" % (", ".join(MODES), mode))
-        self.inspector = inspector
+        self._init_intake(inspector, limits, on_block, block_page, executor, _COUNTERS)
         self.mode = mode
-        self.limits = limits
-        self.on_block = on_block
-        self.block_page = block_page or BlockPage()
-        self._executor = executor
-        self._own_executor = executor is None
-        self._server: Optional[asyncio.AbstractServer] = None
-        self._active = 0
-        self._tasks: set = set()
-        self.held = 0  # image bytes held for scans across all connections (bounded by max_held_bytes)
-        self.stats = collections.Counter({k: 0 for k in _COUNTERS})
         self._listen: Tuple[str, int] = ("", 0)
-
-    @property
-    def port(self) -> int:
-        """The TCP port we listen on."""
-        return self._server.sockets[0].getsockname()[1]
 
     @property
     def active_connections(self) -> int:
