@@ -4,7 +4,7 @@ PYTHON ?= python3
 .PHONY: demo test install-test
 demo:
 	$(PYTHON) -m pip install -q --disable-pip-version-check -e ".[mqtt]"
-	$(PYTHON) -m agent.cli demo
+	$(PYTHON) -m tools.hub_cli demo
 
 install-test:
 	bash tests/setup/install.sh

@@ -2,14 +2,14 @@
 
 Owns the configuration (TOML, documented in docs/config.md, overridable by environment variables
 GATEWATCH_<SECTION>_<KEY>), the state folder, and starting and stopping every part in order. Each
-part owns its own job (agent.updater, agent.confirm, agent.policy, agent.reporter, agent.localapi,
+part owns its own job (agent.updates.updater, agent.confirm.client, agent.policy, agent.reports.reporter, agent.intake.localapi,
 the ICAP and proxy servers); this module only wires them together.
 
 State folder (``agent.state_dir``)::
 
-    lists/         the last good signed list files (agent.updater)
+    lists/         the last good signed list files (agent.updates.updater)
     trust/         *.pub trusted keys, used when ``lists.trust`` is empty
-    spool/         reports awaiting acknowledgement (agent.spool)
+    spool/         reports awaiting acknowledgement (agent.reports.spool)
     client_id      this device's MQTT client id (generated once)
     device_secret  the key of the daily-rotating report pseudonym (generated once, 0600)
     status.json    written atomically by the daemon, read by `gatewatch status`
@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from agent import __version__
 from agent.atomicfile import write_atomic
-from agent.errors import ConfigError, GatewatchError
+from agent.core.errors import ConfigError, GatewatchError
 
 log = logging.getLogger("gatewatch.daemon")
 
@@ -242,10 +242,10 @@ class Agent:
             raise
 
     def _start(self) -> "Agent":
-        from agent.confirm import ConfirmCache, Confirmer
+        from agent.confirm.client import ConfirmCache, Confirmer
         from agent.policy import Policy, PolicyInspector
-        from agent.scanner import Scanner
-        from agent.updater import ListStore, Updater
+        from agent.matching.scanner import Scanner
+        from agent.updates.updater import ListStore, Updater
 
         c = self.conf
         os.makedirs(self.state_dir, exist_ok=True)
@@ -377,13 +377,13 @@ class Agent:
                                  on_connect=lambda _c: self.write_status())
 
     def _start_reports(self) -> None:
-        from agent.spool import ReportSpool
+        from agent.reports.spool import ReportSpool
 
         r = self.conf["reports"]
         self.spool = ReportSpool(os.path.join(self.state_dir, "spool"), max_bytes=r["spool_max_bytes"],
                                  max_reports=r["spool_max_reports"], policy=r["spool_policy"])
         if self.client is not None:
-            from agent.reporter import Reporter
+            from agent.reports.reporter import Reporter
             self.reporter = Reporter(self.client, self.spool, self.topics).start()
 
     def _start_servers(self) -> None:
@@ -568,7 +568,7 @@ class LocalApiFactory:
 
     @staticmethod
     def make(path, inspector, max_bytes, status):
-        from agent.localapi import LocalApi
+        from agent.intake.localapi import LocalApi
         return LocalApi(path, inspector, max_bytes=max_bytes, status=status).start()
 
 
@@ -590,12 +590,12 @@ def parse_listen(text: str, default_port: int) -> Tuple[str, int]:
 def make_server(kind: str, inspector, istag=None, proxy_mode: str = "explicit", early_head: str = "stall"):
     """The ICAP or proxy server object for an intake."""
     if kind == "icap":
-        from agent.icap.protocol import IcapLimits
-        from agent.icap.server import IcapServer
+        from agent.intake.icap.protocol import IcapLimits
+        from agent.intake.icap.server import IcapServer
         if early_head not in ("stall", "never", "always"):
             raise ConfigError("icap.early_head must be stall, never or always, not %r" % (early_head,))
         return IcapServer(inspector, istag=istag, limits=IcapLimits(early_head=early_head))
-    from agent.proxy.server import ProxyServer
+    from agent.intake.proxy.server import ProxyServer
     return ProxyServer(inspector, mode=proxy_mode)
 
 

@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt
 import paho.mqtt.client as _paho
 
-from agent.errors import ConfigError, GatewatchError
+from agent.core.errors import ConfigError, GatewatchError
 
 log = logging.getLogger(__name__)
 

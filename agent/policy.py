@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 from agent.intake import Decision
 
 log = logging.getLogger("gatewatch.policy")
@@ -86,7 +86,7 @@ class Policy:
     """Decides about one scan result.
 
     ``confirmer(result) -> {ident: entries}``: the hub's entries behind the result's keys, for the
-    lists the hub answered (``agent.confirm.Confirmer.ask``; empty when it could not be asked).
+    lists the hub answered (``agent.confirm.client.Confirmer.ask``; empty when it could not be asked).
     ``scanner_confirm(result, answered) -> result``: the scanner's local decision
     (``Scanner.confirm``): verdict match with confirmed hits, clean when refuted, candidate when
     some list went unanswered.

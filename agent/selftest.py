@@ -18,9 +18,9 @@ from agent.lists import Entry, HubEntries, TrustStore, build_list, load_list_fil
 
 def run_selftest() -> Tuple[bool, str]:
     """Run the self-test; return (ok, one-line detail)."""
-    from agent import samples
-    from agent.imaging import digests, hash_image
-    from agent.scanner import Scanner
+    from agent.hashing import samples
+    from agent.hashing.imaging import digests, hash_image
+    from agent.matching.scanner import Scanner
 
     start = time.perf_counter()
     try:

@@ -54,9 +54,9 @@ def inner(share: Path) -> dict:
 
     import numpy as np
 
-    from agent import bloom_batch
+    from agent.matching import bloom_batch
     from agent.core.bloom import Bloom, optimal_parameters
-    from agent.imaging import hash_image, digests
+    from agent.hashing.imaging import hash_image, digests
 
     out = {"machine": platform.machine(), "python": platform.python_version(), "numpy": np.__version__}
     blobs = _images(share)
@@ -214,7 +214,7 @@ def measure_rss(share: Path) -> dict:
 
 # ------------------------------------------------------------------ orchestration
 def make_share() -> Path:
-    from agent import samples
+    from agent.hashing import samples
 
     d = Path(tempfile.mkdtemp(prefix="gw-bench-arm-"))
     for seed in range(N_IMAGES):

@@ -1,10 +1,10 @@
-"""Hashing throughput: agent.imaging.hash_image against the naive pipeline, measured in the same run.
+"""Hashing throughput: agent.hashing.imaging.hash_image against the naive pipeline, measured in the same run.
 
 Baseline (what one would write first): Pillow full decode to RGB, ``pdqhash.compute`` (Meta's C++ PDQ
 via Cython), plus hashlib SHA-256/SHA-1/MD5. Ours: ``hash_image`` (sniff, header limits, decode, the
 three digests, PDQ), in its fast (scaled JPEG decode to luma) and full-resolution modes.
 
-Images are generated (agent.samples), never real material. Run:
+Images are generated (agent.hashing.samples), never real material. Run:
 
     python bench/bench_hashing.py            # 24 JPEGs 1024x768 q90, 5 rounds
     python bench/bench_hashing.py --count 8 --rounds 2 --size 2048x1536
@@ -31,8 +31,8 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from agent import imaging, pdq, samples  # noqa: E402
-from agent.errors import ImageError  # noqa: E402
+from agent.hashing import imaging, pdq, samples  # noqa: E402
+from agent.core.errors import ImageError  # noqa: E402
 
 try:
     import pdqhash
@@ -78,7 +78,7 @@ import io, sys
 sys.path.insert(0, sys.argv[1])
 import numpy as np
 from PIL import Image
-from agent import imaging
+from agent.hashing import imaging
 import pdqhash
 
 
@@ -199,8 +199,8 @@ def main(argv=None):
             "JPEG decode to Y, scaled (draft)": scaled_y,
             "SHA-256 + SHA-1 + MD5": imaging.digests,
             "PDQ full RGB: pdqhash (C++)": lambda d: pdqhash.compute(rgb),
-            "PDQ full RGB: agent.pdq": lambda d: pdq.pdq_from_rgb(rgb),
-            "PDQ scaled Y %dx%d: agent.pdq" % (small.shape[1], small.shape[0]): lambda d: pdq.pdq_from_luma(small, (h, w)),
+            "PDQ full RGB: agent.hashing.pdq": lambda d: pdq.pdq_from_rgb(rgb),
+            "PDQ scaled Y %dx%d: agent.hashing.pdq" % (small.shape[1], small.shape[0]): lambda d: pdq.pdq_from_luma(small, (h, w)),
         },
         jpegs[:8],
         args.rounds,

@@ -16,12 +16,12 @@ Setups:
   squid + c-icap echo            Squid RESPMOD to c-icap's srv_echo (streams the body back)
   squid + gatewatch (no scan)    gatewatch's ICAP server with an inspector that allows without hashing:
                                  the protocol overhead alone, comparable with echo
-  squid + gatewatch sha256       python -m agent.icap with a signed sha256 demo list (digests per image)
+  squid + gatewatch sha256       python -m agent.intake.icap with a signed sha256 demo list (digests per image)
   squid + gatewatch sha256+pdq   ... plus a PDQ list (decode + perceptual hash per image)
 
 gatewatch runs with its default --early-head stall: Squid 5.7 (bug 5352) stops sending every body
 over 64 KB until the service answers; gatewatch sees the pause at Squid's 65535-byte buffer size and
-answers after 5 ms (see agent/icap/server.py), so each 1024x768 JPEG pays about that.
+answers after 5 ms (see agent/intake/icap/server.py), so each 1024x768 JPEG pays about that.
 The machine's 2 cores are shared with other work: figures are noisy (+-30%); ratios within one run
 are the meaningful part.
 """
@@ -42,15 +42,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.icap.realservers import CIcap, Squid, demo_lists, hub  # noqa: E402
+from tests.intake.icap.realservers import CIcap, Squid, demo_lists, hub  # noqa: E402
 
 ENV = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            http_proxy="", HTTP_PROXY="", no_proxy="")
 
 NULL_ICAP = """
 import asyncio, sys
-from agent.icap.protocol import IcapLimits
-from agent.icap.server import IcapServer
+from agent.intake.icap.protocol import IcapLimits
+from agent.intake.icap.server import IcapServer
 from agent.intake import Decision
 
 class AllowAll:
@@ -69,7 +69,7 @@ asyncio.run(main())
 NULL_PROXY = """
 import asyncio
 from agent.intake import Decision
-from agent.proxy.server import ProxyServer
+from agent.intake.proxy.server import ProxyServer
 
 class AllowAll:
     def inspect(self, body, content_type=None, url=None):
@@ -86,7 +86,7 @@ asyncio.run(main())
 
 ORIGIN = """
 import sys, time
-from tests.icap.realservers import Origin
+from tests.intake.icap.realservers import Origin
 o = Origin(sys.argv[1])
 print("listening on 127.0.0.1:%d" % o.port, flush=True)
 while True:
@@ -119,7 +119,7 @@ class Child:
 def bench_lists(work: Path):
     """A SHA-256 list folder and a SHA-256 + PDQ one, of other generated images: every fetched image
     is scanned and found clean. Returns (sha folder, sha+pdq folder, public key)."""
-    from agent.samples import encode, generate_image
+    from agent.hashing.samples import encode, generate_image
 
     listed = {"listed%d.jpg" % i: encode(generate_image(90_000 + i), "JPEG") for i in range(4)}
     lists_sha, pub = demo_lists(str(work / "sha"), listed)
@@ -133,7 +133,7 @@ def bench_lists(work: Path):
 
 def make_images(www: Path, count: int, size=(1024, 768)):
     """Benign generated JPEGs (1024x768 by default); returns {name: bytes}."""
-    from agent.samples import encode, generate_image
+    from agent.hashing.samples import encode, generate_image
 
     images = {}
     for i in range(count):
@@ -244,7 +244,7 @@ def main(argv=None) -> int:
         if not args.skip_pdq:
             setups.append(("squid + gatewatch sha256+pdq", lists_pdq))
         for label, lists in setups:
-            agent = Child(["-m", "agent.icap", "--listen", "127.0.0.1:0", "--lists", lists, "--trust", pub,
+            agent = Child(["-m", "agent.intake.icap", "--listen", "127.0.0.1:0", "--lists", lists, "--trust", pub,
                            "--reload", "0", "--stall-timeout", str(args.stall_timeout)])
             started.append(agent)
             through_squid(label, agent.port)

@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from agent import bloom_batch  # noqa: E402
+from agent.matching import bloom_batch  # noqa: E402
 from agent.core.bloom import Bloom, optimal_parameters  # noqa: E402
 
 

@@ -27,10 +27,11 @@ from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from agent import bloom_batch, lsh as lsh_np, samples  # noqa: E402
+from agent.matching import bloom_batch, lsh_batch as lsh_np  # noqa: E402
+from agent.hashing import samples  # noqa: E402
 from agent.core.bloom import Bloom, optimal_parameters  # noqa: E402
 from agent.core.lsh import hamming  # noqa: E402
-from agent.imaging import hash_image  # noqa: E402
+from agent.hashing.imaging import hash_image  # noqa: E402
 
 BUCKETS = [(0, 4), (5, 8), (9, 12), (13, 16), (17, 24), (25, 31)]
 

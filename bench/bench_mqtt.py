@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from agent import delta as hub_delta  # noqa: E402
+from tools import delta as hub_delta  # noqa: E402
 from agent.core import delta as core_delta  # noqa: E402
 from agent.lists import Entry, TrustStore, build_list, generate_keys, load_private_key  # noqa: E402
 
@@ -109,12 +109,12 @@ def bench_fleet(tmp, broker_url, pub, counts, n_entries):
 
 
 def bench_confirm(tmp, broker_url, requests):
-    from agent.confirm import Confirmer
+    from agent.confirm.client import Confirmer
     from agent.lists import HubEntries  # noqa: F401  (the service loads them)
     from agent.mqtt import MqttClient, Topics
-    from agent.scanner import Scanner
+    from agent.matching.scanner import Scanner
     from agent.lists import load_list_dir
-    from tools.serve import ConfirmService
+    from tools.confirm_service import ConfirmService
 
     priv = os.path.join(tmp, "keys", "bench.key")
     key = load_private_key(priv)
@@ -131,7 +131,7 @@ def bench_confirm(tmp, broker_url, requests):
 
     class Body:  # a scan result for a body whose SHA-256 is a list entry, without hashing an image
         pass
-    from agent.scanner import Hit, ScanResult
+    from agent.matching.scanner import Hit, ScanResult
     from agent.core.lsh import exact_short_key
     results = [ScanResult("match", (Hit(lists[0], (exact_short_key("sha256", e.hash),)),),
                           digests={"sha256": e.hash}) for e in known[:requests]]

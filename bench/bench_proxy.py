@@ -8,7 +8,7 @@ python http.server on 127.0.0.1, curl -Z as the client). Setups:
   direct                       curl -> origin (the baseline: "added" is measured against it)
   proxy (no scan)              ProxyServer with an inspector that allows without hashing: the
                                cost of the Python proxy alone (buffering each image, re-sending it)
-  proxy sha256                 python -m agent.proxy with a signed sha256 demo list
+  proxy sha256                 python -m agent.intake.proxy with a signed sha256 demo list
   proxy sha256+pdq             ... plus a PDQ list (decode + perceptual hash per image)
 The 2 cores are shared with other work: figures are noisy (+-30%); compare within one run.
 """
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
         rows.append(measure("proxy (no scan)", urls, args.parallel, "http://127.0.0.1:%d" % null.port))
         null.stop()
         for label, lists in (("proxy sha256", lists_sha), ("proxy sha256+pdq", lists_pdq)):
-            agent = Child(["-m", "agent.proxy", "--listen", "127.0.0.1:0", "--lists", lists, "--trust", pub,
+            agent = Child(["-m", "agent.intake.proxy", "--listen", "127.0.0.1:0", "--lists", lists, "--trust", pub,
                            "--reload", "0"])
             started.append(agent)
             rows.append(measure(label, urls, args.parallel, "http://127.0.0.1:%d" % agent.port))

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agent.core.report import encode_report, hosting_from_url, make_report  # noqa: E402
-from agent.spool import ReportSpool  # noqa: E402
+from agent.reports.spool import ReportSpool  # noqa: E402
 
 
 def reports(n):
@@ -178,7 +178,7 @@ def bench_spool(n):
 def bench_delivery(n):
     sys.path.insert(0, str(REPO))
     from agent.mqtt import MqttClient, Topics, wait_all
-    from agent.reporter import Reporter
+    from agent.reports.reporter import Reporter
     from tests.brokers import start_mosquitto
     from tools.collector import Collector, ReportStore
 

@@ -19,7 +19,7 @@ import re
 import shlex
 import sys
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 from hal import contracts, linux
 
 NAME = "openwrt"

@@ -18,8 +18,8 @@ import time
 
 from agent.core.report import hosting_from_url, make_report
 from agent.mqtt import MqttClient, Topics
-from agent.reporter import Reporter
-from agent.spool import ReportSpool
+from agent.reports.reporter import Reporter
+from agent.reports.spool import ReportSpool
 
 SOURCES = ("hotline-a", "hotline-b")
 CLIENT_IP = "192.168.77.23"

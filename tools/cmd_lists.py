@@ -8,7 +8,7 @@ import sys
 
 from agent.core import listfile
 from agent.core.errors import ListFormatError
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 from agent.lists import (DEFAULT_EXPIRES_DAYS, DEFAULT_FP_RATE, EXACT_SIGNALS, PERCEPTUAL_SIGNALS,
                          build_list, filter_stats, hash_folder, load_private_key, read_hash_text)
 

@@ -13,7 +13,7 @@ acknowledged (the connection is dropped) and the broker delivers it again.
 
 One collector by default subscribes plainly: mosquitto 2.0.11 (Debian 12) does not restore a
 persistent session's shared subscription after a broker restart, so reports published before a
-shared-group collector reconnects match no subscriber and are dropped (tests/test_no_loss.py pins
+shared-group collector reconnects match no subscriber and are dropped (tests/reports/test_no_loss.py pins
 it). Use a shared group only on brokers that keep shared subscriptions across restarts.
 
 Scaling and retiring: collectors in one group (``--group``) split the reports; each needs its own
@@ -38,7 +38,7 @@ import threading
 import time
 
 from agent.core.report import ReportError, decode_report
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Fleet simulator: N simulated agents on loopback, each with its own MQTT session, store and updater.
 
-Owns only the simulation: every simulated agent runs the real device code (agent.updater with its
+Owns only the simulation: every simulated agent runs the real device code (agent.updates.updater with its
 own state folder and MQTT client), so times measured here are the real update path. Used by the
 benchmarks (publish-to-active for 1, 10, 100 agents) and by tests; it never reaches beyond the
 broker URL it is given, which must be a loopback broker.
@@ -22,7 +22,7 @@ from typing import Dict, List, Optional
 
 from agent.lists import TrustStore
 from agent.mqtt import MqttClient, Topics
-from agent.updater import ListStore, Updater
+from agent.updates.updater import ListStore, Updater
 
 
 class SimulatedAgent:

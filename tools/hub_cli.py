@@ -6,14 +6,15 @@ import sys
 from typing import List, Optional
 
 from agent import __version__
-from agent.subcommands import run
+from agent.cli.subcommands import run
 
 COMMANDS = {
     "keys": "tools.cmd_keys",
     "lists": "tools.cmd_lists",
     "publish": "tools.publish",
-    "serve": "tools.serve",
+    "serve": "tools.confirm_service",
     "reports": "tools.collector",
+    "demo": "tools.demo",
 }
 
 

@@ -28,9 +28,9 @@ import os
 import sys
 from typing import Dict, List, Optional, Tuple
 
-from agent import delta as list_delta
+from tools import delta as list_delta
 from agent.core import listfile
-from agent.errors import ConfigError, GatewatchError
+from agent.core.errors import ConfigError, GatewatchError
 
 log = logging.getLogger("gatewatch.publish")
 

@@ -1,7 +1,7 @@
 """Bloom filter with a portable bit layout and salted bit positions (MicroPython-safe).
 
 Owns: the position function, sizing, single-key add/lookup on a ``bytearray``. Must not touch: files,
-signatures, numpy (the vectorised twin of ``positions`` lives in ``agent.bloom_batch`` and must stay
+signatures, numpy (the vectorised twin of ``positions`` lives in ``agent.matching.bloom_batch`` and must stay
 bit-for-bit identical to this one; the golden list file pins both).
 
 Layout (docs/list-format.md):

@@ -39,22 +39,15 @@ except ImportError:  # pragma: no cover - MicroPython
     import ustruct as struct
 
 try:
-    from agent.core.errors import GatewatchError
+    from agent.core.errors import GatewatchError, DeltaError  # noqa: F401
 except ImportError:  # pragma: no cover - MicroPython
-    from core.errors import GatewatchError
+    from core.errors import GatewatchError, DeltaError  # noqa: F401
 
 MAGIC = b"GWD1"
 LITERAL = 0
 XOR_COPY = 1
 HEADER_LEN = 4 + 4 + 32 + 4 + 32 + 4
 
-
-try:
-    class DeltaError(GatewatchError, ValueError):
-        """A delta is malformed, does not fit the list it is applied to, or gives the wrong result."""
-except TypeError:  # pragma: no cover - MicroPython allows only one built-in exception base
-    class DeltaError(ValueError):
-        """A delta is malformed, does not fit the list it is applied to, or gives the wrong result."""
 
 
 def _sha256(data):
@@ -223,7 +216,7 @@ def encode(source, result):
     """A delta from ``source`` to ``result`` knowing nothing of their layout (pure Python).
 
     Aligns the two at their ends (a list file keeps its filter at the end and its variable-length
-    manifest in front) and sends the differing head literally. The hub's encoder in agent.delta
+    manifest in front) and sends the differing head literally. The hub's encoder in tools.delta
     does the same with numpy and knows the list layout; both produce deltas ``apply`` reads.
     """
     tail = min(len(source), len(result))

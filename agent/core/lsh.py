@@ -1,7 +1,7 @@
 """Locality-sensitive keys for perceptual (PDQ) lists, and short keys for confirmation (MicroPython-safe).
 
 Owns: how a 256-bit PDQ hash becomes Bloom keys, and the short-key strings a device sends to the hub.
-Must not touch: numpy (``agent.lsh`` vectorises the same functions) or matching policy.
+Must not touch: numpy (``agent.matching.lsh_batch`` vectorises the same functions) or matching policy.
 
 A PDQ hash is 32 bytes as the reference prints it in hex; bit i (DCT coefficient i, row-major) is
 ``(int.from_bytes(h, "big") >> i) & 1``. With B bands, band j holds bits j, j+B, j+2B, ... (interleaved,

@@ -13,7 +13,7 @@ else, so that a field that could identify a subscriber cannot slip in unnoticed:
     region   the operator's region code, or null
     agent    agent version
 
-Must not touch: transport (agent.reporter), storage (agent.spool). Stdlib subset only: no typing at
+Must not touch: transport (agent.reports.reporter), storage (agent.reports.spool). Stdlib subset only: no typing at
 run time, no dataclasses, % formatting; runs as ``agent.core.report`` and as MicroPython ``core.report``.
 """
 
@@ -42,9 +42,9 @@ except ImportError:  # pragma: no cover
     import utime as time
 
 try:
-    from agent.core.errors import GatewatchError
+    from agent.core.errors import GatewatchError, ReportError  # noqa: F401
 except ImportError:  # pragma: no cover - MicroPython
-    from core.errors import GatewatchError
+    from core.errors import GatewatchError, ReportError  # noqa: F401
 
 
 SCHEMA_VERSION = 1
@@ -62,13 +62,6 @@ _HEX = "0123456789abcdef"
 _HOST_CHARS = _NAME_CHARS + ":[]"
 _URL_BAD = " \t\r\n\"<>\\^`{|}\0"
 
-
-try:
-    class ReportError(GatewatchError, ValueError):
-        """A report is malformed or carries a field the schema does not allow."""
-except TypeError:  # pragma: no cover - MicroPython allows one native exception base only
-    class ReportError(ValueError):
-        """A report is malformed or carries a field the schema does not allow."""
 
 
 # time -----------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import samples
+from agent.hashing import samples
 from tests.arm.conftest import QEMU_DIR, require_root_and_tools, rootfs
 
 serial = pytest.importorskip("serial")
@@ -83,7 +83,7 @@ def board(tmp_path_factory):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from agent.lists import Entry, build_list, public_key_line
-    from agent.imaging import digests
+    from agent.hashing.imaging import digests
 
     work = tmp_path_factory.mktemp("board")
     known = samples.encode(samples.generate_image(31, size=(640, 480)), "JPEG", 90)

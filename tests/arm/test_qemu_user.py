@@ -14,7 +14,7 @@ import re
 
 import pytest
 
-from agent import samples
+from agent.hashing import samples
 from agent.core.lsh import hamming
 from tests.arm.conftest import REPO, require_root_and_tools, rootfs, run_user
 

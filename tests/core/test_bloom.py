@@ -115,12 +115,16 @@ def test_constructor_rejects_bad_parameters():
     assert "128" in str(exc)
 
 
-def test_list_format_error_is_a_value_error():
-    assert issubclass(errors.ListFormatError, ValueError)
-    # MicroPython allows a class only one built-in exception base, so there the core's errors
-    # are plain ValueErrors; under CPython they also share the project's root.
+def test_errors_share_the_root_on_every_interpreter():
+    # Every core error is a GatewatchError on CPython and MicroPython alike, so one
+    # ``except GatewatchError`` catches them everywhere; MicroPython allows a class only one
+    # built-in exception base, so only CPython adds the matching built-in.
+    for cls in (errors.ListFormatError, errors.DeltaError, errors.ReportError, errors.ImageError,
+                errors.TrustError, errors.ConfigError):
+        assert issubclass(cls, errors.GatewatchError), cls
     if not support.IS_MICROPYTHON:
-        assert issubclass(errors.ListFormatError, errors.GatewatchError)
+        assert issubclass(errors.ListFormatError, ValueError)
+        assert issubclass(errors.TrustError, PermissionError)
 
 
 def test_wrong_key_length_is_refused():

@@ -1,5 +1,5 @@
 """The golden list files (tests/data/golden*.gwl) read identically here: CPython on x86, Debian's
-Python on emulated arm64/armhf (firmware/qemu/run-user.sh) and MicroPython (tests/test_micropython.py).
+Python on emulated arm64/armhf (firmware/qemu/run-user.sh) and MicroPython (tests/micropython/test_core_port.py).
 
 tests/data/golden.json, written with the files by tests/data/make_golden.py, says what every
 platform must find: file digest, manifest, bit positions of sample keys, keys present and absent,

@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 from hal import openwrt
 from hal.openwrt import UciSection, dump_uci, parse_uci, uci_to_config
 

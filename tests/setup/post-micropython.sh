@@ -1,5 +1,5 @@
 #!/bin/sh
-# Installs the MicroPython WebAssembly port (npm) that tests/test_micropython.py runs the core
+# Installs the MicroPython WebAssembly port (npm) that tests/micropython/test_core_port.py runs the core
 # tests under. Idempotent: does nothing when the locked version is already installed.
 set -eu
 here=$(cd "$(dirname "$0")/../.." && pwd)

@@ -1,6 +1,6 @@
 #!/bin/sh
 # MQTT tests: paho-mqtt 1.6.1 (what OpenWrt ships) in its own folder, so that the MQTT tests run a
-# second time on it (tests/test_mqtt_paho161.py) while the environment keeps paho 2.x. Idempotent.
+# second time on it (tests/mqtt/test_mqtt_paho161.py) while the environment keeps paho 2.x. Idempotent.
 set -eu
 cd "$(dirname "$0")/../.."
 TARGET=.cache/paho161

@@ -19,12 +19,13 @@ import pytest
 from PIL import Image
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import bloom_batch, samples
+from agent.matching import bloom_batch
+from agent.hashing import samples
 from agent.core import listfile
 from agent.core.bloom import Bloom
-from agent.imaging import hash_image
+from agent.hashing.imaging import hash_image
 from agent.lists import Entry, HubEntries, TrustStore, build_list, load_list_file
-from agent.scanner import Scanner
+from agent.matching.scanner import Scanner
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "data")
 SIZE = (320, 240)  # small: every pixel costs ~10x under qemu-user

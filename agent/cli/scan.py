@@ -1,0 +1,52 @@
+"""Scan files against signed lists and print one JSON verdict a line.
+
+Each line has path and verdict (match, candidate, clean or error); hits add source, list, version,
+signal and distance where known; errors add a reason. Exit 0 when nothing matched, 1 when anything
+matched or was a candidate, 2 on usage or trust errors. A list that fails verification stops the scan
+before any file is read: the scan never runs silently without it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from agent.core.errors import ConfigError
+from agent.intake.files import iter_files
+from agent.lists import DEFAULT_MAX_BYTES, HubEntries, TrustStore, load_list_dir
+from agent.matching.scanner import ScanResult, Scanner
+
+
+def add_arguments(p) -> None:
+    """Arguments of `gatewatch scan`."""
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (recursive)")
+    p.add_argument("--lists", required=True, metavar="DIR", help="folder of signed list files (*.gwl)")
+    p.add_argument("--trust", required=True, action="append", metavar="[SOURCE=]PUBKEY",
+                   help="trusted public key file; repeat for several sources")
+    p.add_argument("--confirm-with", metavar="DIR",
+                   help="a 'gatewatch-hub lists build' output folder: confirm hits against its hub entries")
+    p.add_argument("--full", action="store_true", help="decode at full resolution (no JPEG draft decoding)")
+    p.add_argument("--max-list-bytes", type=int, default=DEFAULT_MAX_BYTES, metavar="N",
+                   help="refuse list files larger than this (default %d)" % DEFAULT_MAX_BYTES)
+
+
+def main(args) -> int:
+    """Run `gatewatch scan`."""
+    trust = TrustStore.from_specs(args.trust)
+    lists = load_list_dir(args.lists, trust, max_bytes=args.max_list_bytes)
+    if not lists:
+        raise ConfigError("no list files (*.gwl) in %s" % args.lists)
+    hub = HubEntries.load_dir(args.confirm_with) if args.confirm_with else None
+    scanner = Scanner(lists, fast=not args.full, validate=True)
+    hit = False
+    for path, data, err in iter_files(args.paths):
+        if err is not None:
+            result = ScanResult("error", reason=err)
+        else:
+            result = scanner.scan_bytes(data)
+            if hub is not None:
+                result = scanner.confirm(result, hub)
+        hit = hit or result.verdict in ("match", "candidate")
+        sys.stdout.write(json.dumps(result.to_json(path)) + "\n")
+        sys.stdout.flush()
+    return 1 if hit else 0

@@ -1,0 +1,36 @@
+"""The file intake: walks paths given on the command line and reads them with a size cap.
+
+Owns: expanding files and folders (recursively, in a stable order) and reading bytes. Must not touch
+hashing or verdicts.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Iterator, Optional, Tuple
+
+from agent.hashing.imaging import DEFAULT_LIMITS
+
+
+def iter_files(paths: Iterable[str], max_bytes: int = DEFAULT_LIMITS.max_bytes
+               ) -> Iterator[Tuple[str, Optional[bytes], Optional[str]]]:
+    """Yield (path, bytes, None) per readable file, or (path, None, reason) when it cannot be read."""
+    for top in paths:
+        if os.path.isdir(top):
+            for d, dirs, files in os.walk(top):
+                dirs.sort()
+                for f in sorted(files):
+                    yield _read(os.path.join(d, f), max_bytes)
+        else:
+            yield _read(top, max_bytes)
+
+
+def _read(path: str, max_bytes: int) -> Tuple[str, Optional[bytes], Optional[str]]:
+    try:
+        size = os.path.getsize(path)
+        if size > max_bytes:
+            return path, None, "file of %d bytes exceeds limit %d" % (size, max_bytes)
+        with open(path, "rb") as f:
+            return path, f.read(max_bytes + 1), None
+    except OSError as e:
+        return path, None, "cannot read: %s" % (e.strerror or e)

@@ -1,0 +1,212 @@
+"""The scanner: bytes in, a verdict out, asking every loaded list.
+
+Owns: turning one body into hashes and asking the lists (exact digests through Bloom filters,
+PDQ through LSH band keys with multi-probe), and the device-side confirmation decision given the
+hub's entries. Must not touch: sockets, MQTT, policy (what to do with a verdict) or reports.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+from agent.matching import bloom_batch
+from agent.matching import lsh_batch as lsh_np
+from agent.core.lsh import exact_short_key
+from agent.core.errors import ImageError
+from agent.hashing.imaging import DEFAULT_LIMITS, Limits, digests, hash_image
+from agent.intake import Decision, Inspector
+from agent.lists import EXACT_SIGNALS, HubEntries, LoadedList, closest, pdq_short_key
+
+VERDICTS = ("match", "candidate", "clean", "error")
+
+
+class Hit(NamedTuple):
+    """One list that answered for one body."""
+
+    list: LoadedList
+    keys: Tuple[str, ...]  # short keys that hit, as sent to the hub for confirmation
+    confirmed: bool = False  # exact equality or distance within threshold against the hub's entries
+    distance: Optional[int] = None
+    entry_id: Optional[str] = None
+
+
+class ScanResult(NamedTuple):
+    """The outcome for one body. ``hashes`` stays on the device: it is never reported."""
+
+    verdict: str
+    hits: Tuple[Hit, ...] = ()
+    reason: Optional[str] = None
+    hashes: object = None  # agent.hashing.imaging.ImageHashes, or None for non-images
+    digests: Optional[Dict[str, bytes]] = None
+    elapsed: float = 0.0
+
+    @property
+    def best(self) -> Optional[Hit]:
+        """The hit that decides the verdict: a confirmed one first, then exact before perceptual."""
+        if not self.hits:
+            return None
+        return sorted(self.hits, key=lambda h: (not h.confirmed, h.list.signal not in EXACT_SIGNALS,
+                                                h.distance if h.distance is not None else 999))[0]
+
+    def to_json(self, path: Optional[str] = None) -> dict:
+        """The JSON line of `gatewatch scan` (no perceptual hash in it)."""
+        out: dict = {}
+        if path is not None:
+            out["path"] = path
+        out["verdict"] = self.verdict
+        best = self.best
+        if best is not None and self.verdict in ("match", "candidate"):
+            out.update(source=best.list.source, list=best.list.name, version=best.list.version,
+                       signal=best.list.signal)
+            if best.distance is not None:
+                out["distance"] = best.distance
+            if best.entry_id is not None:
+                out["entry"] = best.entry_id
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+class Scanner:
+    """Hashes bodies and asks every loaded list; thread-safe for concurrent ``scan_bytes`` calls."""
+
+    def __init__(self, lists: Sequence[LoadedList] = (), *, limits: Limits = DEFAULT_LIMITS,
+                 fast: bool = True, validate: bool = False) -> None:
+        self.limits = limits
+        self.fast = fast
+        self.validate = validate  # decode every body even when no perceptual list needs it
+        self.lists: Tuple[LoadedList, ...] = ()
+        self.swap(lists)
+
+    def swap(self, lists: Sequence[LoadedList]) -> None:
+        """Replace the loaded lists in one step (readers see the old or the new tuple, never a mix)."""
+        self.lists = tuple(lists)
+
+    def scan_bytes(self, data: bytes, content_type: Optional[str] = None,
+                   url: Optional[str] = None) -> ScanResult:
+        """Scan one body. Never raises for bad input: it becomes verdict 'error' with a reason."""
+        start = time.perf_counter()
+        lists = self.lists
+        if not data:
+            return ScanResult("error", reason="empty file", elapsed=time.perf_counter() - start)
+        if len(data) > self.limits.max_bytes:
+            return ScanResult("error", reason="body of %d bytes exceeds limit %d"
+                              % (len(data), self.limits.max_bytes), elapsed=time.perf_counter() - start)
+        d = dict(zip(EXACT_SIGNALS, digests(data)))
+        hits: List[Hit] = []
+        for lst in lists:
+            if lst.signal in d:
+                key = d[lst.signal][:16]
+                if key in lst.bloom:
+                    hits.append(Hit(lst, (exact_short_key(lst.signal, d[lst.signal]),), distance=0))
+        perceptual = [lst for lst in lists if lst.signal == "pdq"]
+        hashes = None
+        reason = None
+        if perceptual or (self.validate and not hits):
+            try:
+                hashes = hash_image(data, limits=self.limits, fast=self.fast, dihedral=bool(perceptual))
+            except ImageError as e:
+                reason = str(e)
+        if hashes is not None:
+            for lst in perceptual:
+                hit = self._perceptual(lst, hashes)
+                if hit is not None:
+                    hits.append(hit)
+        if any(h.list.signal in EXACT_SIGNALS for h in hits):
+            verdict = "match"
+        elif hits:
+            verdict = "candidate"
+        elif reason is not None:
+            verdict = "error"
+        else:
+            verdict = "clean"
+        return ScanResult(verdict, tuple(hits), reason if verdict == "error" else None, hashes, d,
+                          time.perf_counter() - start)
+
+    def _perceptual(self, lst: LoadedList, hashes) -> Optional[Hit]:
+        params = lst.lsh or {}
+        if hashes.pdq is None or hashes.pdq_quality < params.get("min_quality", 0):
+            return None
+        bands = params["bands"]
+        variants = hashes.dihedral or [hashes]
+        pairs: List[Tuple[int, int]] = []
+        for v in variants:
+            h = getattr(v, "hash", None) or getattr(v, "pdq")
+            pairs.extend(lsh_np.probes(h, getattr(v, "margins", None), bands,
+                                       params.get("flip_bits", 0), params.get("depth", 0)))
+        pairs = list(dict.fromkeys(pairs))
+        found = bloom_batch.contains_many(lst.bloom, lsh_np.probe_keys(pairs, bands))
+        if not found.any():
+            return None
+        keys = tuple(dict.fromkeys(pdq_short_key(lst.signal, j, v, params)
+                                   for (j, v), f in zip(pairs, found) if f))
+        return Hit(lst, keys)
+
+    def confirm(self, result: ScanResult, hub: Dict[str, HubEntries]) -> ScanResult:
+        """Decide hits locally against the hub's entries: exact equality, or distance <= threshold.
+
+        ``hub`` maps 'source/list' to the entries the hub returned for the short keys (here: a whole
+        ``HubEntries``; over MQTT, only the entries behind the keys that were sent).
+        """
+        if result.verdict not in ("match", "candidate"):
+            return result
+        decided: List[Hit] = []
+        for hit in result.hits:
+            entries = hub.get(hit.list.ident)
+            if entries is None:
+                decided.append(hit)
+                continue
+            behind = [e for k in hit.keys for e in entries.lookup(k)]
+            decided.append(confirm_hit(hit, behind, result))
+        confirmed = [h for h in decided if h.confirmed]
+        if confirmed:
+            return result._replace(verdict="match", hits=tuple(confirmed))
+        unanswered = [h for h in decided if h.list.ident not in hub]
+        if unanswered:
+            return result._replace(verdict="candidate", hits=tuple(unanswered))
+        return result._replace(verdict="clean", hits=(), reason=None)
+
+
+def confirm_hit(hit: Hit, entries, result: ScanResult) -> Hit:
+    """Confirm one hit against the full entries the hub returned for its keys."""
+    signal = hit.list.signal
+    if signal in EXACT_SIGNALS:
+        digest = result.digests[signal]
+        for e in entries:
+            if e.hash == digest:
+                return hit._replace(confirmed=True, distance=0, entry_id=e.id)
+        return hit
+    threshold = (hit.list.lsh or {}).get("threshold", 31)
+    variants = result.hashes.dihedral or [result.hashes]
+    queries = [getattr(v, "hash", None) or getattr(v, "pdq") for v in variants]
+    entry, d = closest(queries, entries)
+    if entry is not None and d <= threshold:
+        return hit._replace(confirmed=True, distance=d, entry_id=entry.id)
+    return hit
+
+
+class ScanningInspector(Inspector):
+    """Inspector that scans with a Scanner and blocks what policy says to block.
+
+    Without a confirmer, exact matches block (near-certain at the list's design rate) and perceptual
+    candidates pass: a candidate alone is never enough to block or report.
+    """
+
+    def __init__(self, scanner: Scanner, mode: str = "block", confirmer=None) -> None:
+        if mode not in ("block", "report-only", "monitor"):
+            raise ValueError("mode must be block, report-only or monitor")
+        self.scanner = scanner
+        self.mode = mode
+        self.confirmer = confirmer
+
+    def inspect(self, body: bytes, content_type: Optional[str] = None, url: Optional[str] = None) -> Decision:
+        """Scan ``body`` and decide."""
+        result = self.scanner.scan_bytes(body, content_type, url)
+        if self.confirmer is not None and result.verdict in ("match", "candidate"):
+            result = self.confirmer(result)
+        if result.verdict == "match" and self.mode == "block":
+            return Decision("block", "match", result, url)
+        if result.verdict == "error":
+            return Decision("allow", "scan-error: %s" % result.reason, result, url)
+        return Decision("allow", result.verdict, result, url)

@@ -1,0 +1,548 @@
+"""Device-side list updates: follow retained manifests, fetch a delta or a snapshot, verify, install.
+
+Owns the state folder's ``lists/`` (the last good list files) and the decision to accept an update.
+Every rule of DESIGN.md (Lists) is checked: the signed head before anything is downloaded
+(trusted key of that source, a version newer than the one held, not expired, announced size within
+the cap), then every chunk (announced size and digest), then the assembled file in full
+(``agent.lists.verify_bytes``: signature, content digest, expiry, version, cap). A refusal at any
+step leaves the last good list in force, is logged and is shown in the status with its reason.
+Must not touch: the network beyond the MqttClient it is given, scanning, reports.
+
+Installing is crash safe: the new file is written atomically (temp, fsync, rename, fsync of the
+folder) under its own versioned name, and only then is the older version deleted; on start the
+newest file that verifies wins, so a power cut at any point leaves the old or the new list.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import queue
+import re
+import struct
+import threading
+import time
+from typing import Callable, Dict, List, Optional
+
+from agent.atomicfile import fsync_dir, write_atomic
+from agent.core import delta as core_delta
+from agent.core import listfile
+from agent.core.errors import GatewatchError, TrustError
+from agent.lists import CLOCK_SKEW, DEFAULT_MAX_BYTES, LoadedList, TrustStore, verify_bytes
+
+log = logging.getLogger("gatewatch.updater")
+
+SCHEMA = 1
+_FILE_RE = re.compile(r"^(?P<ident>[A-Za-z0-9][A-Za-z0-9_.-]*)\.v(?P<version>\d+)\.gwl$")
+
+
+class UpdateRefused(TrustError):
+    """An update was refused; the message says why (and the last good list stays in force).
+
+    ``transient``: the same announcement may succeed later (chunks missing, no connection), so the
+    updater tries it again after a backoff; every other refusal waits for a new announcement.
+    """
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+# ----------------------------------------------------------------------------- the store on disk
+
+class ListStore:
+    """The last good list files in ``<state>/lists``: ``<source>.<list>.v<version>.gwl``."""
+
+    def __init__(self, directory: str, trust: TrustStore, max_bytes: int = DEFAULT_MAX_BYTES,
+                 clock: Callable[[], float] = time.time):
+        self.directory = directory
+        self.trust = trust
+        self.max_bytes = max_bytes
+        self.clock = clock
+        os.makedirs(directory, exist_ok=True)
+
+    def remove_leftovers(self) -> int:
+        """Delete temp files a crash left behind (``.<name>.tmp-<pid>``); the agent calls this at start."""
+        n = 0
+        for name in os.listdir(self.directory):
+            if name.startswith(".") and ".tmp-" in name:
+                try:
+                    os.unlink(os.path.join(self.directory, name))
+                    n += 1
+                except OSError:
+                    pass
+        return n
+
+    def _files(self) -> List[tuple]:
+        out = []
+        for name in os.listdir(self.directory):
+            m = _FILE_RE.match(name)
+            if m:
+                out.append((int(m.group("version")), os.path.join(self.directory, name)))
+            elif name.endswith(".gwl") and not name.startswith("."):
+                # a list copied in under another name still loads: its manifest says what it is
+                out.append((0, os.path.join(self.directory, name)))
+        return sorted(out, reverse=True)
+
+    def load(self) -> Dict[str, LoadedList]:
+        """The newest file of each list that passes every rule; files that fail are skipped, logged."""
+        loaded: Dict[str, LoadedList] = {}
+        for version, path in self._files():
+            try:
+                with open(path, "rb") as f:
+                    data = f.read(self.max_bytes + 1)
+                lst = verify_bytes(data, self.trust, now=self.clock(), max_bytes=self.max_bytes, path=path)
+            except (GatewatchError, OSError) as exc:
+                log.warning("not loading %s: %s", os.path.basename(path), exc)
+                continue
+            held = loaded.get(lst.ident)
+            if held is None or lst.version > held.version:
+                loaded[lst.ident] = lst
+        return loaded
+
+    def path_for(self, source: str, name: str, version: int) -> str:
+        return os.path.join(self.directory, "%s.%s.v%d.gwl" % (source, name, version))
+
+    def install(self, lst: LoadedList, data: bytes) -> str:
+        """Write the verified ``data`` atomically, then remove older versions of the same list."""
+        path = self.path_for(lst.source, lst.name, lst.version)
+        write_atomic(path, data)
+        prefix = "%s.%s.v" % (lst.source, lst.name)
+        removed = False
+        for version, other in self._files():
+            if os.path.basename(other).startswith(prefix) and version < lst.version:
+                try:
+                    os.unlink(other)
+                    removed = True
+                except OSError:
+                    pass
+        if removed:
+            fsync_dir(self.directory)
+        return path
+
+
+# ----------------------------------------------------------------------------- announcements
+
+class Announcement:
+    """A parsed retained manifest message (see tools/publish.py); only ``head`` is signed."""
+
+    def __init__(self, doc: dict, head: bytes, manifest: dict, lf: listfile.ListFile):
+        self.doc = doc
+        self.head = head
+        self.manifest = manifest
+        self.file = lf
+        self.source = manifest["source"]
+        self.name = manifest["list"]
+        self.version = manifest["version"]
+
+    @property
+    def ident(self) -> str:
+        return "%s/%s" % (self.source, self.name)
+
+
+def parse_head(head: bytes) -> listfile.ListFile:
+    """Parse the signed head of a list file (everything before the content)."""
+    if len(head) < 10 or head[:4] != listfile.MAGIC:
+        raise UpdateRefused("announced head is not a gatewatch list head (bad magic)")
+    h = struct.unpack_from("<I", head, 4)[0]
+    if 8 + h + 2 > len(head):
+        raise UpdateRefused("announced head is truncated")
+    mbytes = bytes(head[8:8 + h])
+    s = struct.unpack_from("<H", head, 8 + h)[0]
+    if 10 + h + s != len(head):
+        raise UpdateRefused("announced head has the wrong length")
+    try:
+        manifest = listfile.check_manifest(json.loads(mbytes))
+    except (ValueError, GatewatchError) as exc:
+        raise UpdateRefused("announced manifest is malformed: %s" % exc)
+    return listfile.ListFile(manifest, mbytes, bytes(head[10 + h:]), b"")
+
+
+def _claimed_version(payload: bytes):
+    """The version an announcement claims (unverified; for the status only)."""
+    try:
+        v = json.loads(payload).get("version")
+        return v if isinstance(v, int) else None
+    except (ValueError, AttributeError):
+        return None
+
+
+def _int(doc, name, lo=0, hi=1 << 40):
+    v = doc.get(name)
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise UpdateRefused("announcement field %r is missing or out of range" % name)
+    return v
+
+
+def _part(doc: dict, cap: int, chunk_size: int, what: str) -> dict:
+    """Validate the size/chunks part of an announcement (snapshot or delta)."""
+    size = _int(doc, "size")
+    if size > cap:
+        raise UpdateRefused("announced %s of %d bytes is over the cap of %d bytes; not downloading"
+                            % (what, size, cap))
+    chunks = _int(doc, "chunks", 1, 1 << 20)
+    if chunks != max(1, (size + chunk_size - 1) // chunk_size):
+        raise UpdateRefused("announced %s chunk count %d does not fit its size %d" % (what, chunks, size))
+    digests = doc.get("chunk_sha256")
+    if not isinstance(digests, list) or len(digests) != chunks or not all(isinstance(d, str) for d in digests):
+        raise UpdateRefused("announced %s chunk digests are missing or malformed" % what)
+    if not isinstance(doc.get("sha256"), str):
+        raise UpdateRefused("announced %s digest is missing" % what)
+    return doc
+
+
+# ----------------------------------------------------------------------------- fetching chunks
+
+class ChunkFetcher:
+    """Collects the retained chunks under one topic base (``<base>/<i>``) from an MqttClient."""
+
+    def __init__(self, client, timeout: float):
+        self.client = client
+        self.timeout = timeout
+
+    def fetch(self, base: str, part: dict, chunk_size: int, what: str) -> bytes:
+        """Download and check every chunk; raise UpdateRefused on a missing, oversized or bad chunk."""
+        n = part["chunks"]
+        size = part["size"]
+        got: Dict[int, bytes] = {}
+        problem: List[str] = []
+        done = threading.Event()
+        lock = threading.Lock()
+        prefix = base + "/"
+
+        def on_chunk(msg):
+            try:
+                i = int(msg.topic[len(prefix):])
+            except ValueError:
+                return
+            if not 0 <= i < n or not msg.payload:
+                return
+            expected = chunk_size if i < n - 1 else size - chunk_size * (n - 1)
+            with lock:
+                if len(msg.payload) != expected:
+                    problem.append("%s chunk %d is %d bytes, announced %d; refusing an oversized or "
+                                   "altered update" % (what, i, len(msg.payload), expected))
+                    done.set()
+                    return
+                if hashlib.sha256(msg.payload).hexdigest() != part["chunk_sha256"][i]:
+                    problem.append("%s chunk %d does not match its announced digest (tampered or corrupt)"
+                                   % (what, i))
+                    done.set()
+                    return
+                got[i] = msg.payload
+                if len(got) == n:
+                    done.set()
+
+        topic_filter = prefix + "+"
+        self.client.subscribe(topic_filter, on_chunk, qos=1)
+        try:
+            done.wait(self.timeout)
+        finally:
+            self.client.unsubscribe(topic_filter)
+        with lock:
+            if problem:
+                raise UpdateRefused(problem[0])
+            if len(got) != n:
+                missing = [i for i in range(n) if i not in got]
+                raise UpdateRefused("%s chunk%s %s of %d missing after %.0fs; keeping the last good list"
+                                    % (what, "s" if len(missing) > 1 else "",
+                                       ",".join(str(i) for i in missing[:8]), n, self.timeout), transient=True)
+            data = b"".join(got[i] for i in range(n))
+        if len(data) != size or hashlib.sha256(data).hexdigest() != part["sha256"]:
+            raise UpdateRefused("%s does not match its announced size or digest" % what)
+        return data
+
+
+# ----------------------------------------------------------------------------- the updater
+
+class ListStatus:
+    """What the device knows about one list, for the status topic and file (no subscriber data)."""
+
+    def __init__(self, ident: str):
+        self.ident = ident
+        self.version: Optional[int] = None
+        self.installed_at: Optional[float] = None
+        self.via: Optional[str] = None
+        self.announced: Optional[int] = None
+        self.last_refusal: Optional[dict] = None
+        self.bytes_downloaded = 0
+
+    def as_dict(self) -> dict:
+        return {"version": self.version, "installed_at": self.installed_at, "via": self.via,
+                "announced": self.announced, "last_refusal": self.last_refusal,
+                "bytes_downloaded": self.bytes_downloaded}
+
+
+class Updater:
+    """Follows retained manifests on the broker and keeps ``store`` at the newest acceptable versions.
+
+    ``on_lists(dict ident -> LoadedList)`` is called after each install with every list in force,
+    so the caller swaps its scanner in one step. ``on_status()`` after every outcome.
+    Manifest messages arrive on the network thread; the work happens on the updater's own thread.
+    """
+
+    def __init__(self, client, topics, store: ListStore, *, fetch_timeout: float = 30.0,
+                 on_lists: Optional[Callable] = None, on_status: Optional[Callable] = None,
+                 use_deltas: bool = True, retry: tuple = (30.0, 3600.0)):
+        self.client = client
+        self.topics = topics
+        self.store = store
+        self.trust = store.trust
+        self.fetcher = ChunkFetcher(client, fetch_timeout) if client is not None else None
+        self.on_lists = on_lists
+        self.on_status = on_status
+        self.use_deltas = use_deltas
+        self.retry = retry  # (first delay, longest delay) in seconds for transient refusals
+        self._retries: Dict[str, list] = {}  # topic -> [due (monotonic), delay, payload]
+        self.lists: Dict[str, LoadedList] = store.load()
+        self.data: Dict[str, bytes] = {}
+        self.status: Dict[str, ListStatus] = {}
+        for ident, lst in self.lists.items():
+            st = self._status(ident)
+            st.version = lst.version
+            st.via = "disk"
+        self._queue: "queue.Queue" = queue.Queue()
+        self._pending: Dict[str, bytes] = {}
+        self._lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+        self.idle = threading.Event()
+        self.idle.set()
+
+    def _status(self, ident: str) -> ListStatus:
+        st = self.status.get(ident)
+        if st is None:
+            st = self.status[ident] = ListStatus(ident)
+        return st
+
+    # -- threads
+    def start(self) -> "Updater":
+        """Subscribe to manifests and start the worker thread."""
+        self._thread = threading.Thread(target=self._run, name="gatewatch-updater", daemon=True)
+        self._thread.start()
+        if self.client is not None:
+            self.client.subscribe(self.topics.lists_filter().rsplit("/", 1)[0] + "/+/+/manifest",
+                                  self._on_manifest, qos=1)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _on_manifest(self, msg) -> None:
+        if not msg.payload:
+            return
+        source = self._ident_of_topic(msg.topic).split("/")[0]
+        if source not in self.trust.sources():
+            # lists of sources this device does not trust are none of its business
+            log.debug("ignoring %s: no trusted key for source %r", msg.topic, source)
+            return
+        with self._lock:
+            fresh = msg.topic not in self._pending
+            self._pending[msg.topic] = msg.payload  # newest announcement of a list wins
+            self.idle.clear()
+        if fresh:
+            self._queue.put(msg.topic)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                topic = self._queue.get(timeout=self._next_retry_in())
+            except queue.Empty:
+                self._requeue_due()
+                continue
+            if topic is None:
+                break
+            with self._lock:
+                payload = self._pending.pop(topic, None)
+            if payload is not None:
+                try:
+                    outcome = self.handle(payload, topic)
+                except Exception:  # never let one bad announcement stop updates
+                    log.exception("update handling failed")
+                    outcome = "refused"
+                self._plan_retry(topic, payload, outcome)
+            with self._lock:
+                if not self._pending:
+                    self.idle.set()
+
+    def _next_retry_in(self) -> Optional[float]:
+        with self._lock:
+            if not self._retries:
+                return None
+            return max(0.0, min(r[0] for r in self._retries.values()) - time.monotonic())
+
+    def _requeue_due(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for topic, r in list(self._retries.items()):
+                if r[0] <= now and topic not in self._pending:
+                    self._pending[topic] = r[2]
+                    self.idle.clear()
+                    self._queue.put(topic)
+
+    def _plan_retry(self, topic: str, payload: bytes, outcome: str) -> None:
+        with self._lock:
+            old = self._retries.pop(topic, None)
+            if outcome != "transient":
+                return
+            delay = self.retry[0] if old is None or old[2] != payload else min(old[1] * 2, self.retry[1])
+            self._retries[topic] = [time.monotonic() + delay, delay, payload]
+            log.info("will try %s again in %.0fs", topic, delay)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no announcement is waiting or being handled (tests, the demo)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.idle.wait(max(0.0, deadline - time.monotonic())) and self._queue.empty():
+                return True
+        return False
+
+    # -- one announcement
+    def handle(self, payload: bytes, topic: Optional[str] = None) -> str:
+        """Handle one manifest message; returns 'installed', 'current', 'refused' or 'transient'
+        (refused for now, worth trying again: chunks missing, no connection)."""
+        ident = self._ident_of_topic(topic)
+        self._status(ident).announced = _claimed_version(payload)
+        try:
+            ann = self.check_announcement(payload, topic)
+            ident = ann.ident
+            st = self._status(ident)
+            st.announced = ann.version
+            held = self.lists.get(ident)
+            if held is not None and ann.version == held.version and ann.head == self._head_of(held):
+                return "current"
+            if held is not None and ann.version <= held.version:
+                raise UpdateRefused("v%d is not newer than v%d held: rollback or replay refused"
+                                    % (ann.version, held.version))
+            data, via = self._download(ann, held)
+            lst = verify_bytes(data, self.trust, now=self.store.clock(), max_bytes=self.store.max_bytes,
+                               held_version=held.version if held is not None else None)
+            if lst.file.manifest_bytes != ann.file.manifest_bytes:
+                raise UpdateRefused("downloaded list does not carry the announced manifest")
+            self.store.install(lst, data)
+            self.lists[ident] = lst
+            self.data[ident] = data
+            st.version, st.via, st.installed_at = lst.version, via, time.time()
+            log.info("list %s: installed v%d via %s", ident, lst.version, via)
+            if self.on_lists:
+                self.on_lists(dict(self.lists))
+            return "installed"
+        except GatewatchError as exc:
+            st = self._status(ident)
+            held = self.lists.get(ident)
+            st.last_refusal = {"reason": str(exc), "at": int(time.time()),
+                               "kept_version": held.version if held is not None else None}
+            log.warning("list %s: update refused: %s (keeping %s)", ident, exc,
+                        "v%d" % held.version if held is not None else "no list")
+            return "transient" if getattr(exc, "transient", False) else "refused"
+        finally:
+            if self.on_status:
+                try:
+                    self.on_status()
+                except Exception:
+                    log.exception("status callback failed")
+
+    def _ident_of_topic(self, topic: Optional[str]) -> str:
+        base = self.topics.lists_filter()[:-1]  # "<p>/lists/"
+        if topic and topic.startswith(base) and topic.endswith("/manifest"):
+            parts = topic[len(base):].split("/")
+            if len(parts) == 3:
+                return "%s/%s" % (parts[0], parts[1])
+        return "?"
+
+    def _head_of(self, lst: LoadedList) -> bytes:
+        lf = lst.file
+        return listfile.signed_part(lf.manifest_bytes) + struct.pack("<H", len(lf.signature)) + lf.signature
+
+    def check_announcement(self, payload: bytes, topic: Optional[str] = None) -> Announcement:
+        """Every check possible before downloading: signature, source, expiry, announced size."""
+        if len(payload) > 1024 * 1024:
+            raise UpdateRefused("announcement of %d bytes is implausibly large" % len(payload))
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            raise UpdateRefused("announcement is not JSON")
+        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+            raise UpdateRefused("announcement schema %r is not supported (this agent reads %d)"
+                                % (doc.get("schema") if isinstance(doc, dict) else None, SCHEMA))
+        try:
+            head = base64.b64decode(doc.get("head") or "", validate=True)
+        except (ValueError, TypeError):
+            raise UpdateRefused("announcement head is not base64")
+        lf = parse_head(head)
+        m = lf.manifest
+        if topic is not None and topic != self.topics.manifest(m["source"], m["list"]):
+            raise UpdateRefused("manifest of %s/%s arrived on another list's topic %s"
+                                % (m["source"], m["list"], topic))
+        self.trust.verify(lf)  # raises TrustError: unknown source, wrong key, tampered manifest
+        now = self.store.clock()
+        if m["expires"] <= now:
+            raise UpdateRefused("v%d expired at %s; not downloading"
+                                % (m["version"], time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(m["expires"]))))
+        if m["created"] > now + CLOCK_SKEW:
+            raise UpdateRefused("v%d claims creation in the future; check the device clock" % m["version"])
+        chunk_size = _int(doc, "chunk_size", 1, 128 * 1024)
+        cap = self.store.max_bytes
+        _part(doc, cap, chunk_size, "snapshot")
+        if doc["size"] != len(head) + m["content_length"]:
+            raise UpdateRefused("announced size %d does not match the signed manifest (%d bytes)"
+                                % (doc["size"], len(head) + m["content_length"]))
+        deltas = doc.get("deltas", [])
+        if not isinstance(deltas, list):
+            raise UpdateRefused("announcement deltas are malformed")
+        for d in deltas:
+            if not isinstance(d, dict):
+                raise UpdateRefused("announcement delta is malformed")
+            _int(d, "from")
+            _part(d, cap, chunk_size, "delta")
+        return Announcement(doc, head, m, lf)
+
+    def _download(self, ann: Announcement, held: Optional[LoadedList]):
+        st = self._status(ann.ident)
+        chunk_size = ann.doc["chunk_size"]
+        if self.fetcher is None:
+            raise UpdateRefused("no broker connection to download from", transient=True)
+        if self.use_deltas and held is not None:
+            for d in ann.doc.get("deltas", []):
+                if d["from"] != held.version:
+                    continue
+                base = self.topics.delta_chunk(ann.source, ann.name, d["from"], ann.version, 0).rsplit("/", 1)[0]
+                try:
+                    delta = self.fetcher.fetch(base, d, chunk_size, "delta")
+                    st.bytes_downloaded += len(delta)
+                    source = self.data.get(ann.ident)
+                    if source is None:
+                        source = held.file.to_bytes()
+                    return core_delta.apply(source, delta, max_len=self.store.max_bytes), "delta"
+                except GatewatchError as exc:
+                    # the snapshot is still a correct way forward; say why the delta failed
+                    log.warning("list %s: delta v%d->v%d refused (%s); fetching the snapshot",
+                                ann.ident, d["from"], ann.version, exc)
+        base = self.topics.snapshot_chunk(ann.source, ann.name, ann.version, 0).rsplit("/", 1)[0]
+        data = self.fetcher.fetch(base, ann.doc, chunk_size, "snapshot")
+        st.bytes_downloaded += len(data)
+        return data, "snapshot"
+
+    def snapshot(self) -> dict:
+        """Status of every list, for the status file and topic."""
+        out = {}
+        now = time.time()
+        for ident, st in sorted(self.status.items()):
+            d = st.as_dict()
+            lst = self.lists.get(ident)
+            if lst is not None:
+                d["created"] = lst.manifest["created"]
+                d["expires"] = lst.manifest["expires"]
+                d["age_s"] = int(now - lst.manifest["created"])
+                # still in force until a fresh version comes (fail-open), but say so
+                d["expired"] = lst.manifest["expires"] <= now
+                d["signal"] = lst.signal
+                d["entries"] = lst.manifest["filter"]["entries"]
+            out[ident] = d
+        return out
