@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from agent.core.errors import GatewatchError
-from agent.intake.http1 import CRLF, LAST_CHUNK, ChunkedDecoder, Head, HttpError, encode_chunk, parse_fields, parse_head
+from agent.intake.http1 import CRLF, LAST_CHUNK, Head, HttpError, encode_chunk, parse_fields, parse_head
 
 ICAP_VERSION = "ICAP/1.0"
 METHODS = ("OPTIONS", "RESPMOD", "REQMOD")
@@ -37,6 +37,14 @@ REASONS = {
     503: "Service Overloaded",
     505: "ICAP Version Not Supported",
 }
+
+_DIGITS = frozenset("0123456789")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+MAX_CHUNK_SIZE = (1 << 48) - 1  # one chunk announces at most this (it streams: no buffer follows it)
+MAX_CONTENT_LENGTH = 10 ** 15  # Content-Length in an encapsulated HTTP head
+MAX_STRAY_CRLF = 64  # stray empty lines tolerated before one request head
+# Fields that must appear at most once in an ICAP head (a second copy makes framing ambiguous).
+_SINGLE_FIELDS = ("encapsulated", "preview")
 
 _HEADER_SECTIONS = ("req-hdr", "res-hdr")
 _BODY_SECTIONS = ("req-body", "res-body", "opt-body", "null-body")
@@ -56,6 +64,108 @@ class IcapError(GatewatchError, ValueError):
         self.status = status
 
 
+def ascii_int(text: str, what: str, max_value: int) -> int:
+    """A decimal field: ASCII 0-9 only (``str.isdigit`` accepts '\u00b2', ``int`` accepts '+1', '1_0', ' 1'),
+    no more than ``max_value``; anything else raises IcapError (400)."""
+    value = (text or "").strip(" \t")
+    if not value or len(value) > 18 or not _DIGITS.issuperset(value):
+        raise IcapError("bad %s value" % what)
+    number = int(value)
+    if number > max_value:
+        raise IcapError("%s value over %d" % (what, max_value))
+    return number
+
+
+def _safe_message(text: str, limit: int = 120) -> str:
+    """Printable ASCII only, bounded: error texts end up in logs and in an ICAP header."""
+    return "".join(c if 32 <= ord(c) < 127 else "?" for c in str(text))[:limit]
+
+
+class IcapChunks:
+    """Strict incremental decoder of an ICAP chunked body (RFC 3507 4.5, RFC 9112 7.1).
+
+    Chunk sizes are ASCII hex (at most ``MAX_CHUNK_SIZE``), size lines and the trailer are bounded,
+    ``ieof`` counts only on the zero-size chunk. ``feed(bytes) -> [pieces]``; ``done`` once the body
+    ended, bytes after it in ``trailing``; ``ieof`` says the last chunk carried it. Raises IcapError.
+    """
+
+    MAX_LINE = 4096  # size line with extensions
+    MAX_TRAILER = 4096  # all trailer lines together
+
+    def __init__(self):
+        self._buf = bytearray()
+        self._state = "size"  # size, data, crlf, trailer
+        self._left = 0
+        self._trailer = 0
+        self.done = False
+        self.ieof = False
+        self.trailing = b""
+
+    def feed(self, data: bytes) -> List[bytes]:
+        if self.done:
+            self.trailing += bytes(data)
+            return []
+        self._buf += data
+        out: List[bytes] = []
+        buf = self._buf
+        while True:
+            if self._state == "data":
+                if not buf:
+                    break
+                take = min(self._left, len(buf))
+                out.append(bytes(buf[:take]))
+                del buf[:take]
+                self._left -= take
+                if not self._left:
+                    self._state = "crlf"
+                continue
+            if self._state == "crlf":
+                if len(buf) < 2:
+                    break
+                if buf[:2] != CRLF:
+                    raise IcapError("chunk data not followed by CRLF")
+                del buf[:2]
+                self._state = "size"
+                continue
+            idx = buf.find(CRLF, 0, self.MAX_LINE + 2)
+            if idx < 0:
+                if len(buf) > self.MAX_LINE:
+                    raise IcapError("chunk %s line too long" % ("trailer" if self._state == "trailer" else "size"))
+                if b"\n" in buf:
+                    raise IcapError("bare LF in a chunked body")
+                break
+            line = bytes(buf[:idx])
+            if b"\n" in line or b"\r" in line:
+                raise IcapError("bare CR or LF in a chunked body")
+            del buf[: idx + 2]
+            if self._state == "size":
+                self._left = self._size(line)
+                self._state = "data" if self._left else "trailer"
+                continue
+            if not line:  # the empty line that ends the trailer section
+                self.done = True
+                self.trailing = bytes(buf)
+                self._buf = bytearray()
+                break
+            self._trailer += len(line) + 2
+            if self._trailer > self.MAX_TRAILER or line[:1] in (b" ", b"\t") or b":" not in line:
+                raise IcapError("bad chunked trailer")
+        return out
+
+    def _size(self, line: bytes) -> int:
+        size, _, ext = line.partition(b";")
+        size = size.strip(b" \t")
+        if not size or len(size) > 12 or not _HEX.issuperset(size):
+            raise IcapError("bad chunk size")
+        value = int(size, 16)
+        if value > MAX_CHUNK_SIZE:
+            raise IcapError("chunk size over %d" % MAX_CHUNK_SIZE)
+        names = [e.strip(b" \t").split(b"=", 1)[0].lower() for e in ext.split(b";")] if ext else []
+        if not value:
+            self.ieof = b"ieof" in names
+        return value
+
+
 class IcapLimits(NamedTuple):
     """Bounds on what one connection may send or hold (bytes, counts, seconds)."""
 
@@ -64,6 +174,7 @@ class IcapLimits(NamedTuple):
     max_scan_bytes: int = 16 * 1024 * 1024  # image bodies above this pass unscanned
     max_held_bytes: int = 64 * 1024 * 1024  # all connections' buffered images together; beyond: pass
     preview: int = 4096  # Preview size we ask for in OPTIONS
+    max_preview: int = 64 * 1024  # a client's Preview above this and above ``preview`` is refused (400)
     max_connections: int = 256
     idle_timeout: float = 60.0  # between requests on a persistent connection
     read_timeout: float = 30.0  # while a request is being received
@@ -136,9 +247,11 @@ class IcapConnection:
         self._request: Optional[Request] = None
         self._head: Optional[Head] = None
         self._encap: List[Tuple[str, int]] = []
-        self._decoder: Optional[ChunkedDecoder] = None
+        self._decoder: Optional[IcapChunks] = None
+        self._stray = 0
         self._in_preview = False
         self._preview_left = 0
+        self._preview: Optional[int] = None
 
     @property
     def state(self) -> str:
@@ -157,19 +270,25 @@ class IcapConnection:
         self._buf += data
         events: list = []
         try:
+            if self._state == "preview-wait" and len(self._buf) > self._held_bound():
+                raise IcapError("client sent more than a preview before the answer")
             self._run(events)
         except (IcapError, HttpError) as exc:
             self._state = "closed"
             self._buf = bytearray()
-            events.append(ProtocolError(getattr(exc, "status", 400), str(exc)))
+            events.append(ProtocolError(getattr(exc, "status", 400), _safe_message(exc)))
         return events
+
+    def _held_bound(self) -> int:
+        """What a client may have sent while we decide about a preview (a pipelined next request)."""
+        return self.limits.max_head_bytes + self.limits.max_http_head_bytes
 
     def continue_after_preview(self) -> None:
         """The server sent 100 Continue: the rest of the body follows."""
         if self._state != "preview-wait":
             raise IcapError("no preview is waiting for an answer", 500)
         self._in_preview = False
-        self._decoder = ChunkedDecoder()
+        self._decoder = IcapChunks()
         self._state = "body"
 
     def finish_preview(self) -> list:
@@ -211,6 +330,9 @@ class IcapConnection:
         # Tolerate stray CRLFs between requests (RFC 7230 3.5 habit, Squid never sends them).
         while self._buf[:2] == CRLF:
             del self._buf[:2]
+            self._stray += 1
+            if self._stray > MAX_STRAY_CRLF:
+                raise IcapError("too many empty lines before a request")
         idx = self._buf.find(CRLF + CRLF)
         if idx < 0:
             if len(self._buf) > self.limits.max_head_bytes:
@@ -236,15 +358,26 @@ class IcapConnection:
             raise IcapError("request URI must be an icap:// URI")
         try:
             head = Head((method, uri, version), parse_fields(lines[1:]))
-        except HttpError as exc:
-            raise IcapError(str(exc))
+        except HttpError:
+            # The ICAP head may carry X-Client-IP / X-Authenticated-User: never quote its lines.
+            raise IcapError("malformed ICAP header field")
+        for name in _SINGLE_FIELDS:
+            if sum(1 for k, _ in head.fields if k.lower() == name) > 1:
+                raise IcapError("duplicate %s header" % name.capitalize())
+        self._stray = 0
         self._head = head
         self._encap = self._parse_encapsulated(method, head)
+        self._preview = self._parse_preview(head)
         self._state = "encap"
         return True
 
-    @staticmethod
-    def _parse_encapsulated(method: str, head: Head) -> List[Tuple[str, int]]:
+    def _parse_preview(self, head: Head) -> Optional[int]:
+        value = head.get("preview")
+        if value is None:
+            return None
+        return ascii_int(value, "Preview", max(self.limits.preview, self.limits.max_preview))
+
+    def _parse_encapsulated(self, method: str, head: Head) -> List[Tuple[str, int]]:
         value = head.get("encapsulated")
         if value is None:
             if method == "OPTIONS":
@@ -252,12 +385,11 @@ class IcapConnection:
             raise IcapError("missing Encapsulated header")
         entries = []
         for item in value.split(","):
-            name, sep, off = item.strip().partition("=")
-            name = name.strip().lower()
-            off = off.strip()
-            if not sep or not off.isdigit() or len(off) > 9:
-                raise IcapError("bad Encapsulated entry %r" % item.strip()[:40])
-            entries.append((name, int(off)))
+            name, sep, off = item.strip(" \t").partition("=")
+            name = name.strip(" \t").lower()
+            if not sep or name not in _HEADER_SECTIONS + _BODY_SECTIONS:
+                raise IcapError("bad Encapsulated entry %s" % ascii(item.strip()[:40]))
+            entries.append((name, ascii_int(off, "Encapsulated offset", 10 ** 9)))
         headers_allowed, bodies_allowed = _ALLOWED[method]
         names = [n for n, _ in entries]
         if not entries or names[-1] not in bodies_allowed:
@@ -272,12 +404,12 @@ class IcapConnection:
             raise IcapError("Encapsulated offsets must start at 0 and not decrease")
         if names[-1] == "null-body" and len(entries) == 1 and offsets[0] != 0:
             raise IcapError("null-body alone must be at offset 0")
+        if offsets[-1] > self.limits.max_http_head_bytes:
+            raise IcapError("encapsulated HTTP heads larger than %d bytes" % self.limits.max_http_head_bytes)
         return entries
 
     def _parse_encap(self, events: list) -> bool:
         total = self._encap[-1][1]
-        if total > self.limits.max_http_head_bytes:
-            raise IcapError("encapsulated HTTP heads larger than %d bytes" % self.limits.max_http_head_bytes)
         if len(self._buf) < total:
             return False
         sections: Dict[str, bytes] = {}
@@ -288,20 +420,13 @@ class IcapConnection:
                 raise IcapError("Encapsulated offsets do not match the %s section" % name)
             sections[name] = raw
         del self._buf[:total]
-        try:
-            http_req = parse_head(sections["req-hdr"], "request") if "req-hdr" in sections else None
-            http_res = parse_head(sections["res-hdr"], "response") if "res-hdr" in sections else None
-        except HttpError as exc:
-            raise IcapError("encapsulated HTTP head: %s" % exc)
+        http_req = _http_head(sections, "req-hdr", "request")
+        http_res = _http_head(sections, "res-hdr", "response")
         head = self._head
         method = head.start[0]
         body_kind = self._encap[-1][0]
         body_kind = None if body_kind == "null-body" else body_kind
-        preview = head.get("preview")
-        if preview is not None:
-            if not preview.strip().isdigit() or len(preview.strip()) > 9:
-                raise IcapError("bad Preview value %r" % preview[:20])
-            preview = int(preview)
+        preview = self._preview
         uri = head.start[1]
         rest = uri[len("icap://"):]
         service = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
@@ -325,7 +450,7 @@ class IcapConnection:
         if body_kind is None:
             self._end_request()
             return True
-        self._decoder = ChunkedDecoder()
+        self._decoder = IcapChunks()
         self._in_preview = request.preview is not None
         self._preview_left = request.preview or 0
         self._state = "body"
@@ -335,10 +460,7 @@ class IcapConnection:
         data = bytes(self._buf)
         self._buf = bytearray()
         decoder = self._decoder
-        try:
-            pieces = decoder.feed(data)
-        except HttpError as exc:
-            raise IcapError("encapsulated body: %s" % exc)
+        pieces = decoder.feed(data)
         for piece in pieces:
             if self._in_preview:
                 self._preview_left -= len(piece)
@@ -348,13 +470,31 @@ class IcapConnection:
         if not decoder.done:
             return False
         self._buf = bytearray(decoder.trailing) + self._buf
-        if self._in_preview and "ieof" not in decoder.last_extensions:
+        if self._in_preview and not decoder.ieof:
             self._state = "preview-wait"
             events.append(PreviewEnd())
             return False
         events.append(BodyEnd(ieof=self._in_preview))
         self._end_request()
         return True
+
+
+def _http_head(sections: Dict[str, bytes], name: str, kind: str) -> Optional[Head]:
+    """Parse one encapsulated HTTP head; its Content-Length must be sane ASCII digits, one value."""
+    raw = sections.get(name)
+    if raw is None:
+        return None
+    try:
+        head = parse_head(raw, kind)
+    except HttpError:
+        # The encapsulated request line and fields are the client's: never quote them.
+        raise IcapError("malformed encapsulated HTTP %s head (%s)" % (kind, name))
+    lengths = head.get_all("content-length")
+    if lengths or head.get("content-length") is not None:
+        values = set(ascii_int(v, "Content-Length", MAX_CONTENT_LENGTH) for v in lengths or [""])
+        if len(values) > 1:
+            raise IcapError("conflicting Content-Length values in %s" % name)
+    return head
 
 
 # ---- responses ----------------------------------------------------------------------------------
@@ -429,17 +569,30 @@ def modified_response(istag: str, http_head: bytes, body: bytes, head_kind: str 
             + encode_chunk(body) + LAST_CHUNK)
 
 
-def error_response(status: int, istag: Optional[str] = None) -> bytes:
-    """An ICAP error; the connection closes after it."""
+def error_response(status: int, istag: Optional[str] = None, reason: Optional[str] = None) -> bytes:
+    """An ICAP error; the connection closes after it. ``reason`` (ours, never client data) rides in
+    ``X-Gatewatch-Error`` so that a client's log says what was wrong."""
     fields = []
     if istag is not None:
         fields.append(("ISTag", quote_istag(istag)))
+    if reason:
+        fields.append(("X-Gatewatch-Error", _safe_message(reason)))
     fields += [("Encapsulated", "null-body=0"), ("Connection", "close")]
     return _head_bytes(status, fields)
+
+
+def body_only_response_head(istag: str, kind: str = "res-body", keep_alive: bool = True) -> bytes:
+    """200 whose encapsulated message is a body alone (``res-body=0``): the answer that echoes a
+    body a client sent without an HTTP head (e.g. c-icap-client -noreshdr); chunks follow."""
+    fields = [("ISTag", quote_istag(istag)), ("Encapsulated", "%s=0" % kind)]
+    if not keep_alive:
+        fields.append(("Connection", "close"))
+    return _head_bytes(200, fields)
 
 
 __all__ = [
     "IcapConnection", "IcapLimits", "IcapError", "Request", "BodyData", "PreviewEnd", "BodyEnd",
     "ProtocolError", "CONTINUE", "options_response", "no_content_response", "modified_response_head",
-    "modified_response", "error_response", "quote_istag", "encode_chunk", "LAST_CHUNK",
+    "modified_response", "error_response", "quote_istag", "encode_chunk", "LAST_CHUNK", "ascii_int",
+    "IcapChunks", "body_only_response_head",
 ]
