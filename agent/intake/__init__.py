@@ -27,11 +27,38 @@ class Inspector:
         raise NotImplementedError
 
 
+_HOST_MAX = 255
+_HOST_PUNCT = frozenset(".-_:[]")
+
+
+def _clean_host(host: str) -> str:
+    """Lower-case, bounded, printable: a host as it may appear in a log line or a page."""
+    host = host.strip().lower()[:_HOST_MAX]
+    return "".join(c if (c.isalnum() or c in _HOST_PUNCT) else "?" for c in host) or "-"
+
+
 def host_of(url: Optional[str]) -> str:
-    """The host of a hosting URL for logs ('-' when there is none): never anything about the client."""
+    """The host of a hosting URL for logs ('-' when there is none): never anything about the client.
+
+    Never raises, whatever ``url`` is (``urlsplit`` refuses 'http://[::1/', some NFKC netlocs, ...):
+    such a URL still names its host as best it can, cleaned of anything but host characters.
+    """
+    if not url:
+        return "-"
     try:
-        return (urlsplit(url).hostname or "-") if url else "-"
-    except ValueError:
+        if isinstance(url, (bytes, bytearray)):
+            url = bytes(url).decode("latin-1")
+        if not isinstance(url, str):
+            return "-"
+        try:
+            host = urlsplit(url).hostname
+        except ValueError:  # an unbalanced '[' and friends: take the authority by hand
+            rest = url.split("://", 1)[1] if "://" in url else url.lstrip("/")
+            for stop in "/?#\\":
+                rest = rest.split(stop, 1)[0]
+            host = rest.rpartition("@")[2]
+        return _clean_host(host) if host else "-"
+    except Exception:  # a log line's host is never worth a failed request
         return "-"
 
 

@@ -18,6 +18,7 @@ from typing import Optional, Tuple
 from urllib.parse import urlsplit
 
 from agent.core.errors import ConfigError
+from agent.intake import host_of
 from agent.intake.http1 import Head
 
 _TEMPLATE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "blockpage.html")
@@ -30,6 +31,10 @@ _PLACEHOLDER_SVG = (
 ).encode("ascii")
 
 IMAGE_MODES = ("placeholder", "403")
+
+_FALLBACK_HTML = (b"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Content blocked</title></head>"
+                  b"<body><h1>This content was blocked</h1><p>It matched a list of known child sexual abuse "
+                  b"material.</p></body></html>")
 
 
 def _png(width: int, height: int, grey: int) -> bytes:
@@ -74,10 +79,13 @@ class BlockPage:
         self.image_mode = image_mode
 
     def html(self, url: Optional[str]) -> bytes:
-        """The explanation page for content fetched from ``url``."""
-        host = urlsplit(url).hostname if url else None
-        fields = dict(self._fields, host=html.escape(host or "unknown"))
-        return self._template.safe_substitute(fields).encode("utf-8")
+        """The explanation page for content fetched from ``url`` (any string: never raises on it)."""
+        host = host_of(url)
+        fields = dict(self._fields, host=html.escape("unknown" if host == "-" else host))
+        try:
+            return self._template.safe_substitute(fields).encode("utf-8", "replace")
+        except Exception:  # a broken custom template must not turn a block into a pass
+            return _FALLBACK_HTML
 
     @staticmethod
     def wants_html(request: Optional[Head], response_type: str = "") -> bool:
@@ -86,11 +94,32 @@ class BlockPage:
             accept = (request.get("accept") or "").lower()
             if accept:
                 return "text/html" in accept
-        return not response_type.startswith("image/")
+        return not (response_type or "").lower().startswith("image/")
 
     def response(self, request: Optional[Head], url: Optional[str], response_type: str = "",
                  version: str = "HTTP/1.1") -> Tuple[Head, bytes]:
-        """The HTTP response head and body that replace blocked content."""
+        """The HTTP response head and body that replace blocked content. Never raises: a block always
+        gets a block answer (``fallback`` when anything about the inputs is unusable)."""
+        try:
+            return self._response(request, url, response_type, version)
+        except Exception:
+            return self.fallback(version)
+
+    @staticmethod
+    def fallback(version: str = "HTTP/1.1") -> Tuple[Head, bytes]:
+        """A bare 403 with the static page: needs nothing from the request."""
+        if not (isinstance(version, str) and version in ("HTTP/1.0", "HTTP/1.1")):
+            version = "HTTP/1.1"
+        return Head((version, "403", "Forbidden"), (
+            ("Content-Type", "text/html; charset=utf-8"),
+            ("Content-Length", str(len(_FALLBACK_HTML))),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+        )), _FALLBACK_HTML
+
+    def _response(self, request, url, response_type, version):
+        if not (isinstance(version, str) and version in ("HTTP/1.0", "HTTP/1.1")):
+            version = "HTTP/1.1"
         if self.wants_html(request, response_type):
             body, ctype = self.html(url), "text/html; charset=utf-8"
         elif self.image_mode == "placeholder":
