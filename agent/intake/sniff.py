@@ -15,6 +15,9 @@ from __future__ import annotations
 SNIFF_BYTES = 16  # enough for every signature below
 
 _NOT_RASTER = ("image/svg+xml",)
+# ISO-BMFF major brands of still images (AVIF, HEIF/HEIC and their sequences).
+_HEIF_BRANDS = frozenset([b"avif", b"avis", b"avio", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm",
+                          b"hevs", b"mif1", b"msf1", b"mif2"])
 
 
 def image_magic(head: bytes) -> bool:
@@ -27,17 +30,22 @@ def image_magic(head: bytes) -> bool:
         or head.startswith(b"BM")
         or head.startswith((b"II*\x00", b"MM\x00*"))  # TIFF
         or head.startswith(b"\x00\x00\x01\x00")  # ICO
-        or (head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis", b"heic", b"heix", b"mif1", b"msf1"))
+        or (head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS)
         or head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL "))  # JPEG XL
     )
 
 
 def type_says_image(media_type: str) -> bool:
-    """Whether a media type (no parameters, any case) names a raster image."""
-    media_type = (media_type or "").strip().lower()
+    """Whether a media type (any case, parameters ignored) names a raster image."""
+    media_type = str(media_type or "").split(";", 1)[0].strip(" \t").lower()
     return media_type.startswith("image/") and media_type not in _NOT_RASTER
+
+
+def says_nothing(head: bytes, complete: bool) -> bool:
+    """Whether ``head`` is too short to rule an image out (fewer than SNIFF_BYTES and more may follow)."""
+    return not complete and len(head) < SNIFF_BYTES
 
 
 def should_scan(media_type: str, head: bytes) -> bool:
     """Scan when the declared type OR the magic bytes say raster image (see module docstring)."""
-    return type_says_image(media_type) or image_magic(head)
+    return type_says_image(media_type) or image_magic(bytes(head or b"")[:SNIFF_BYTES])

@@ -35,7 +35,7 @@ from typing import Callable, Optional
 from agent.intake.blockpage import PLACEHOLDER_PNG, BlockPage
 from agent.core.errors import ConfigError
 from agent.intake.icap import protocol as P
-from agent.intake.sniff import SNIFF_BYTES, should_scan
+from agent.intake.sniff import SNIFF_BYTES, says_nothing, should_scan, type_says_image
 from agent.intake import Decision, host_of
 from agent.intake.http1 import LAST_CHUNK, encode_chunk
 from agent.intake.streamserver import StreamIntakeServer, linger
@@ -52,7 +52,8 @@ UNTYPED = frozenset(["", "application/octet-stream", "binary/octet-stream", "app
                      "application/x-binary"])
 
 _COUNTERS = ("connections", "requests", "options", "scanned", "blocked", "allowed", "passed_unscanned",
-             "bypassed", "too_large", "errors", "rejected", "timeouts", "early_heads")
+             "bypassed", "too_large", "errors", "rejected", "timeouts", "early_heads", "protocol_errors",
+             "unscanned_images", "internal_errors")
 
 
 def request_url(req: P.Request) -> Optional[str]:
@@ -133,6 +134,8 @@ class _Session:
         self.pending: collections.deque = collections.deque()
         self.head_deadline: Optional[float] = None
         self.held = 0  # image bytes this connection holds for a scan
+        self.current: Optional[P.Request] = None  # the request being answered
+        self.answered = False  # whether anything went out for it yet
 
     async def next_event(self, wait: Optional[float] = None):
         """The next protocol event; None if ``wait`` seconds pass with no bytes (only when given)."""
@@ -173,13 +176,24 @@ class _Session:
         event = self.pending.popleft()
         if isinstance(event, P.ProtocolError):
             self.server.stats["errors"] += 1
-            log.info("ICAP protocol error: %s", event.message)
-            await self.send(P.error_response(event.status, self.server.istag()))
+            self.server.stats["protocol_errors"] += 1
+            req = self.current
+            if req is not None and req.method == "RESPMOD" and req.has_body:
+                # Mid-body: the client (Squid bypass=on) may deliver this response unscanned.
+                self.server.stats["bypassed"] += 1
+                log.info("ICAP protocol error in a response from %s: %s; closed (the client may pass it "
+                         "unscanned)", host_of(request_url(req)), event.message)
+            else:
+                log.info("ICAP protocol error: %s", event.message)
+            if not self.answered:
+                await self.send(P.error_response(event.status, self.server.istag(), event.message))
             await linger(self.reader, self.writer)
             raise _Closed()
         return event
 
     async def send(self, data: bytes) -> None:
+        if data is not P.CONTINUE:  # 100 is interim: an error answer may still follow it
+            self.answered = True
         try:
             self.writer.write(data)
             await asyncio.wait_for(self.writer.drain(), self.limits.read_timeout)
@@ -189,19 +203,36 @@ class _Session:
     async def run(self) -> None:
         try:
             while True:
+                self.current, self.answered = None, False
                 event = await self.next_event()
                 if not isinstance(event, P.Request):  # body bytes of a request we already answered
                     continue
                 self.server.stats["requests"] += 1
+                self.current, self.answered = event, False
                 await self.handle(event)
         except _Closed:
             pass
+        except Exception as exc:  # a bug here must cost one connection, never the service or a silent pass
+            self.server.stats["errors"] += 1
+            self.server.stats["internal_errors"] += 1
+            req = self.current
+            if req is not None and req.method == "RESPMOD" and req.has_body:
+                self.server.stats["bypassed"] += 1
+            log.error("ICAP session failed (%s) on a request for %s; connection closed", type(exc).__name__,
+                      host_of(request_url(req)) if req is not None else "-")
+            if not self.answered:
+                try:
+                    await self.send(P.error_response(500, self.server.istag(), "internal error"))
+                except _Closed:
+                    pass
 
     async def handle(self, req: P.Request) -> None:
         allowed = SERVICES.get(req.service)
         istag = self.server.istag()
         if allowed is None and req.method != "OPTIONS":
-            await self.send(P.error_response(404, istag))
+            self.refused(req, "unknown ICAP service")
+            await self.send(P.error_response(404, istag, "unknown ICAP service"))
+            await linger(self.reader, self.writer)
             raise _Closed()
         if req.method == "OPTIONS":
             self.server.stats["options"] += 1
@@ -209,15 +240,37 @@ class _Session:
             await self.send(P.options_response(istag, self.limits, methods=allowed or ("RESPMOD",)))
             return
         if req.method not in allowed:
-            await self.send(P.error_response(405, istag))
+            self.refused(req, "method not allowed for this service")
+            await self.send(P.error_response(405, istag, "method not allowed for this service"))
+            await linger(self.reader, self.writer)
             raise _Closed()
         if req.method == "REQMOD":
-            await self.pass_through(req)
+            await self.reqmod(req)
             return
         try:
             await self.respmod(req)
         finally:
             self.release()
+
+    def refused(self, req: P.Request, why: str) -> None:
+        """A request we answer with an error: a RESPMOD body then passes unscanned if the client bypasses."""
+        self.server.stats["errors"] += 1
+        if req.method == "RESPMOD" and req.has_body:
+            self.server.stats["bypassed"] += 1
+            log.warning("RESPMOD for %s refused (%s); the client may pass it unscanned", host_of(request_url(req)), why)
+
+    async def reqmod(self, req: P.Request) -> None:
+        """Request bodies (uploads) are not scanned; one that may be an image is counted and logged."""
+        if not req.has_body:
+            await self.pass_unchanged(req, b"")
+            return
+        first, state = await self.read_preview(req)
+        media = req.http_request.media_type() if req.http_request is not None else ""
+        if should_scan(media, first) or says_nothing(first, complete=state != "preview"):
+            self.server.stats["unscanned_images"] += 1
+            log.info("REQMOD body to %s may be an image; passed unscanned (request bodies are not scanned)",
+                     host_of(request_url(req)))
+        await self.pass_unchanged(req, first, state)
 
     def hold(self, n: int) -> None:
         """Count ``n`` more image bytes held by this request against the server-wide budget."""
@@ -259,14 +312,15 @@ class _Session:
                 return bytes(got), ("ieof" if event.ieof else "end")
 
     async def respmod(self, req: P.Request) -> None:
-        http_res = req.http_response
-        if http_res is None or not req.has_body:
+        http_res = req.http_response  # None when the client sent no res-hdr (c-icap-client -noreshdr)
+        if not req.has_body:
             await self.pass_through(req)
             return
         first, state = await self.read_preview(req)
-        media_type = http_res.media_type()
-        if state == "preview" and len(first) < SNIFF_BYTES and media_type in UNTYPED:
-            # A tiny (or zero) preview of an untyped body says nothing: get the first bytes to decide.
+        media_type = http_res.media_type() if http_res is not None else ""
+        if says_nothing(first, complete=state != "preview") and not type_says_image(media_type):
+            # A tiny (or zero) preview says nothing about the bytes, whatever the type claims (servers
+            # lie both ways, see agent.intake.sniff): get the first bytes to decide.
             self.conn.continue_after_preview()
             await self.send(P.CONTINUE)
             more, state = await self.read_preview(req)
@@ -283,7 +337,8 @@ class _Session:
             await self.send(P.CONTINUE)
             state = "body"
         committed = False  # the 200 head went out early (see EARLY_MODES)
-        mode = self.limits.early_head
+        # Without an HTTP response head there is no head to send early: wait for the whole body.
+        mode = self.limits.early_head if http_res is not None else "never"
         if state == "body" and mode == "always" and not req.allow_204:
             committed = await self.commit_early(req)
         while state == "body":
@@ -311,20 +366,29 @@ class _Session:
             elif isinstance(event, P.BodyEnd):
                 state = "end" if state == "body" else state
         url = request_url(req)
-        decision = await self.server.inspect(bytes(body), http_res.get("content-type"), url)
+        decision = await self.server.inspect(bytes(body), http_res.get("content-type") if http_res else None, url)
         blocked = decision is not None and decision.action == "block"
         if committed:
             # The head is gone; only the body can still change: the placeholder picture or the image.
             await self.send(encode_chunk(PLACEHOLDER_PNG if blocked else bytes(body)) + LAST_CHUNK)
             return self.finish(req)
         if blocked:
-            head, page = self.server.block_page.response(req.http_request, url, media_type,
-                                                          version=http_res.start[0])
-            await self.send(P.modified_response(self.server.istag(), head.serialize(), page,
-                                                keep_alive=req.keep_alive))
+            await self.send(self.block_answer(req, url, media_type))
             self.finish(req)
             return
         await self.pass_unchanged(req, bytes(body), state=state)
+
+    def block_answer(self, req: P.Request, url: Optional[str], media_type: str) -> bytes:
+        """The 200 that replaces a blocked response; built so that it cannot fail (a block stays a block)."""
+        version = req.http_response.start[0] if req.http_response is not None else "HTTP/1.1"
+        try:
+            head, page = self.server.block_page.response(req.http_request, url, media_type, version=version)
+            http_head = head.serialize()
+        except Exception as exc:  # a custom BlockPage that raises: the static page still blocks
+            log.error("block page failed (%s) for %s; sent the fallback page", type(exc).__name__, host_of(url))
+            head, page = BlockPage.fallback()
+            http_head = head.serialize()
+        return P.modified_response(self.server.istag(), http_head, page, keep_alive=req.keep_alive)
 
     async def commit_early(self, req: P.Request) -> bool:
         """Send the 200 + original HTTP head now (minus Content-Length); the body follows after the scan."""
@@ -367,11 +431,14 @@ class _Session:
             http_head, kind = req.http_request_raw, "req-hdr"
         else:
             http_head, kind = req.http_response_raw, "res-hdr"
-        if not http_head:
+        if not http_head and not req.has_body:
             await self.send(P.no_content_response(istag, req.keep_alive))
             return self.finish(req)
-        await self.send(P.modified_response_head(istag, http_head, kind, has_body=req.has_body,
-                                                 keep_alive=req.keep_alive))
+        if http_head:
+            await self.send(P.modified_response_head(istag, http_head, kind, has_body=req.has_body,
+                                                     keep_alive=req.keep_alive))
+        else:  # a body without its HTTP head (-noreshdr): echo the body alone
+            await self.send(P.body_only_response_head(istag, req.body_kind, keep_alive=req.keep_alive))
         if req.has_body:
             await self.send(encode_chunk(have))
             if state == "body":
