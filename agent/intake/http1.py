@@ -11,12 +11,21 @@ that takes arbitrary slices. That is ~200 lines here and no new dependency on th
 
 from __future__ import annotations
 
+import ipaddress
+import re
+import socket
 from typing import List, NamedTuple, Optional, Tuple
 
 from agent.core.errors import GatewatchError
 
 CRLF = b"\r\n"
 _TOKEN_BAD = set(b" \t\r\n()<>@,;:\\\"/[]?={}")
+_DIGITS = re.compile(r"[0-9]{1,15}\Z")  # ASCII only: str.isdigit() also accepts '²' and other scripts
+_VERSION = re.compile(rb"HTTP/1\.[0-9]\Z")
+_VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # CTLs but HTAB: a bare CR or LF must not reach a peer
+_TARGET_OK = re.compile(rb"[\x21-\x7e]+\Z")
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\Z")
+_NUMERIC_LABEL = re.compile(r"(0[xX][0-9a-fA-F]*|[0-9]+)\Z")
 
 # Fields that describe one hop only; a proxy must not forward them (RFC 9110 7.6.1).
 HOP_BY_HOP = frozenset(
@@ -99,6 +108,8 @@ def parse_fields(lines: List[bytes]) -> Tuple[Tuple[str, str], ...]:
         if not sep:
             raise HttpError("header line without a colon: %r" % line[:40])
         _check_token(name)
+        if _VALUE_BAD.search(value):
+            raise HttpError("control character in the value of %r" % name[:40])
         fields.append((name.decode("ascii"), value.strip(b" \t").decode("latin-1")))
     return tuple(fields)
 
@@ -111,12 +122,13 @@ def parse_head(raw: bytes, kind: str) -> Head:
     parts = lines[0].split(b" ", 2)
     try:
         if kind == "request":
-            if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+            if len(parts) != 3 or not _VERSION.match(parts[2]) or not _TARGET_OK.match(parts[1]):
                 raise HttpError("bad request line %r" % lines[0][:80])
             _check_token(parts[0])
             start = (parts[0].decode("ascii"), parts[1].decode("ascii"), parts[2].decode("ascii"))
         else:
-            if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
+            if (len(parts) < 2 or not _VERSION.match(parts[0]) or not re.match(rb"[1-9][0-9][0-9]\Z", parts[1])
+                    or _VALUE_BAD.search(parts[2] if len(parts) == 3 else b"")):
                 raise HttpError("bad status line %r" % lines[0][:80])
             reason = parts[2].decode("latin-1") if len(parts) == 3 else ""
             start = (parts[0].decode("ascii"), parts[1].decode("ascii"), reason)
@@ -130,22 +142,102 @@ def response_has_body(request_method: str, status: int) -> bool:
     return not (request_method == "HEAD" or 100 <= status < 200 or status in (204, 304))
 
 
-def body_framing(head: Head) -> Tuple[str, int]:
-    """How the body after ``head`` is delimited: ("chunked", 0), ("length", n) or ("close", 0)."""
+def parse_length(value: str) -> int:
+    """A non-negative decimal of ASCII digits (at most 15 of them), else HttpError."""
+    if not _DIGITS.match(value):
+        raise HttpError("bad number %r" % value[:20])
+    return int(value)
+
+
+def body_framing(head: Head, request: bool = False) -> Tuple[str, int]:
+    """How the body after ``head`` is delimited: ("chunked", 0), ("length", n) or ("close", 0).
+
+    With ``request`` the rules of RFC 9112 6.3 for requests apply: Transfer-Encoding together with
+    Content-Length, or a Transfer-Encoding whose final coding is not chunked, is a 400 (either could
+    smuggle a second request past us); a coding other than chunked is a 501. A request without either
+    field has no body ("length", 0).
+    """
     codings = [c.lower() for c in head.get_all("transfer-encoding")]
+    if head.get("transfer-encoding") is not None and not codings:
+        raise HttpError("empty Transfer-Encoding")
     if codings:
+        if request:
+            if head.get("content-length") is not None:
+                raise HttpError("request with both Transfer-Encoding and Content-Length")
+            if codings[-1] != "chunked":
+                raise HttpError("request Transfer-Encoding does not end with chunked")
+            if codings != ["chunked"]:
+                raise HttpError("request Transfer-Encoding %s is not supported" % ", ".join(codings)[:60], 501)
+            return ("chunked", 0)
         if codings[-1] != "chunked":
             return ("close", 0)
         return ("chunked", 0)
-    lengths = set(head.get_all("content-length"))
+    values = head.get_all("content-length")
+    if head.get("content-length") is not None and not values:
+        raise HttpError("empty Content-Length")
+    lengths = set(values)
     if len(lengths) > 1:
         raise HttpError("conflicting Content-Length values")
     if lengths:
-        value = lengths.pop()
-        if not value.isdigit() or len(value) > 15:
-            raise HttpError("bad Content-Length %r" % value[:20])
-        return ("length", int(value))
-    return ("close", 0)
+        return ("length", parse_length(lengths.pop()))
+    return ("length", 0) if request else ("close", 0)
+
+
+def parse_authority(text: str, default_port: int = 80) -> Tuple[str, int]:
+    """``host[:port]`` (a Host field or a URL's authority) -> (host, port), strictly, else HttpError.
+
+    The host comes back normalised: a DNS name lower-case without a trailing dot, an IPv4 address in
+    dotted quad (the inet_aton short forms ``127.1``, ``2130706433``, ``0x7f.1`` included: they are
+    what resolvers accept), an IPv6 address compressed and without brackets. No user info, no zone
+    ids, labels of 1-63 LDH characters (and '_'), names of at most 253; port 1-65535 in ASCII digits.
+    """
+    if not text or len(text) > 300:
+        raise HttpError("bad host %r" % text[:40])
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise HttpError("unterminated IPv6 literal in host %r" % text[:60])
+        literal, rest = text[1:end], text[end + 1:]
+        try:
+            host = str(ipaddress.IPv6Address(literal)) if "%" not in literal else None
+        except ValueError:
+            host = None
+        if host is None:
+            raise HttpError("bad IPv6 literal in host %r" % text[:60])
+        if rest and not rest.startswith(":"):
+            raise HttpError("bad host %r" % text[:60])
+        port_text = rest[1:] if rest else ""
+    else:
+        host, sep, port_text = text.partition(":")
+        if ":" in port_text:
+            raise HttpError("bad host %r (an IPv6 address needs brackets)" % text[:60])
+        host = _normal_name(host)
+    if port_text == "":
+        port = default_port
+    else:
+        if not re.match(r"[0-9]{1,5}\Z", port_text) or not 0 < int(port_text) <= 65535:
+            raise HttpError("bad port %r" % port_text[:20])
+        port = int(port_text)
+    return host, port
+
+
+def _normal_name(host: str) -> str:
+    if host.endswith("."):
+        host = host[:-1]
+    if not host or len(host) > 253:
+        raise HttpError("bad host name %r" % host[:40])
+    labels = host.split(".")
+    if _NUMERIC_LABEL.match(labels[-1]):  # numbers: an IPv4 address in some form, or nothing
+        if not all(_NUMERIC_LABEL.match(l) for l in labels) or len(labels) > 4:
+            raise HttpError("bad IPv4 address %r" % host[:40])
+        try:
+            return socket.inet_ntoa(socket.inet_aton(host))
+        except (OSError, ValueError):
+            raise HttpError("bad IPv4 address %r" % host[:40])
+    for label in labels:
+        if not _LABEL.match(label):
+            raise HttpError("bad host name %r" % host[:70])
+    return host.lower()
 
 
 class ChunkedDecoder:
