@@ -30,158 +30,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from agent import __version__
 from agent.atomicfile import write_atomic
+from agent.config import parse_listen, policy_settings
 from agent.core.errors import ConfigError, GatewatchError
 
 log = logging.getLogger("gatewatch.daemon")
-
-try:  # Python 3.11+
-    import tomllib as _toml
-except ImportError:  # pragma: no cover - 3.9/3.10
-    import tomli as _toml
-
-# (key, default, doc); the type is the default's type ([] = list of strings).
-SETTINGS: Dict[str, List[Tuple[str, Any, str]]] = {
-    "agent": [
-        ("state_dir", "/var/lib/gatewatch", "folder for lists, trust keys, spool, status and ids"),
-        ("client_id", "", "MQTT client id; empty: generated once as gw-<random> and kept in the state folder"),
-        ("log_level", "info", "debug, info, warning or error"),
-        ("hal", "", "HAL backend (emulated, linux, openwrt, micropython); empty: automatic choice"),
-        ("status_interval", 10.0, "seconds between status file writes and status publishes"),
-        ("watchdog", 0.0, "hardware watchdog timeout in seconds; 0 disables it"),
-    ],
-    "broker": [
-        ("url", "", "mqtt://host:1883 or mqtts://host:8883; empty: no broker (lists from lists.dir only)"),
-        ("username", "", "MQTT user name (empty: none, or the one in the URL)"),
-        ("password", "", "MQTT password; prefer password_file"),
-        ("password_file", "", "file whose first line is the MQTT password"),
-        ("ca", "", "CA certificate file for mqtts:// (empty: the system store)"),
-        ("cert", "", "client certificate file for certificate login"),
-        ("key", "", "client key file for certificate login"),
-        ("prefix", "gatewatch/v1", "topic prefix"),
-        ("keepalive", 30, "MQTT keepalive in seconds"),
-    ],
-    "lists": [
-        ("trust", [], "trusted public key files (PATH or SOURCE=PATH); empty: every *.pub in <state_dir>/trust"),
-        ("dir", "", "run from this folder of list files instead of (or before) the broker; never written"),
-        ("max_bytes", 64 * 1024 * 1024, "largest list file or update accepted, in bytes"),
-        ("fetch_timeout", 30.0, "seconds to wait for all chunks of an update before refusing it"),
-        ("use_deltas", True, "fetch the delta when one version behind (false: always the snapshot)"),
-        ("retry_delay", 30.0, "seconds before an update whose chunks were missing is tried again (doubling to 1 h)"),
-    ],
-    "policy": [
-        ("mode", "block", "block, report-only or monitor (see agent/policy.py for the reasons)"),
-        ("exact_unconfirmed", "block", "exact-list hit while the hub is unreachable: block or allow"),
-        ("candidate_unconfirmed", "allow", "perceptual candidate while the hub is unreachable: block or allow"),
-        ("confirm_timeout", 2.0, "seconds to wait for the hub's confirmation"),
-        ("firewall_seconds", 0, "also block the hosting address in the HAL firewall for this long; 0: off"),
-        ("reconfirm_hours", 24.0, "ask the hub again about unconfirmed hits for this long (reported only if confirmed); 0: off"),
-    ],
-    "confirm": [
-        ("cache_max", 10000, "answers kept in the confirmation cache"),
-        ("max_ttl", 604800.0, "upper bound in seconds on the cache durations the hub sets"),
-    ],
-    "reports": [
-        ("hosting", "url-noquery", "what of the hosting location a report carries: url, url-noquery, host, none"),
-        ("region", "", "the operator's region code, e.g. DE-BY (empty: none)"),
-        ("pseudonym", True, "add the daily-rotating device pseudonym (false: none)"),
-        ("spool_max_bytes", 1024 * 1024, "spool size cap in bytes"),
-        ("spool_max_reports", 10000, "spool cap in reports"),
-        ("spool_policy", "drop-newest", "when the spool is full: drop-newest or drop-oldest (counted)"),
-    ],
-    "localapi": [
-        ("enabled", True, "serve the local check API"),
-        ("socket", "", "socket path; empty: <state_dir>/gatewatch.sock"),
-        ("max_bytes", 32 * 1024 * 1024, "largest body the local API scans"),
-    ],
-    "icap": [("listen", "", "HOST:PORT of the ICAP service (e.g. 127.0.0.1:1344); empty: off"),
-             ("early_head", "stall", "stall (Squid < 6.10, bug 5352), never (Squid >= 6.10, e2guardian) or always")],
-    "proxy": [("listen", "", "HOST:PORT of the built-in HTTP proxy (e.g. 0.0.0.0:3128); empty: off"),
-              ("mode", "explicit", "explicit (clients configured to use the proxy) or transparent (nft redirect)")],
-}
-
-
-def defaults() -> Dict[str, Dict[str, Any]]:
-    """Every setting at its default."""
-    return {sec: {k: (list(d) if isinstance(d, list) else d) for k, d, _ in items} for sec, items in SETTINGS.items()}
-
-
-def _coerce(section: str, key: str, value: Any, default: Any, from_env: bool) -> Any:
-    where = "%s %s.%s" % ("environment" if from_env else "config", section, key)
-    if isinstance(default, bool):
-        if from_env:
-            low = value.strip().lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-            raise ConfigError("%s must be true or false, not %r" % (where, value))
-        if not isinstance(value, bool):
-            raise ConfigError("%s must be true or false, not %r" % (where, value))
-        return value
-    if isinstance(default, list):
-        if from_env:
-            return [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError("%s must be a list of strings" % where)
-        return value
-    if isinstance(default, (int, float)):
-        try:
-            v = type(default)(value) if from_env else value
-        except ValueError:
-            raise ConfigError("%s must be a number, not %r" % (where, value))
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ConfigError("%s must be a number, not %r" % (where, value))
-        if isinstance(default, int) and not isinstance(v, int):
-            raise ConfigError("%s must be a whole number, not %r" % (where, value))
-        if v < 0:
-            raise ConfigError("%s must not be negative" % where)
-        return type(default)(v)
-    if not isinstance(value, str):
-        raise ConfigError("%s must be a string, not %r" % (where, value))
-    return value
-
-
-def load_config(path: Optional[str] = None, environ: Optional[Dict[str, str]] = None) -> Dict[str, Dict[str, Any]]:
-    """Defaults, then the TOML file, then GATEWATCH_<SECTION>_<KEY> variables; unknown keys refused."""
-    environ = os.environ if environ is None else environ
-    conf = defaults()
-    if path:
-        try:
-            with open(path, "rb") as f:
-                doc = _toml.load(f)
-        except OSError as exc:
-            raise ConfigError("cannot read config %s: %s" % (path, exc.strerror))
-        except _toml.TOMLDecodeError as exc:
-            raise ConfigError("config %s is not valid TOML: %s" % (path, exc))
-        for section, values in doc.items():
-            if section not in SETTINGS or not isinstance(values, dict):
-                raise ConfigError("config %s: unknown section [%s]; known: %s"
-                                  % (path, section, ", ".join(SETTINGS)))
-            known = {k: d for k, d, _ in SETTINGS[section]}
-            for key, value in values.items():
-                if key not in known:
-                    raise ConfigError("config %s: unknown setting %s.%s; known: %s"
-                                      % (path, section, key, ", ".join(known)))
-                conf[section][key] = _coerce(section, key, value, known[key], False)
-    for section, items in SETTINGS.items():
-        for key, default, _ in items:
-            name = "GATEWATCH_%s_%s" % (section.upper(), key.upper())
-            if name in environ:
-                conf[section][key] = _coerce(section, key, environ[name], default, True)
-    if conf["agent"]["log_level"] not in ("debug", "info", "warning", "error"):
-        raise ConfigError("agent.log_level must be debug, info, warning or error")
-    policy_settings(conf)  # validates the policy section
-    return conf
-
-
-def policy_settings(conf):
-    """The PolicySettings of a configuration (raises ConfigError on a bad value)."""
-    from agent.policy import PolicySettings
-
-    p = conf["policy"]
-    return PolicySettings(mode=p["mode"], exact_unconfirmed=p["exact_unconfirmed"],
-                          candidate_unconfirmed=p["candidate_unconfirmed"], confirm_timeout=p["confirm_timeout"],
-                          reconfirm_hours=p["reconfirm_hours"])
 
 
 def _read_or_create(path: str, make, mode: int = 0o644) -> str:
@@ -245,7 +97,8 @@ class Agent:
         from agent.confirm.client import ConfirmCache, Confirmer
         from agent.policy import Policy, PolicyInspector
         from agent.matching.scanner import Scanner
-        from agent.updates.updater import ListStore, Updater
+        from agent.lists.store import ListStore, load_folder
+        from agent.updates.updater import Updater
 
         c = self.conf
         os.makedirs(self.state_dir, exist_ok=True)
@@ -261,16 +114,21 @@ class Agent:
         self.store = ListStore(os.path.join(self.state_dir, "lists"), self.trust, max_bytes=max_bytes)
         self.store.remove_leftovers()
         lists = dict(self.store.load())
+        self.refused = list(self.store.refused)
         if c["lists"]["dir"]:
-            # a folder given by the operator: read, never written
-            for ident, lst in ListStore(c["lists"]["dir"], self.trust, max_bytes=max_bytes).load().items():
+            # a folder given by the operator: read, never written; the same rule as the state folder
+            folder = load_folder(c["lists"]["dir"], self.trust, max_bytes=max_bytes)
+            self.refused.extend(folder.refused)
+            for ident, lst in folder.lists.items():
                 if ident not in lists or lst.version > lists[ident].version:
                     lists[ident] = lst
             if not lists:
-                raise ConfigError("no list in %s passed verification; see the log for why" % c["lists"]["dir"])
+                raise ConfigError("no list in %s passed verification:%s" % (
+                    c["lists"]["dir"], "".join("\n  %s: %s" % r for r in folder.refused)
+                    or " the folder holds no .gwl file"))
         self.scanner = Scanner(list(lists.values()))
         log.info("lists in force: %s", ", ".join("%s v%d" % (k, v.version) for k, v in sorted(lists.items()))
-                 or "none")
+                 or "none (nothing is blocked until a list arrives)")
 
         if c["broker"]["url"]:
             self._start_mqtt()
@@ -345,7 +203,7 @@ class Agent:
             self._led("ok")
 
     def _trust(self):
-        from agent.lists import TrustStore
+        from agent.lists.trust import TrustStore
 
         specs = list(self.conf["lists"]["trust"])
         if not specs:
@@ -453,9 +311,7 @@ class Agent:
 
     def istag(self) -> str:
         """ICAP ISTag: changes whenever the lists in force change, so caches revalidate."""
-        import hashlib
-        ident = ",".join("%s@%d" % (l.ident, l.version) for l in sorted(self.scanner.lists, key=lambda l: l.ident))
-        return "gw-" + hashlib.sha256(ident.encode()).hexdigest()[:24]
+        return self.scanner.fingerprint()
 
     # -- events
     def _on_lists(self, lists) -> None:
@@ -507,6 +363,8 @@ class Agent:
                        "connected": bool(self.client is not None and self.client.connected),
                        "connects": self.client.connects if self.client is not None else 0},
             "lists": lists,
+            "lists_refused": [{"file": r.file, "reason": r.reason} for r in self.refused],
+            "list_faults": dict(self.scanner.faults),
             "policy": dict(self.policy.counters.as_dict(), mode=self.policy.settings.mode),
             "reports": self.reporter.stats() if self.reporter is not None else
             {"spool_depth": self.spool.stats()["depth"], "spool_dropped": self.spool.stats()["dropped"]},
@@ -572,21 +430,6 @@ class LocalApiFactory:
         return LocalApi(path, inspector, max_bytes=max_bytes, status=status).start()
 
 
-def parse_listen(text: str, default_port: int) -> Tuple[str, int]:
-    """'HOST:PORT' or '[v6]:PORT' -> (host, port)."""
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = text, str(default_port)
-    host = host.strip("[]")
-    try:
-        p = int(port)
-    except ValueError:
-        raise ConfigError("listen address %r: use HOST:PORT, e.g. 127.0.0.1:%d" % (text, default_port))
-    if not host or not 0 <= p <= 65535:
-        raise ConfigError("listen address %r: use HOST:PORT, e.g. 127.0.0.1:%d" % (text, default_port))
-    return host, p
-
-
 def make_server(kind: str, inspector, istag=None, proxy_mode: str = "explicit", early_head: str = "stall"):
     """The ICAP or proxy server object for an intake."""
     if kind == "icap":
@@ -597,43 +440,3 @@ def make_server(kind: str, inspector, istag=None, proxy_mode: str = "explicit", 
         return IcapServer(inspector, istag=istag, limits=IcapLimits(early_head=early_head))
     from agent.intake.proxy.server import ProxyServer
     return ProxyServer(inspector, mode=proxy_mode)
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--config", help="TOML configuration file (docs/config.md); default: built-in defaults")
-    parser.add_argument("--state-dir", help="overrides agent.state_dir")
-    parser.add_argument("--lists", help="run from this folder of list files (overrides lists.dir)")
-    parser.add_argument("--trust", action="append", help="trusted public key file (repeatable; overrides lists.trust)")
-    parser.add_argument("--broker", help="overrides broker.url")
-    parser.add_argument("--icap", metavar="HOST:PORT", help="serve ICAP here (overrides icap.listen)")
-    parser.add_argument("--proxy", metavar="HOST:PORT", help="serve the HTTP proxy here (overrides proxy.listen)")
-    parser.add_argument("--socket", help="local API socket path (overrides localapi.socket)")
-
-
-def conf_from_args(args) -> Dict[str, Dict[str, Any]]:
-    conf = load_config(args.config)
-    for value, section, key in ((args.state_dir, "agent", "state_dir"), (args.lists, "lists", "dir"),
-                                (args.trust, "lists", "trust"), (args.broker, "broker", "url"),
-                                (args.icap, "icap", "listen"), (args.proxy, "proxy", "listen"),
-                                (args.socket, "localapi", "socket")):
-        if value is not None:
-            conf[section][key] = value
-    return conf
-
-
-def main(args) -> int:
-    """Run the agent daemon: lists, updates, confirmation, reports and intakes until SIGTERM."""
-    try:
-        conf = conf_from_args(args)
-    except GatewatchError as exc:
-        print("gatewatch run: %s" % exc, file=sys.stderr)
-        return 2
-    logging.basicConfig(level=getattr(logging, conf["agent"]["log_level"].upper()),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    agent = Agent(conf)
-    try:
-        agent.start()
-    except GatewatchError as exc:
-        print("gatewatch run: %s" % exc, file=sys.stderr)
-        return 2
-    return agent.run()

@@ -7,13 +7,15 @@ a different generated image must end clean after confirmation. Prints the outcom
 
 from __future__ import annotations
 
-import tempfile
 import time
 from typing import Tuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.lists import Entry, HubEntries, TrustStore, build_list, load_list_file
+from agent.confirm.wire import Entry, EntryIndex
+from agent.lists.assemble import assemble, lsh_params
+from agent.lists.trust import TrustStore, key_id
+from agent.lists.verify import verify_bytes
 
 
 def run_selftest() -> Tuple[bool, str]:
@@ -30,15 +32,18 @@ def run_selftest() -> Tuple[bool, str]:
         key = Ed25519PrivateKey.generate()
         trust = TrustStore()
         trust.add("selftest", key.public_key())
-        with tempfile.TemporaryDirectory(prefix="gatewatch-selftest-") as d:
-            exact, hub_exact, _ = build_list(source="selftest", name="exact", signal="sha256",
-                                     entries=[Entry("builtin", digests(known)[0])], key=key, out_dir=d,
-                                     fp_rate=1e-6, expires_days=1)
-            perceptual, hub_pdq, _ = build_list(source="selftest", name="pdq", signal="pdq",
-                                          entries=[Entry("builtin", h.pdq)], key=key, out_dir=d,
-                                          fp_rate=1e-6, expires_days=1, lsh={"min_quality": 0})
-            scanner = Scanner([load_list_file(exact, trust), load_list_file(perceptual, trust)])
-            hub = {"selftest/exact": HubEntries.load(hub_exact), "selftest/pdq": HubEntries.load(hub_pdq)}
+        now = int(time.time())
+        lists, hub = [], {}
+        for name, signal, value, lsh in (("exact", "sha256", digests(known)[0], None),
+                                         ("pdq", "pdq", h.pdq, lsh_params("pdq", {"min_quality": 0}))):
+            data = assemble(source="selftest", name=name, signal=signal, version=1, hashes=[value],
+                            sign=key.sign, key_id=key_id(key.public_key()), created=now, expires=now + 86400,
+                            lsh=lsh)
+            lists.append(verify_bytes(data, trust, now=now))
+            hub["selftest/" + name] = EntryIndex({"source": "selftest", "list": name, "signal": signal,
+                                                  "version": 1, "lsh": lsh,
+                                                  "entries": [Entry("builtin", value).to_json()]})
+        scanner = Scanner(lists)
         got = scanner.confirm(scanner.scan_bytes(known), hub)
         # the other image may be a Bloom candidate (design rate); confirmation must clear it
         clean = scanner.confirm(scanner.scan_bytes(other), hub)

@@ -133,7 +133,9 @@ def build_rss_lists(folder: Path):
     import numpy as np
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from agent.lists import Entry, build_list, public_key_line
+    from agent.confirm.wire import Entry
+    from agent.lists.trust import public_key_line
+    from tools.build import build_list
 
     key = Ed25519PrivateKey.generate()
     (folder / "bench.pub").write_text(public_key_line(key.public_key(), "bench"))

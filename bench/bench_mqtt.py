@@ -29,7 +29,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools import delta as hub_delta  # noqa: E402
 from agent.core import delta as core_delta  # noqa: E402
-from agent.lists import Entry, TrustStore, build_list, generate_keys, load_private_key  # noqa: E402
+from agent.confirm.wire import Entry  # noqa: E402
+from agent.lists.trust import TrustStore  # noqa: E402
+from tools.build import build_list, generate_keys, load_private_key  # noqa: E402
 
 
 def entries(n, seed):
@@ -110,10 +112,10 @@ def bench_fleet(tmp, broker_url, pub, counts, n_entries):
 
 def bench_confirm(tmp, broker_url, requests):
     from agent.confirm.client import Confirmer
-    from agent.lists import HubEntries  # noqa: F401  (the service loads them)
+    from agent.confirm.wire import EntryIndex  # noqa: F401  (the service loads them)
     from agent.mqtt import MqttClient, Topics
     from agent.matching.scanner import Scanner
-    from agent.lists import load_list_dir
+    from agent.lists.store import load_folder
     from tools.confirm_service import ConfirmService
 
     priv = os.path.join(tmp, "keys", "bench.key")
@@ -126,7 +128,7 @@ def bench_confirm(tmp, broker_url, requests):
     ConfirmService(hub, topics, out, ttl_positive=0, ttl_negative=0).start().subscription.wait(5)
     dev = MqttClient(broker_url, "bench-dev").connect()
     confirmer = Confirmer(dev, topics, "bench-dev", timeout=5.0).start()
-    lists = load_list_dir(out, TrustStore.from_specs([os.path.join(tmp, "keys", "bench.pub")]))
+    lists = list(load_folder(out, TrustStore.from_specs([os.path.join(tmp, "keys", "bench.pub")])).lists.values())
     scanner = Scanner(lists)
 
     class Body:  # a scan result for a body whose SHA-256 is a list entry, without hashing an image

@@ -11,7 +11,9 @@ import shutil
 import time
 from typing import List, Optional
 
-from agent.lists import Entry, TrustStore, build_list, generate_keys, load_private_key
+from agent.confirm.wire import Entry
+from agent.lists.trust import TrustStore
+from tools.build import build_list, generate_keys, load_private_key
 
 
 class Hub:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.lists import generate_keys
+from tools.build import generate_keys
 
 
 def add_arguments(p) -> None:

@@ -9,8 +9,9 @@ import sys
 from agent.core import listfile
 from agent.core.errors import ListFormatError
 from agent.core.errors import ConfigError
-from agent.lists import (DEFAULT_EXPIRES_DAYS, DEFAULT_FP_RATE, EXACT_SIGNALS, PERCEPTUAL_SIGNALS,
-                         build_list, filter_stats, hash_folder, load_private_key, read_hash_text)
+from agent.core.signals import EXACT_SIGNALS, PERCEPTUAL_SIGNALS
+from agent.lists.assemble import DEFAULT_FP_RATE
+from tools.build import DEFAULT_EXPIRES_DAYS, build_list, filter_stats, hash_folder, load_private_key, read_hash_text
 
 
 def add_arguments(p) -> None:

@@ -20,7 +20,7 @@ from typing import Dict, Optional
 
 from agent.confirm.client import MAX_KEYS_PER_LIST, MAX_LISTS, PROTOCOL
 from agent.core.errors import ConfigError, GatewatchError
-from agent.lists import HubEntries
+from agent.confirm.wire import EntryIndex
 
 log = logging.getLogger("gatewatch.serve")
 
@@ -92,7 +92,7 @@ class ConfirmService:
         self.group = group
         self.stats = ConfirmStats(db)
         self.reload_interval = reload_interval
-        self.entries: Dict[str, HubEntries] = {}
+        self.entries: Dict[str, EntryIndex] = {}
         self._stamp = None
         self._checked = 0.0
         self.answered = 0
@@ -111,7 +111,7 @@ class ConfirmService:
         stamp = self._dir_stamp()
         if not force and stamp == self._stamp:
             return
-        self.entries = HubEntries.load_dir(self.lists_dir)
+        self.entries = EntryIndex.load_dir(self.lists_dir)
         self._stamp = stamp
         log.info("serving %s", ", ".join("%s v%d" % (k, v.version) for k, v in sorted(self.entries.items())))
 

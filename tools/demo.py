@@ -130,7 +130,8 @@ def demo_images():
 def build_hub_lists(folder: str, known_bytes: List[bytes]):
     """Keys and the signed demo lists (sha256 and pdq) of the known images; returns (out dir, pub key)."""
     from agent.hashing.imaging import hash_image
-    from agent.lists import Entry, build_list, generate_keys, load_private_key
+    from agent.confirm.wire import Entry
+    from tools.build import build_list, generate_keys, load_private_key
 
     priv, pub = generate_keys(os.path.join(folder, "keys"), "demo-hotline", "demo-hotline")
     key = load_private_key(priv)
@@ -153,7 +154,8 @@ def _proxy_available() -> bool:
 
 def run_demo(workdir: str, timeout: float = 60.0) -> dict:
     """Run the demo in ``workdir``; returns the summary dict."""
-    from agent.daemon import Agent, defaults
+    from agent.config import defaults
+    from agent.daemon import Agent
     from agent.intake.localapi import LocalApiClient
     from agent.mqtt import MqttClient, Topics
     from tools.collector import Collector, ReportStore

@@ -20,9 +20,10 @@ import threading
 import time
 from typing import Dict, List, Optional
 
-from agent.lists import TrustStore
+from agent.lists.trust import TrustStore
 from agent.mqtt import MqttClient, Topics
-from agent.updates.updater import ListStore, Updater
+from agent.lists.store import ListStore
+from agent.updates.updater import Updater
 
 
 class SimulatedAgent:

@@ -10,7 +10,7 @@ from agent.cli.subcommands import run
 COMMANDS = {
     "hash": "agent.cli.hash",
     "scan": "agent.cli.scan",
-    "run": "agent.daemon",
+    "run": "agent.cli.run",
     "status": "agent.cli.status",
     "selftest": "agent.selftest",
 }

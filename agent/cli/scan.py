@@ -2,18 +2,22 @@
 
 Each line has path and verdict (match, candidate, clean or error); hits add source, list, version,
 signal and distance where known; errors add a reason. Exit 0 when nothing matched, 1 when anything
-matched or was a candidate, 2 on usage or trust errors. A list that fails verification stops the scan
+matched or was a candidate, 2 on usage or trust errors (a path that does not exist among them). A list that fails verification stops the scan
 before any file is read: the scan never runs silently without it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
-from agent.core.errors import ConfigError
+from agent.core.errors import ConfigError, TrustError
 from agent.intake.files import iter_files
-from agent.lists import DEFAULT_MAX_BYTES, HubEntries, TrustStore, load_list_dir
+from agent.confirm.wire import EntryIndex
+from agent.lists.store import load_folder
+from agent.lists.trust import TrustStore
+from agent.lists.verify import DEFAULT_MAX_BYTES
 from agent.matching.scanner import ScanResult, Scanner
 
 
@@ -32,11 +36,16 @@ def add_arguments(p) -> None:
 
 def main(args) -> int:
     """Run `gatewatch scan`."""
+    missing = [p for p in args.paths if not os.path.exists(p)]
     trust = TrustStore.from_specs(args.trust)
-    lists = load_list_dir(args.lists, trust, max_bytes=args.max_list_bytes)
+    folder = load_folder(args.lists, trust, max_bytes=args.max_list_bytes)
+    if folder.refused:
+        # the scan is an explicit question: answer it against every list or not at all
+        raise TrustError("; ".join("%s: %s" % r for r in folder.refused))
+    lists = list(folder.lists.values())
     if not lists:
         raise ConfigError("no list files (*.gwl) in %s" % args.lists)
-    hub = HubEntries.load_dir(args.confirm_with) if args.confirm_with else None
+    hub = EntryIndex.load_dir(args.confirm_with) if args.confirm_with else None
     scanner = Scanner(lists, fast=not args.full, validate=True)
     hit = False
     for path, data, err in iter_files(args.paths):
@@ -49,4 +58,8 @@ def main(args) -> int:
         hit = hit or result.verdict in ("match", "candidate")
         sys.stdout.write(json.dumps(result.to_json(path)) + "\n")
         sys.stdout.flush()
+    if missing:
+        # like grep: the other files were scanned, but a path that is not there is a usage error
+        print("gatewatch scan: error: no such file or folder: %s" % ", ".join(missing), file=sys.stderr)
+        return 2
     return 1 if hit else 0

@@ -95,7 +95,7 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     """Show lists, versions, ages, refusals, spool depth and broker state of the running agent."""
-    from agent.daemon import load_config
+    from agent.config import load_config
 
     try:
         state_dir = args.state_dir or load_config(args.config)["agent"]["state_dir"]

@@ -31,37 +31,10 @@ import time
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple
 
-from agent.lists import Entry
+from agent.confirm.wire import (MAX_KEYS_PER_LIST, MAX_LISTS, PROTOCOL, AnsweredEntries, Entry,  # noqa: F401
+                                 parse_entries)
 
 log = logging.getLogger("gatewatch.confirm")
-
-PROTOCOL = 1
-MAX_KEYS_PER_LIST = 64
-MAX_LISTS = 16
-
-
-class AnsweredEntries:
-    """The hub's entries behind some short keys of one list; quacks like ``HubEntries.lookup``."""
-
-    def __init__(self, ident: str, by_key: Dict[str, List[Entry]]):
-        self.ident = ident
-        self.by_key = by_key
-
-    def lookup(self, short_key: str) -> List[Entry]:
-        return list(self.by_key.get(short_key, ()))
-
-
-def parse_entries(items) -> List[Entry]:
-    """Entries from an answer; raises ValueError on anything malformed."""
-    if not isinstance(items, list) or len(items) > 1024:
-        raise ValueError("entries must be a list")
-    out = []
-    for it in items:
-        if not isinstance(it, dict) or not isinstance(it.get("id"), str) or not isinstance(it.get("hash"), str):
-            raise ValueError("entry must have string id and hash")
-        out.append(Entry(it["id"][:200], bytes.fromhex(it["hash"])))
-    return out
-
 
 class ConfirmCache:
     """Answers per (list, key) until the expiry the hub set; bounded, least recently used out."""

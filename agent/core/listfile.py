@@ -66,21 +66,63 @@ def serialise(manifest_bytes, signature, content):
     return signed_part(manifest_bytes) + struct.pack("<H", len(signature)) + bytes(signature) + bytes(content)
 
 
+_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
+_HEX = "0123456789abcdef"
+# Ranges of the fields a device acts on. A signed list is still checked: a hub bug or a stolen key
+# must not make a scan raise, loop or allocate without bound (flip_bits/depth set the probe count).
+LSH_RANGES = {"bands": (1, 64), "flip_bits": (0, 32), "depth": (0, 3), "threshold": (0, 256),
+              "min_quality": (0, 100), "key_bits": (1, 64)}
+MAX_PROBES_PER_BAND = 1024  # sum of C(flip_bits, d) for d <= depth; the default (6, 2) gives 22
+
+
+def _int_in(where, value, lo, hi):
+    # type() rather than isinstance: True and False are ints too, and JSON says what it means
+    if type(value) is not int or not lo <= value <= hi:
+        raise ListFormatError("%s must be a whole number in %d..%d, got %r" % (where, lo, hi, value))
+    return value
+
+
+def _text(where, value, chars, lo, hi):
+    if type(value) is not str or not lo <= len(value) <= hi:
+        raise ListFormatError("%s must be a string of %d..%d characters" % (where, lo, hi))
+    for c in value:
+        if c not in chars:
+            raise ListFormatError("%s holds a character outside %r" % (where, chars))
+    return value
+
+
+def _choose(n, r):
+    out = 1
+    for i in range(r):
+        out = out * (n - i) // (i + 1)
+    return out
+
+
+def probes_per_band(flip_bits, depth):
+    """How many keys multi-probe asks per band and dihedral variant."""
+    return sum(_choose(flip_bits, d) for d in range(depth + 1))
+
+
 def check_manifest(manifest):
-    """Raise ListFormatError unless the manifest has every required field with a sane type."""
+    """Raise ListFormatError unless every field has the type and range the agent relies on."""
     if not isinstance(manifest, dict):
         raise ListFormatError("manifest is not a JSON object")
     for name in REQUIRED:
         if name not in manifest:
             raise ListFormatError("manifest lacks field '%s'" % name)
-    if manifest["format"] != FORMAT_VERSION:
+    if manifest["format"] != FORMAT_VERSION or type(manifest["format"]) is not int:
         raise ListFormatError("list format %r is not supported (this agent reads %d)"
                               % (manifest["format"], FORMAT_VERSION))
-    if manifest["signal"] not in SIGNALS:
+    if type(manifest["signal"]) is not str or manifest["signal"] not in SIGNALS:
         raise ListFormatError("unknown signal type %r" % (manifest["signal"],))
-    for name in ("version", "created", "expires", "content_length"):
-        if not isinstance(manifest[name], int) or manifest[name] < 0:
-            raise ListFormatError("manifest field '%s' must be a non-negative integer" % name)
+    _text("manifest field 'source'", manifest["source"], _NAME_CHARS, 1, 64)
+    _text("manifest field 'list'", manifest["list"], _NAME_CHARS, 1, 64)
+    _text("manifest field 'key_id'", manifest["key_id"], _NAME_CHARS, 1, 64)
+    _text("manifest field 'content_sha256'", manifest["content_sha256"], _HEX, 64, 64)
+    _int_in("manifest field 'version'", manifest["version"], 1, 0xFFFFFFFFFFFF)
+    for name in ("created", "expires"):
+        _int_in("manifest field '%s'" % name, manifest[name], 0, 0xFFFFFFFFFF)
+    _int_in("manifest field 'content_length'", manifest["content_length"], 1, 1 << 29)
     filt = manifest["filter"]
     if not isinstance(filt, dict):
         raise ListFormatError("manifest field 'filter' is not an object")
@@ -89,10 +131,45 @@ def check_manifest(manifest):
             raise ListFormatError("filter lacks field '%s'" % name)
     if filt["type"] != "bloom":
         raise ListFormatError("filter type %r is not supported" % (filt["type"],))
+    _int_in("filter field 'm'", filt["m"], 64, 0xFFFFFFFF)
+    _int_in("filter field 'k'", filt["k"], 1, 64)
+    _text("filter field 'salt'", filt["salt"], _HEX, 32, 32)
+    _int_in("filter field 'entries'", filt["entries"], 0, 1 << 40)
+    for name, hi in (("capacity", 1 << 40), ("keys_per_entry", 64)):
+        if name in filt:
+            _int_in("filter field '%s'" % name, filt[name], 0, hi)
+    if "fp_rate" in filt and (type(filt["fp_rate"]) not in (int, float) or not 0 < filt["fp_rate"] < 1):
+        raise ListFormatError("filter field 'fp_rate' must be a number between 0 and 1")
     if manifest["content_length"] != (filt["m"] + 7) // 8:
         raise ListFormatError("content length %d does not fit a filter of %d bits"
                               % (manifest["content_length"], filt["m"]))
+    lsh = manifest.get("lsh")
+    if manifest["signal"] == "pdq" and lsh is None:
+        raise ListFormatError("a pdq list needs its 'lsh' section (bands, flip_bits, depth, threshold)")
+    if lsh is not None:
+        check_lsh(lsh)
     return manifest
+
+
+def check_lsh(lsh):
+    """Raise ListFormatError unless the LSH parameters are complete and within range."""
+    if not isinstance(lsh, dict):
+        raise ListFormatError("manifest field 'lsh' is not an object")
+    for name in ("bands", "flip_bits", "depth", "threshold"):
+        if name not in lsh:
+            raise ListFormatError("lsh lacks field '%s'" % name)
+    for name in LSH_RANGES:
+        if name in lsh:
+            lo, hi = LSH_RANGES[name]
+            _int_in("lsh field '%s'" % name, lsh[name], lo, hi)
+    band_width = (256 + lsh["bands"] - 1) // lsh["bands"]
+    if lsh["flip_bits"] > band_width:
+        raise ListFormatError("lsh flip_bits %d exceeds the %d bits of a band" % (lsh["flip_bits"], band_width))
+    n = probes_per_band(lsh["flip_bits"], lsh["depth"])
+    if n > MAX_PROBES_PER_BAND:
+        raise ListFormatError("lsh flip_bits %d with depth %d asks %d probes per band, over %d"
+                              % (lsh["flip_bits"], lsh["depth"], n, MAX_PROBES_PER_BAND))
+    return lsh
 
 
 class ListFile:

@@ -53,9 +53,22 @@ def band_keys(h, bands):
     return [band_key(bands, j, v) for j, v in enumerate(band_values(h, bands))]
 
 
-def short_key(signal, band, value):
-    """The short key a device sends for confirmation: 'pdq:<band>:<hex value>'."""
-    return "%s:%d:%x" % (signal, band, value)
+def short_key(signal, band, value, key_bits=64):
+    """The short key of a band hit: 'pdq:<band>:<hex of the low key_bits bits of the band value>'.
+
+    The one definition for device and hub (the hub indexes its entries under the same keys), so
+    a request never carries more bits of an image than the list's ``key_bits`` allow.
+    """
+    return "%s:%d:%x" % (signal, band, value & ((1 << key_bits) - 1))
+
+
+def short_keys(signal, h, lsh):
+    """The short keys under which an entry with hash ``h`` is found: one for an exact digest,
+    one per band for a perceptual hash (``lsh``: the list's LSH parameters)."""
+    if lsh is None:
+        return [exact_short_key(signal, h)]
+    bits = lsh.get("key_bits", 64)
+    return [short_key(signal, j, v, bits) for j, v in enumerate(band_values(h, lsh["bands"]))]
 
 
 def exact_short_key(signal, digest, nbytes=4):

@@ -1,56 +1,48 @@
 """Running an intake without the daemon: signed lists from a folder, no MQTT (schools, tests).
 
-Owns the command line shared by ``python -m agent.intake.icap`` and ``python -m agent.intake.proxy``: it loads and
-verifies the lists through agent.lists, builds the scanning inspector, reloads the folder when it
-changes, and runs one server until SIGINT/SIGTERM. It must not parse protocols or scan.
+Owns the command line shared by ``python -m agent.intake.icap`` and ``python -m agent.intake.proxy``: it
+loads the folder by the one rule of ``agent.lists.store.load_folder``, decides through the same
+``agent.policy.PolicyInspector`` as the daemon (with no hub), reloads the folder when it changes,
+and runs one server until SIGINT/SIGTERM. It must not parse protocols or scan.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import logging
 import os
 import signal
 import sys
-from typing import List, Optional, Tuple
+import time
+from typing import List, Optional
 
+from agent.config import parse_listen
 from agent.core.errors import ConfigError, GatewatchError
+from agent.lists.store import load_folder
+from agent.lists.trust import TrustStore
 
 log = logging.getLogger("gatewatch.standalone")
 
 
-def parse_hostport(text: str, default_port: int) -> Tuple[str, int]:
-    """'HOST:PORT', '[v6]:PORT' or 'HOST' -> (host, port)."""
-    host, port = text, default_port
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        if rest.startswith(":"):
-            port = rest[1:]
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    try:
-        port = int(port)
-    except ValueError:
-        raise ConfigError("bad port in %r: use HOST:PORT, e.g. 127.0.0.1:%d" % (text, default_port))
-    if not host or not 0 <= port <= 65535:
-        raise ConfigError("bad listen address %r: use HOST:PORT, e.g. 127.0.0.1:%d" % (text, default_port))
-    return host, port
-
-
 class FolderLists:
-    """The verified lists of one folder, reloaded when the folder changes; the ISTag follows them."""
+    """The verified lists of one folder, reloaded when the folder changes; the ISTag follows them.
 
-    def __init__(self, directory: str, trust_specs: List[str]):
-        from agent.lists import TrustStore
+    Loads by the one rule of ``agent.lists.store.load_folder``: good lists load, each refused file
+    is logged with why and kept in ``refused``. A list that expires is dropped at the next look,
+    the same as at start.
+    """
+
+    def __init__(self, directory: str, trust_specs: List[str], clock=time.time):
         from agent.matching.scanner import Scanner
 
         if not os.path.isdir(directory):
             raise ConfigError("list folder %s does not exist" % directory)
         self.directory = directory
         self.trust = TrustStore.from_specs(trust_specs)
+        self.clock = clock
         self.scanner = Scanner([])
+        self.refused: list = []
         self._stamp = None
         self._tag = "gatewatch-empty"
         self.reload()
@@ -60,23 +52,22 @@ class FolderLists:
         return tuple((n, os.stat(os.path.join(self.directory, n)).st_mtime_ns) for n in names)
 
     def reload(self) -> bool:
-        """Load the folder again if it changed; a refused list keeps the last good set in force."""
-        from agent.lists import load_list_dir
-
+        """Load the folder again if it changed or a list in force expired; True when the set changed."""
         stamp = self._folder_stamp()
-        if stamp == self._stamp:
+        now = self.clock()
+        if stamp == self._stamp and not any(l.expired(now) for l in self.scanner.lists):
             return False
-        try:
-            lists = load_list_dir(self.directory, self.trust)
-        except GatewatchError as exc:
-            log.error("lists in %s refused, keeping the last good set: %s", self.directory, exc)
-            self._stamp = stamp
-            return False
-        self.scanner.swap(lists)
+        result = load_folder(self.directory, self.trust, now=now)
         self._stamp = stamp
+        self.refused = result.refused
+        lists = list(result.lists.values())
+        self.scanner.swap(lists)
         ident = ",".join("%s@%s" % (l.ident, l.version) for l in lists)
-        self._tag = "gw-" + hashlib.sha256(ident.encode()).hexdigest()[:24]
-        log.info("loaded %d list(s) from %s: %s", len(lists), self.directory, ident or "none")
+        self._tag = self.scanner.fingerprint()
+        if lists:
+            log.info("loaded %d list(s) from %s: %s", len(lists), self.directory, ident)
+        else:
+            log.error("no list in %s is in force: nothing is blocked (%d refused)", self.directory, len(self.refused))
         return True
 
     def istag(self) -> str:
@@ -115,12 +106,18 @@ def run(make_server, argv: Optional[List[str]], prog: str, what: str, default_po
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
-        host, port = parse_hostport(args.listen, default_port)
+        host, port = parse_listen(args.listen, default_port)
         from agent.intake.blockpage import BlockPage
-        from agent.matching.scanner import ScanningInspector
+        from agent.policy import Policy, PolicyInspector, PolicySettings
 
         folder = FolderLists(args.lists, args.trust)
-        inspector = ScanningInspector(folder.scanner, mode=args.mode)
+        if not folder.scanner.lists:
+            # never serve silently with nothing to match: say why each list was refused
+            raise ConfigError("no list in %s passed verification%s" % (
+                args.lists, "".join("\n  %s: %s" % r for r in folder.refused) or " (the folder holds no .gwl file)"))
+        # the same decision path as the daemon, with no hub: exact hits block, candidates pass
+        policy = Policy(PolicySettings(mode=args.mode))
+        inspector = PolicyInspector(lambda: folder.scanner, policy)
         page_kw = {"image_mode": args.image_block}
         if args.contact_url:
             page_kw["contact_url"] = args.contact_url

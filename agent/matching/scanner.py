@@ -7,18 +7,22 @@ hub's entries. Must not touch: sockets, MQTT, policy (what to do with a verdict)
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import threading
 import time
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from agent.matching import bloom_batch
 from agent.matching import lsh_batch as lsh_np
-from agent.core.lsh import exact_short_key
+from agent.core.lsh import exact_short_key, hamming, short_key
+from agent.core.signals import EXACT_SIGNALS
 from agent.core.errors import ImageError
 from agent.hashing.imaging import DEFAULT_LIMITS, Limits, digests, hash_image
-from agent.intake import Decision, Inspector
-from agent.lists import EXACT_SIGNALS, HubEntries, LoadedList, closest, pdq_short_key
+from agent.confirm.wire import Entry, EntryIndex
+from agent.lists.verify import LoadedList
 
-VERDICTS = ("match", "candidate", "clean", "error")
+log = logging.getLogger("gatewatch.scanner")
 
 
 class Hit(NamedTuple):
@@ -77,11 +81,26 @@ class Scanner:
         self.fast = fast
         self.validate = validate  # decode every body even when no perceptual list needs it
         self.lists: Tuple[LoadedList, ...] = ()
+        self.faults: Dict[str, int] = {}  # lookups that raised, per list (status shows them)
+        self._faults_lock = threading.Lock()
         self.swap(lists)
 
     def swap(self, lists: Sequence[LoadedList]) -> None:
         """Replace the loaded lists in one step (readers see the old or the new tuple, never a mix)."""
         self.lists = tuple(lists)
+
+    def fingerprint(self) -> str:
+        """Changes whenever the lists in force change (the ICAP ISTag, the status)."""
+        ident = ",".join("%s@%d" % (l.ident, l.version) for l in sorted(self.lists, key=lambda l: l.ident))
+        return "gw-" + hashlib.sha256(ident.encode()).hexdigest()[:24]
+
+    def _fault(self, lst: LoadedList, exc: Exception) -> None:
+        with self._faults_lock:
+            n = self.faults.get(lst.ident, 0) + 1
+            self.faults[lst.ident] = n
+        if n == 1 or n % 1000 == 0:  # a fault per image would flood the log
+            log.error("list %s v%d failed a lookup (%d so far): %s: %s; other lists still answer",
+                      lst.ident, lst.version, n, type(exc).__name__, exc)
 
     def scan_bytes(self, data: bytes, content_type: Optional[str] = None,
                    url: Optional[str] = None) -> ScanResult:
@@ -97,9 +116,11 @@ class Scanner:
         hits: List[Hit] = []
         for lst in lists:
             if lst.signal in d:
-                key = d[lst.signal][:16]
-                if key in lst.bloom:
-                    hits.append(Hit(lst, (exact_short_key(lst.signal, d[lst.signal]),), distance=0))
+                try:
+                    if d[lst.signal][:16] in lst.bloom:
+                        hits.append(Hit(lst, (exact_short_key(lst.signal, d[lst.signal]),), distance=0))
+                except Exception as exc:  # one broken list must not hide the others' hits
+                    self._fault(lst, exc)
         perceptual = [lst for lst in lists if lst.signal == "pdq"]
         hashes = None
         reason = None
@@ -110,7 +131,11 @@ class Scanner:
                 reason = str(e)
         if hashes is not None:
             for lst in perceptual:
-                hit = self._perceptual(lst, hashes)
+                try:
+                    hit = self._perceptual(lst, hashes)
+                except Exception as exc:
+                    self._fault(lst, exc)
+                    continue
                 if hit is not None:
                     hits.append(hit)
         if any(h.list.signal in EXACT_SIGNALS for h in hits):
@@ -139,15 +164,15 @@ class Scanner:
         found = bloom_batch.contains_many(lst.bloom, lsh_np.probe_keys(pairs, bands))
         if not found.any():
             return None
-        keys = tuple(dict.fromkeys(pdq_short_key(lst.signal, j, v, params)
+        keys = tuple(dict.fromkeys(short_key(lst.signal, j, v, params.get("key_bits", 64))
                                    for (j, v), f in zip(pairs, found) if f))
         return Hit(lst, keys)
 
-    def confirm(self, result: ScanResult, hub: Dict[str, HubEntries]) -> ScanResult:
+    def confirm(self, result: ScanResult, hub: Dict[str, EntryIndex]) -> ScanResult:
         """Decide hits locally against the hub's entries: exact equality, or distance <= threshold.
 
         ``hub`` maps 'source/list' to the entries the hub returned for the short keys (here: a whole
-        ``HubEntries``; over MQTT, only the entries behind the keys that were sent).
+        ``EntryIndex``; over MQTT, only the entries behind the keys that were sent).
         """
         if result.verdict not in ("match", "candidate"):
             return result
@@ -168,6 +193,17 @@ class Scanner:
         return result._replace(verdict="clean", hits=(), reason=None)
 
 
+def closest(query_hashes: Sequence[bytes], entries: Iterable[Entry]) -> Tuple[Optional[Entry], Optional[int]]:
+    """The entry nearest in Hamming distance to any of the query hashes (e.g. its dihedral variants)."""
+    best, best_d = None, None
+    for e in entries:
+        for q in query_hashes:
+            d = hamming(q, e.hash)
+            if best_d is None or d < best_d:
+                best, best_d = e, d
+    return best, best_d
+
+
 def confirm_hit(hit: Hit, entries, result: ScanResult) -> Hit:
     """Confirm one hit against the full entries the hub returned for its keys."""
     signal = hit.list.signal
@@ -184,29 +220,3 @@ def confirm_hit(hit: Hit, entries, result: ScanResult) -> Hit:
     if entry is not None and d <= threshold:
         return hit._replace(confirmed=True, distance=d, entry_id=entry.id)
     return hit
-
-
-class ScanningInspector(Inspector):
-    """Inspector that scans with a Scanner and blocks what policy says to block.
-
-    Without a confirmer, exact matches block (near-certain at the list's design rate) and perceptual
-    candidates pass: a candidate alone is never enough to block or report.
-    """
-
-    def __init__(self, scanner: Scanner, mode: str = "block", confirmer=None) -> None:
-        if mode not in ("block", "report-only", "monitor"):
-            raise ValueError("mode must be block, report-only or monitor")
-        self.scanner = scanner
-        self.mode = mode
-        self.confirmer = confirmer
-
-    def inspect(self, body: bytes, content_type: Optional[str] = None, url: Optional[str] = None) -> Decision:
-        """Scan ``body`` and decide."""
-        result = self.scanner.scan_bytes(body, content_type, url)
-        if self.confirmer is not None and result.verdict in ("match", "candidate"):
-            result = self.confirmer(result)
-        if result.verdict == "match" and self.mode == "block":
-            return Decision("block", "match", result, url)
-        if result.verdict == "error":
-            return Decision("allow", "scan-error: %s" % result.reason, result, url)
-        return Decision("allow", result.verdict, result, url)

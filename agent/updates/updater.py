@@ -1,10 +1,10 @@
 """Device-side list updates: follow retained manifests, fetch a delta or a snapshot, verify, install.
 
-Owns the state folder's ``lists/`` (the last good list files) and the decision to accept an update.
+Owns the decision to accept an update (the folder it installs into is ``agent.lists.store.ListStore``).
 Every rule of DESIGN.md (Lists) is checked: the signed head before anything is downloaded
 (trusted key of that source, a version newer than the one held, not expired, announced size within
 the cap), then every chunk (announced size and digest), then the assembled file in full
-(``agent.lists.verify_bytes``: signature, content digest, expiry, version, cap). A refusal at any
+(``agent.lists.verify.verify_bytes``: signature, content digest, expiry, version, cap). A refusal at any
 step leaves the last good list in force, is logged and is shown in the status with its reason.
 Must not touch: the network beyond the MqttClient it is given, scanning, reports.
 
@@ -31,12 +31,12 @@ from agent.atomicfile import fsync_dir, write_atomic
 from agent.core import delta as core_delta
 from agent.core import listfile
 from agent.core.errors import GatewatchError, TrustError
-from agent.lists import CLOCK_SKEW, DEFAULT_MAX_BYTES, LoadedList, TrustStore, verify_bytes
+from agent.lists.store import ListStore
+from agent.lists.verify import CLOCK_SKEW, LoadedList, verify_bytes
 
 log = logging.getLogger("gatewatch.updater")
 
 SCHEMA = 1
-_FILE_RE = re.compile(r"^(?P<ident>[A-Za-z0-9][A-Za-z0-9_.-]*)\.v(?P<version>\d+)\.gwl$")
 
 
 class UpdateRefused(TrustError):
@@ -49,79 +49,6 @@ class UpdateRefused(TrustError):
     def __init__(self, message: str, transient: bool = False):
         super().__init__(message)
         self.transient = transient
-
-
-# ----------------------------------------------------------------------------- the store on disk
-
-class ListStore:
-    """The last good list files in ``<state>/lists``: ``<source>.<list>.v<version>.gwl``."""
-
-    def __init__(self, directory: str, trust: TrustStore, max_bytes: int = DEFAULT_MAX_BYTES,
-                 clock: Callable[[], float] = time.time):
-        self.directory = directory
-        self.trust = trust
-        self.max_bytes = max_bytes
-        self.clock = clock
-        os.makedirs(directory, exist_ok=True)
-
-    def remove_leftovers(self) -> int:
-        """Delete temp files a crash left behind (``.<name>.tmp-<pid>``); the agent calls this at start."""
-        n = 0
-        for name in os.listdir(self.directory):
-            if name.startswith(".") and ".tmp-" in name:
-                try:
-                    os.unlink(os.path.join(self.directory, name))
-                    n += 1
-                except OSError:
-                    pass
-        return n
-
-    def _files(self) -> List[tuple]:
-        out = []
-        for name in os.listdir(self.directory):
-            m = _FILE_RE.match(name)
-            if m:
-                out.append((int(m.group("version")), os.path.join(self.directory, name)))
-            elif name.endswith(".gwl") and not name.startswith("."):
-                # a list copied in under another name still loads: its manifest says what it is
-                out.append((0, os.path.join(self.directory, name)))
-        return sorted(out, reverse=True)
-
-    def load(self) -> Dict[str, LoadedList]:
-        """The newest file of each list that passes every rule; files that fail are skipped, logged."""
-        loaded: Dict[str, LoadedList] = {}
-        for version, path in self._files():
-            try:
-                with open(path, "rb") as f:
-                    data = f.read(self.max_bytes + 1)
-                lst = verify_bytes(data, self.trust, now=self.clock(), max_bytes=self.max_bytes, path=path)
-            except (GatewatchError, OSError) as exc:
-                log.warning("not loading %s: %s", os.path.basename(path), exc)
-                continue
-            held = loaded.get(lst.ident)
-            if held is None or lst.version > held.version:
-                loaded[lst.ident] = lst
-        return loaded
-
-    def path_for(self, source: str, name: str, version: int) -> str:
-        return os.path.join(self.directory, "%s.%s.v%d.gwl" % (source, name, version))
-
-    def install(self, lst: LoadedList, data: bytes) -> str:
-        """Write the verified ``data`` atomically, then remove older versions of the same list."""
-        path = self.path_for(lst.source, lst.name, lst.version)
-        write_atomic(path, data)
-        prefix = "%s.%s.v" % (lst.source, lst.name)
-        removed = False
-        for version, other in self._files():
-            if os.path.basename(other).startswith(prefix) and version < lst.version:
-                try:
-                    os.unlink(other)
-                    removed = True
-                except OSError:
-                    pass
-        if removed:
-            fsync_dir(self.directory)
-        return path
 
 
 # ----------------------------------------------------------------------------- announcements

@@ -82,7 +82,9 @@ def board(tmp_path_factory):
     require_root_and_tools("qemu-system-aarch64", "cpio", "debootstrap")
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from agent.lists import Entry, build_list, public_key_line
+    from agent.confirm.wire import Entry
+    from agent.lists.trust import public_key_line
+    from tools.build import build_list
     from agent.hashing.imaging import digests
 
     work = tmp_path_factory.mktemp("board")

@@ -124,7 +124,7 @@ def test_bad_input_gets_error_and_the_scan_goes_on(built):
     rc, out, err = run("scan", "--lists", built / "lists", "--trust", built / "keys" / "hotline.pub",
                        built / "bad", built / "bad" / "missing.jpg")
     assert time.monotonic() - start < 60
-    assert rc == 0, err
+    assert rc == 2 and "no such file or folder" in err and "missing.jpg" in err, err  # named but absent
     rows = {os.path.basename(r["path"]): r for r in lines(out)}
     assert rows["ok.jpg"]["verdict"] == "clean"
     for name in ("zero.jpg", "truncated.jpg", "corrupt.png", "page.html", "bomb.png", "absurd.png",
@@ -132,13 +132,15 @@ def test_bad_input_gets_error_and_the_scan_goes_on(built):
         assert rows[name]["verdict"] == "error", name
         assert rows[name]["reason"], name
     assert "40000" in rows["bomb.png"]["reason"]
+    rc, out, err = run("scan", "--lists", built / "lists", "--trust", built / "keys" / "hotline.pub", built / "bad")
+    assert rc == 0, err  # unreadable images are verdicts, not usage errors
 
 
 @pytest.mark.parametrize("damage", ["flip", "other-key", "expired", "oversize"])
 def test_bad_list_stops_the_scan_with_exit_2(built, tmp_path, damage):
     lists = tmp_path / "lists"
     lists.mkdir()
-    src = built / "lists" / "hotline.exact.v1.gwl"
+    src = built / "lists" / "hotline+exact.v1.gwl"
     data = bytearray(src.read_bytes())
     trust = built / "keys" / "hotline.pub"
     if damage == "flip":
@@ -177,7 +179,7 @@ def test_usage_errors_exit_2(built):
 
 
 def test_inspect_prints_manifest_and_stats(built):
-    rc, out, err = hub("lists", "inspect", built / "lists" / "hotline.perceptual.v1.gwl")
+    rc, out, err = hub("lists", "inspect", built / "lists" / "hotline+perceptual.v1.gwl")
     assert rc == 0, err
     doc = json.loads(out)
     assert doc["manifest"]["signal"] == "pdq" and doc["manifest"]["lsh"]["bands"] >= 1

@@ -8,7 +8,9 @@ import pytest
 
 from agent.confirm.client import ConfirmCache, Confirmer
 from agent.hashing.imaging import hash_image
-from agent.lists import Entry, TrustStore, load_list_dir
+from agent.confirm.wire import Entry
+from agent.lists.store import load_folder
+from agent.lists.trust import TrustStore
 from agent.mqtt import MqttClient, Topics
 from agent.policy import Policy, PolicyInspector, PolicySettings
 from agent.hashing.samples import encode, generate_image, transform
@@ -36,7 +38,7 @@ def world(tmp_path_factory):
               name="sha", capacity=100)
     hub.build([Entry("known-%d" % i, hash_image(b, fast=False).pdq) for i, b in enumerate(known)],
               name="pdq", signal="pdq", capacity=100)
-    lists = load_list_dir(hub.out, TrustStore.from_specs([hub.pub_path]))
+    lists = list(load_folder(hub.out, TrustStore.from_specs([hub.pub_path])).lists.values())
     return {"hub": hub, "known": known, "scanner": Scanner(lists), "lists": lists,
             "unrelated": encode(generate_image(999, (384, 288)), "JPEG", 90),
             "edited": encode(transform(generate_image(101, (384, 288)), "jpeg50"), "JPEG", 85)}

@@ -109,13 +109,42 @@ def test_refuses_missing_fields():
 def test_refuses_bad_values():
     refuse(file_bytes(manifest(format=2)), "not supported")
     refuse(file_bytes(manifest(signal="crc32")), "unknown signal")
-    refuse(file_bytes(manifest(version=-1)), "non-negative")
-    refuse(file_bytes(manifest(expires="soon")), "non-negative")
+    refuse(file_bytes(manifest(version=-1)), "whole number")
+    refuse(file_bytes(manifest(expires="soon")), "whole number")
     refuse(file_bytes(manifest(filter="bloom")), "not an object")
     f = manifest()["filter"]
     f["type"] = "cuckoo"
     refuse(file_bytes(manifest(filter=f)), "not supported")
     refuse(file_bytes(manifest(content_length=17), content=bytes(17)), "does not fit")
+
+
+def test_refuses_wrong_types_and_ranges_in_the_filter_and_lsh():
+    # A signed list is still checked: these made verification raise TypeError, or one scan grow
+    # past 2 GB, before the fields were checked.
+    for name, value in (("k", "20"), ("k", 0), ("k", 65), ("k", True), ("m", "128"), ("m", 1.5),
+                        ("salt", 17), ("salt", "zz" * 16), ("entries", -1), ("capacity", "9"),
+                        ("fp_rate", 2), ("keys_per_entry", 1000)):
+        f = manifest()["filter"]
+        f[name] = value
+        refuse(file_bytes(manifest(filter=f)), "filter field '%s'" % name)
+    refuse(file_bytes(manifest(source="hl/../x")), "source")
+    refuse(file_bytes(manifest(source=7)), "source")
+    refuse(file_bytes(manifest(list="")), "list")
+    refuse(file_bytes(manifest(content_sha256="00")), "content_sha256")
+    refuse(file_bytes(manifest(version=True)), "version")
+    good = {"bands": 7, "flip_bits": 6, "depth": 2, "threshold": 31}
+    assert listfile.parse(file_bytes(manifest(signal="pdq", lsh=good))).manifest["lsh"] == good
+    refuse(file_bytes(manifest(signal="pdq")), "lsh")
+    for over, words in ((dict(flip_bits=36, depth=36), "lsh field"), (dict(flip_bits=6, depth=36), "depth"),
+                        (dict(flip_bits=36, depth=3), "flip_bits"), (dict(bands=32, flip_bits=9), "flip_bits"),
+                        (dict(bands="7"), "bands"), (dict(threshold=-1), "threshold"),
+                        (dict(depth=3, flip_bits=30), "probes")):
+        lsh = dict(good)
+        lsh.update(over)
+        refuse(file_bytes(manifest(signal="pdq", lsh=lsh)), words)
+    lsh = dict(good)
+    del lsh["bands"]
+    refuse(file_bytes(manifest(signal="pdq", lsh=lsh)), "bands")
 
 
 def test_every_single_byte_truncation_is_refused():

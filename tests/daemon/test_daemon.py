@@ -12,9 +12,9 @@ import sys
 
 import pytest
 
-from agent.daemon import SETTINGS, defaults, load_config
+from agent.config import SETTINGS, defaults, load_config
 from agent.core.errors import ConfigError
-from agent.lists import Entry
+from agent.confirm.wire import Entry
 from agent.intake.localapi import LocalApiClient
 from agent.mqtt import MqttClient, Topics
 from agent.hashing.samples import encode, generate_image
@@ -242,7 +242,7 @@ listen = "127.0.0.1:%d"
     assert not os.path.exists(sock)
     code, st = _status(state)
     assert code == 1 and not st["running"] and st.get("stopped")
-    assert "hl1.sha.v2.gwl" in os.listdir(state / "lists")
+    assert "hl1+sha.v2.gwl" in os.listdir(state / "lists")
     # privacy: everything the device published (confirmation requests, reports, status)
     capture.__exit__(None, None, None)
     from agent.hashing.imaging import hash_image
@@ -290,7 +290,7 @@ def test_daemon_refuses_to_start_without_trust(tmp_path):
 def test_list_folder_loads_files_under_any_name(tmp_path):
     """A school copying a list in as 'golden.gwl' gets it loaded, not silently skipped."""
     import shutil
-    from agent.lists import TrustStore
+    from agent.lists.trust import TrustStore
     from agent.updates.updater import ListStore
     data = str(paths.DATA)
     folder = tmp_path / "lists"

@@ -15,8 +15,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from agent.daemon import Agent, defaults
-from agent.lists import Entry
+from agent.config import defaults
+from agent.daemon import Agent
+from agent.confirm.wire import Entry
 from agent.intake.localapi import LocalApiClient
 from agent.mqtt import MqttClient, Topics
 from agent.hashing.samples import encode, generate_image

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from agent.daemon import Agent
-from agent.lists import Entry
+from agent.confirm.wire import Entry
 from agent.intake.localapi import LocalApiClient
 from agent.mqtt import MqttClient, Topics
 from agent.hashing.samples import encode, generate_image

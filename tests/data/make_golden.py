@@ -18,7 +18,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 
 from agent.core.bloom import Bloom  # noqa: E402
 from agent.core.lsh import band_keys  # noqa: E402
-from agent.lists import Entry, build_list, public_key_line  # noqa: E402
+from agent.confirm.wire import Entry  # noqa: E402
+from agent.lists.trust import public_key_line  # noqa: E402
+from tools.build import build_list  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CREATED = 1767225600  # 2026-01-01T00:00:00Z

@@ -13,7 +13,8 @@ import pytest
 
 from agent.confirm.client import Confirmer
 from agent.mqtt import MqttClient, Topics
-from agent.updates.updater import ListStore, Updater
+from agent.lists.store import ListStore
+from agent.updates.updater import Updater
 from tests.brokers import mosquitto  # noqa: F401
 from tests.listkit import Hub, random_entries, wait_for
 from tests import paths
@@ -88,9 +89,9 @@ def test_serve_command_answers_and_stops_on_sigterm(mosquitto, tmp_path):
     try:
         confirmer = Confirmer(dev, Topics(), "dev-serve", timeout=2.0).start()
         from agent.core.lsh import exact_short_key
-        from agent.lists import load_list_dir
+        from agent.lists.store import load_folder
         from agent.matching.scanner import Hit, ScanResult
-        lst = load_list_dir(hub.out, hub.trust())[0]
+        lst = list(load_folder(hub.out, hub.trust()).lists.values())[0]
         result = ScanResult("match", (Hit(lst, (exact_short_key("sha256", entries[5].hash),)),),
                             digests={"sha256": entries[5].hash})
         answered = wait_for(lambda: confirmer.ask(result), 30)

@@ -12,8 +12,11 @@ from agent.core import listfile
 from agent.core.bloom import Bloom
 from agent.core.errors import ListFormatError
 from agent.core.errors import ConfigError, TrustError
-from agent.lists import (Entry, HubEntries, TrustStore, build_list, generate_keys, load_list_dir,
-                         load_list_file, load_private_key, read_hash_text, verify_bytes)
+from agent.confirm.wire import Entry, EntryIndex
+from agent.lists.store import load_folder
+from agent.lists.trust import TrustStore
+from agent.lists.verify import load_list_file, verify_bytes
+from tools.build import build_list, generate_keys, load_private_key, read_hash_text
 from tests import paths
 
 DATA = str(paths.DATA)
@@ -119,13 +122,13 @@ def test_new_version_keeps_filter_parameters_so_deltas_stay_small(tmp_path):
     assert m3["filter"]["salt"] != m1["filter"]["salt"], "over capacity: fresh parameters"
 
 
-def test_load_list_dir_keeps_newest_version(tmp_path):
+def test_load_folder_keeps_newest_version(tmp_path):
     key = Ed25519PrivateKey.generate()
     trust = TrustStore()
     trust.add("s", key.public_key())
     for n in (10, 20, 30):
         build_list(source="s", name="l", signal="sha256", entries=entries(n), key=key, out_dir=str(tmp_path))
-    lists = load_list_dir(str(tmp_path), trust)
+    lists = list(load_folder(str(tmp_path), trust).lists.values())
     assert [(x.ident, x.version) for x in lists] == [("s/l", 3)]
 
 
@@ -164,7 +167,7 @@ def test_hash_text_formats(tmp_path):
 
 def test_hub_entries_lookup_by_short_key(signed):
     _, _, _, hub = signed
-    h = HubEntries.load(hub)
+    h = EntryIndex.load(hub)
     e = entries(100)[7]
     got = h.lookup("sha256:%s" % e.hash[:4].hex())
     assert [x.id for x in got] == ["id7"]

@@ -11,7 +11,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from PIL import Image
 
 from agent.hashing import samples
-from agent.lists import Entry, HubEntries, TrustStore, build_list, load_list_file
+from agent.confirm.wire import Entry, EntryIndex
+from agent.lists.trust import TrustStore
+from agent.lists.verify import load_list_file
+from tools.build import build_list
 from agent.matching.scanner import Scanner
 import io
 
@@ -55,7 +58,7 @@ def world(tmp_path_factory):
     p1, h1, _ = build_list(source="test", name="pdq", signal="pdq", entries=pdq_entries, key=key, out_dir=out)
     p2, h2, _ = build_list(source="test", name="sha", signal="sha256", entries=sha_entries, key=key, out_dir=out)
     scanner = Scanner([load_list_file(p1, trust), load_list_file(p2, trust)])
-    hub = {"test/pdq": HubEntries.load(h1), "test/sha": HubEntries.load(h2)}
+    hub = {"test/pdq": EntryIndex.load(h1), "test/sha": EntryIndex.load(h2)}
     return known, known_bytes, unrelated, scanner, hub
 
 

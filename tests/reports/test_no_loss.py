@@ -130,7 +130,7 @@ def test_no_report_lost_with_the_real_daemon(tmp_path):
     import hashlib
     import json as _json
 
-    from agent.lists import Entry
+    from agent.confirm.wire import Entry
     from agent.intake.localapi import LocalApiClient
     from agent.mqtt import MqttClient, Topics
     from agent.hashing.samples import encode, generate_image

@@ -30,9 +30,10 @@ ITERATIONS = 50
 
 APPLY = textwrap.dedent("""
     import json, sys, time
-    from agent.lists import TrustStore
+    from agent.lists.trust import TrustStore
     from agent.mqtt import Topics
-    from agent.updates.updater import ListStore, Updater
+    from agent.lists.store import ListStore
+from agent.updates.updater import Updater
     from tools.publish import BuiltList, Plan
 
     state, pub, old, new, chunk = sys.argv[1:6]
@@ -105,7 +106,7 @@ def test_sigkill_during_update_leaves_old_or_new(tmp_path):
             if name.endswith(".gwl"):
                 with open(os.path.join(state, name), "rb") as f:
                     data = f.read()
-                from agent.lists import verify_bytes
+                from agent.lists.verify import verify_bytes
                 verify_bytes(data, trust)
             else:
                 assert name.startswith("."), name

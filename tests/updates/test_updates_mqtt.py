@@ -8,9 +8,10 @@ import os
 
 import pytest
 
-from agent.lists import TrustStore
+from agent.lists.trust import TrustStore
 from agent.mqtt import MqttClient, Topics
-from agent.updates.updater import ListStore, Updater
+from agent.lists.store import ListStore
+from agent.updates.updater import Updater
 from tests.brokers import mosquitto  # noqa: F401
 from tests.listkit import Hub, only, random_entries, wait_for
 from tools.publish import publish_lists
@@ -107,7 +108,7 @@ def test_one_behind_gets_only_the_delta_and_a_new_device_the_snapshot(mosquitto,
         with open(hub.v2, "rb") as f:
             assert old.updater.data[IDENT] == f.read()
         # the superseded version is gone from disk
-        assert sorted(os.listdir(old.store.directory)) == ["hl1.sha.v2.gwl"]
+        assert sorted(os.listdir(old.store.directory)) == ["hl1+sha.v2.gwl"]
         st = new.wait_outcome(2)
         assert (st.version, st.via) == (2, "snapshot")
         assert st.bytes_downloaded == ann["size"]

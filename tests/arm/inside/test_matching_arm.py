@@ -24,7 +24,10 @@ from agent.hashing import samples
 from agent.core import listfile
 from agent.core.bloom import Bloom
 from agent.hashing.imaging import hash_image
-from agent.lists import Entry, HubEntries, TrustStore, build_list, load_list_file
+from agent.confirm.wire import Entry, EntryIndex
+from agent.lists.trust import TrustStore
+from agent.lists.verify import load_list_file
+from tools.build import build_list
 from agent.matching.scanner import Scanner
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "data")
@@ -61,7 +64,7 @@ def lists(tmp_path_factory):
     pdq, _, _ = build_list(source="board-test", name="pdq", signal="pdq", entries=pdq_entries,
                            key=key, out_dir=d, fp_rate=1e-6, expires_days=1)
     scanner = Scanner([load_list_file(exact, trust), load_list_file(pdq, trust)])
-    return scanner, known, blobs, HubEntries.load_dir(d)
+    return scanner, known, blobs, EntryIndex.load_dir(d)
 
 
 def test_known_images_match(lists):

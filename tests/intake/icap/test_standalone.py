@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from agent.core.errors import ConfigError
-from agent.intake.standalone import FolderLists, parse_hostport
+from agent.config import parse_listen as parse_hostport
+from agent.intake.standalone import FolderLists
 from tests.intake.icap.realservers import ROOT, demo_lists, hub
 
 
@@ -52,5 +53,6 @@ def test_folder_reload_swaps_lists_and_istag_and_keeps_last_good(tmp_path):
     data[-1] ^= 0xFF
     with open(os.path.join(lists_dir, "forged-v99.gwl"), "wb") as fh:
         fh.write(bytes(data))
-    assert folder.reload() is False
+    folder.reload()
     assert folder.istag() == good_tag and folder.scanner.lists == good_lists
+    assert [r.file for r in folder.refused] == ["forged-v99.gwl"] and "digest" in folder.refused[0].reason

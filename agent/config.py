@@ -1,0 +1,188 @@
+"""The agent's settings: one schema, its defaults, the TOML file and the environment overrides.
+
+Owns: ``SETTINGS`` (every setting, its default and its one-line documentation, which docs/config.md,
+the sample firmware/gatewatch.toml and the OpenWrt UCI mapping must match; tests check it), reading
+and checking a configuration, and parsing listen addresses. Must not touch: starting anything
+(``agent.daemon``), the command line (``agent.cli``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Dict, List, Optional, Tuple
+
+from agent.core.errors import ConfigError
+
+try:  # Python 3.11+
+    import tomllib as _toml
+except ImportError:  # pragma: no cover - 3.9/3.10
+    import tomli as _toml
+
+# (key, default, doc); the type is the default's type ([] = list of strings).
+SETTINGS: Dict[str, List[Tuple[str, Any, str]]] = {
+    "agent": [
+        ("state_dir", "/var/lib/gatewatch", "folder for lists, trust keys, spool, status and ids"),
+        ("client_id", "", "MQTT client id; empty: generated once as gw-<random> and kept in the state folder"),
+        ("log_level", "info", "debug, info, warning or error"),
+        ("hal", "", "HAL backend (emulated, linux, openwrt, micropython); empty: automatic choice"),
+        ("status_interval", 10.0, "seconds between status file writes and status publishes"),
+        ("watchdog", 0.0, "hardware watchdog timeout in seconds; 0 disables it"),
+    ],
+    "broker": [
+        ("url", "", "mqtt://host:1883 or mqtts://host:8883; empty: no broker (lists from lists.dir only)"),
+        ("username", "", "MQTT user name (empty: none, or the one in the URL)"),
+        ("password", "", "MQTT password; prefer password_file"),
+        ("password_file", "", "file whose first line is the MQTT password"),
+        ("ca", "", "CA certificate file for mqtts:// (empty: the system store)"),
+        ("cert", "", "client certificate file for certificate login"),
+        ("key", "", "client key file for certificate login"),
+        ("prefix", "gatewatch/v1", "topic prefix"),
+        ("keepalive", 30, "MQTT keepalive in seconds"),
+    ],
+    "lists": [
+        ("trust", [], "trusted public key files (PATH or SOURCE=PATH); empty: every *.pub in <state_dir>/trust"),
+        ("dir", "", "run from this folder of list files instead of (or before) the broker; never written"),
+        ("max_bytes", 64 * 1024 * 1024, "largest list file or update accepted, in bytes"),
+        ("fetch_timeout", 30.0, "seconds to wait for all chunks of an update before refusing it"),
+        ("use_deltas", True, "fetch the delta when one version behind (false: always the snapshot)"),
+        ("retry_delay", 30.0, "seconds before an update whose chunks were missing is tried again (doubling to 1 h)"),
+    ],
+    "policy": [
+        ("mode", "block", "block, report-only or monitor (see agent/policy.py for the reasons)"),
+        ("exact_unconfirmed", "block", "exact-list hit while the hub is unreachable: block or allow"),
+        ("candidate_unconfirmed", "allow", "perceptual candidate while the hub is unreachable: block or allow"),
+        ("confirm_timeout", 2.0, "seconds to wait for the hub's confirmation"),
+        ("firewall_seconds", 0, "also block the hosting address in the HAL firewall for this long; 0: off"),
+        ("reconfirm_hours", 24.0, "ask the hub again about unconfirmed hits for this long (reported only if confirmed); 0: off"),
+    ],
+    "confirm": [
+        ("cache_max", 10000, "answers kept in the confirmation cache"),
+        ("max_ttl", 604800.0, "upper bound in seconds on the cache durations the hub sets"),
+    ],
+    "reports": [
+        ("hosting", "url-noquery", "what of the hosting location a report carries: url, url-noquery, host, none"),
+        ("region", "", "the operator's region code, e.g. DE-BY (empty: none)"),
+        ("pseudonym", True, "add the daily-rotating device pseudonym (false: none)"),
+        ("spool_max_bytes", 1024 * 1024, "spool size cap in bytes"),
+        ("spool_max_reports", 10000, "spool cap in reports"),
+        ("spool_policy", "drop-newest", "when the spool is full: drop-newest or drop-oldest (counted)"),
+    ],
+    "localapi": [
+        ("enabled", True, "serve the local check API"),
+        ("socket", "", "socket path; empty: <state_dir>/gatewatch.sock"),
+        ("max_bytes", 32 * 1024 * 1024, "largest body the local API scans"),
+    ],
+    "icap": [("listen", "", "HOST:PORT of the ICAP service (e.g. 127.0.0.1:1344); empty: off"),
+             ("early_head", "stall", "stall (Squid < 6.10, bug 5352), never (Squid >= 6.10, e2guardian) or always")],
+    "proxy": [("listen", "", "HOST:PORT of the built-in HTTP proxy (e.g. 0.0.0.0:3128); empty: off"),
+              ("mode", "explicit", "explicit (clients configured to use the proxy) or transparent (nft redirect)")],
+}
+
+
+def defaults() -> Dict[str, Dict[str, Any]]:
+    """Every setting at its default."""
+    return {sec: {k: (list(d) if isinstance(d, list) else d) for k, d, _ in items} for sec, items in SETTINGS.items()}
+
+
+def _coerce(section: str, key: str, value: Any, default: Any, from_env: bool) -> Any:
+    where = "%s %s.%s" % ("environment" if from_env else "config", section, key)
+    if isinstance(default, bool):
+        if from_env:
+            low = value.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError("%s must be true or false, not %r" % (where, value))
+        if not isinstance(value, bool):
+            raise ConfigError("%s must be true or false, not %r" % (where, value))
+        return value
+    if isinstance(default, list):
+        if from_env:
+            return [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError("%s must be a list of strings" % where)
+        return value
+    if isinstance(default, (int, float)):
+        try:
+            v = type(default)(value) if from_env else value
+        except ValueError:
+            raise ConfigError("%s must be a number, not %r" % (where, value))
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError("%s must be a number, not %r" % (where, value))
+        if isinstance(default, int) and not isinstance(v, int):
+            raise ConfigError("%s must be a whole number, not %r" % (where, value))
+        if v < 0:
+            raise ConfigError("%s must not be negative" % where)
+        return type(default)(v)
+    if not isinstance(value, str):
+        raise ConfigError("%s must be a string, not %r" % (where, value))
+    return value
+
+
+def load_config(path: Optional[str] = None, environ: Optional[Dict[str, str]] = None) -> Dict[str, Dict[str, Any]]:
+    """Defaults, then the TOML file, then GATEWATCH_<SECTION>_<KEY> variables; unknown keys refused."""
+    environ = os.environ if environ is None else environ
+    conf = defaults()
+    if path:
+        try:
+            with open(path, "rb") as f:
+                doc = _toml.load(f)
+        except OSError as exc:
+            raise ConfigError("cannot read config %s: %s" % (path, exc.strerror))
+        except _toml.TOMLDecodeError as exc:
+            raise ConfigError("config %s is not valid TOML: %s" % (path, exc))
+        for section, values in doc.items():
+            if section not in SETTINGS or not isinstance(values, dict):
+                raise ConfigError("config %s: unknown section [%s]; known: %s"
+                                  % (path, section, ", ".join(SETTINGS)))
+            known = {k: d for k, d, _ in SETTINGS[section]}
+            for key, value in values.items():
+                if key not in known:
+                    raise ConfigError("config %s: unknown setting %s.%s; known: %s"
+                                      % (path, section, key, ", ".join(known)))
+                conf[section][key] = _coerce(section, key, value, known[key], False)
+    for section, items in SETTINGS.items():
+        for key, default, _ in items:
+            name = "GATEWATCH_%s_%s" % (section.upper(), key.upper())
+            if name in environ:
+                conf[section][key] = _coerce(section, key, environ[name], default, True)
+    if conf["agent"]["log_level"] not in ("debug", "info", "warning", "error"):
+        raise ConfigError("agent.log_level must be debug, info, warning or error")
+    policy_settings(conf)  # validates the policy section
+    return conf
+
+
+def policy_settings(conf):
+    """The PolicySettings of a configuration (raises ConfigError on a bad value)."""
+    from agent.policy import PolicySettings
+
+    p = conf["policy"]
+    return PolicySettings(mode=p["mode"], exact_unconfirmed=p["exact_unconfirmed"],
+                          candidate_unconfirmed=p["candidate_unconfirmed"], confirm_timeout=p["confirm_timeout"],
+                          reconfirm_hours=p["reconfirm_hours"])
+
+
+_PORT_RE = re.compile(r"^[0-9]{1,5}$")
+
+
+def parse_listen(text: str, default_port: int) -> Tuple[str, int]:
+    """'HOST:PORT', '[v6]:PORT', 'HOST' or '[v6]' -> (host, port); ConfigError on anything else."""
+    where = "listen address %r: use HOST:PORT, e.g. 127.0.0.1:%d" % (text, default_port)
+    if not isinstance(text, str) or not text.isascii() or not text.strip():
+        raise ConfigError(where)
+    host, port = text.strip(), str(default_port)
+    if host.startswith("["):
+        host, close, rest = host[1:].partition("]")
+        if not close or (rest and not rest.startswith(":")):
+            raise ConfigError(where)
+        if rest:
+            port = rest[1:]
+    elif host.count(":") == 1:
+        host, port = host.split(":")
+    elif host.count(":") > 1:
+        raise ConfigError(where + " (put an IPv6 address in brackets: [::1]:%d)" % default_port)
+    if not host or not _PORT_RE.match(port) or int(port) > 65535:
+        raise ConfigError(where)
+    return host, int(port)

@@ -1,0 +1,84 @@
+"""A signed list's bytes from entries: the Bloom fill, the manifest, the signature.
+
+Owns: which Bloom keys an entry becomes (digest prefixes for exact signals, LSH band keys for
+perceptual ones) and the manifest fields a new list carries. Shared by the hub's `lists build`
+(``tools.build``, which adds versions, files and the hub's private entries) and the on-device
+self-test (which signs a throwaway list with a throwaway key). Must not touch: files, keys on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from agent.core import listfile
+from agent.core.bloom import Bloom, optimal_parameters
+from agent.core.errors import ConfigError
+from agent.core.signals import EXACT_SIGNALS, PERCEPTUAL_SIGNALS
+from agent.matching import bloom_batch
+from agent.matching import lsh_batch
+
+DEFAULT_FP_RATE = 1e-6
+# LSH defaults, chosen by bench/bench_lsh.py (docs/benchmarks.md, "Perceptual lists").
+# min_quality 20: PDQ of flat or tiny images (quality near 0) is degenerate; textured pictures of low
+# contrast still hash usefully at 30-50, and the reference matches them, so the gate stays low.
+# bands 7 / flip 6 / depth 2: bench/bench_lsh.py found it the smallest setting that keeps recall of real
+# transforms at 100% up to distance 31 on the test images; key_bits: a confirmation request carries
+# only the low 16 bits of the band that hit, shared by ~N/65536 entries, so a Bloom false positive
+# reveals little of an image that did not match.
+DEFAULT_LSH = {"bands": 7, "flip_bits": 6, "depth": 2, "threshold": 31, "min_quality": 20, "key_bits": 16}
+
+
+def entry_keys(signal: str, hashes: np.ndarray, lsh: Optional[dict]) -> np.ndarray:
+    """Bloom keys for entries: digest prefixes for exact lists, LSH band keys for perceptual ones."""
+    if signal in EXACT_SIGNALS:
+        return np.ascontiguousarray(hashes[:, :16]).view("<u8").astype(np.uint64)
+    return lsh_batch.band_keys_many(hashes, lsh["bands"])
+
+
+def lsh_params(signal: str, lsh: Optional[dict]) -> Optional[dict]:
+    """The LSH section of a new list: the defaults overridden by ``lsh`` (None for exact lists)."""
+    if signal not in PERCEPTUAL_SIGNALS:
+        return None
+    params = dict(DEFAULT_LSH)
+    params.update(lsh or {})
+    listfile.check_lsh(params)
+    return params
+
+
+def assemble(*, source: str, name: str, signal: str, version: int, hashes: Sequence[bytes],
+             sign: Callable[[bytes], bytes], key_id: str, created: int, expires: int,
+             fp_rate: float = DEFAULT_FP_RATE, lsh: Optional[dict] = None, capacity: Optional[int] = None,
+             params: Optional[tuple] = None) -> bytes:
+    """The list file's bytes. ``params`` (m, k, salt, capacity) reuses a filter layout for small deltas."""
+    if signal not in EXACT_SIGNALS + PERCEPTUAL_SIGNALS:
+        raise ConfigError("signal %r is not supported; use one of %s"
+                          % (signal, ", ".join(EXACT_SIGNALS + PERCEPTUAL_SIGNALS)))
+    n = len(hashes)
+    keys_per_entry = lsh["bands"] if lsh else 1
+    if params is None:
+        cap = max(capacity or n, n, 1)
+        m, k = optimal_parameters(cap * keys_per_entry, fp_rate)
+        salt = secrets.token_bytes(16)
+    else:
+        m, k, salt, cap = params
+    bloom = Bloom(m, k, salt)
+    if n:
+        arr = np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(n, -1)
+        bloom_batch.add_many(bloom, entry_keys(signal, arr, lsh))
+    content = bytes(bloom.bits)
+    manifest = {
+        "format": listfile.FORMAT_VERSION, "source": source, "list": name, "signal": signal,
+        "version": int(version), "created": int(created), "expires": int(expires),
+        "key_id": key_id, "content_length": len(content),
+        "content_sha256": hashlib.sha256(content).hexdigest(),
+        "filter": {"type": "bloom", "m": m, "k": k, "salt": salt.hex(), "entries": n, "capacity": cap,
+                   "fp_rate": fp_rate, "keys_per_entry": keys_per_entry},
+    }
+    if lsh:
+        manifest["lsh"] = lsh
+    mbytes = listfile.encode_manifest(manifest)
+    return listfile.serialise(mbytes, sign(listfile.signed_part(mbytes)), content)

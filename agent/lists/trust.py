@@ -1,0 +1,110 @@
+"""Who may sign lists: source and list names, public keys and their files, the trust store.
+
+Owns: the safe alphabet of source and list names, the one-line public key file, ``TrustStore``
+(Ed25519 public keys per source) and signature checks. Must not touch: private keys and signing
+(the hub, ``tools.build``), the byte layout (``agent.core.listfile``), the other acceptance rules
+(``agent.lists.verify``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+from typing import Dict, Iterable, List, Tuple
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from agent.core import listfile
+from agent.core.errors import ConfigError, TrustError
+
+PUB_PREFIX = "gatewatch-ed25519"
+# '+' is not in the alphabet: it separates source and list in file names (agent.lists.store).
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_name(kind: str, value: str) -> str:
+    """Source and list names go into file names and topics: keep them to a safe alphabet."""
+    if not isinstance(value, str) or not _NAME_RE.match(value) or not value.isascii():
+        raise ConfigError("%s name %r is invalid: use 1-64 letters, digits, '.', '_' or '-'" % (kind, value))
+    return value
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    """Short identifier of a public key: first 8 bytes of the SHA-256 of its raw form, in hex."""
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def public_key_line(public: Ed25519PublicKey, source: str) -> str:
+    """The one-line public key file: 'gatewatch-ed25519 <base64 raw key> <source>'."""
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "%s %s %s\n" % (PUB_PREFIX, base64.b64encode(raw).decode(), source)
+
+
+def parse_public_key(text: str, origin: str = "public key") -> Tuple[Ed25519PublicKey, str]:
+    """Parse a public key line into (key, source)."""
+    parts = text.strip().split()
+    if len(parts) != 3 or parts[0] != PUB_PREFIX:
+        raise ConfigError("%s is not a gatewatch public key ('%s <base64> <source>')" % (origin, PUB_PREFIX))
+    try:
+        raw = base64.b64decode(parts[1], validate=True)
+        key = Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError as e:
+        raise ConfigError("%s: bad key material: %s" % (origin, e))
+    return key, check_name("source", parts[2])
+
+
+class TrustStore:
+    """Ed25519 public keys per source: a list is accepted only if its own source's key signed it."""
+
+    def __init__(self) -> None:
+        self._keys: Dict[str, Dict[str, Ed25519PublicKey]] = {}
+
+    def add(self, source: str, public: Ed25519PublicKey) -> None:
+        """Trust ``public`` for lists of ``source``."""
+        self._keys.setdefault(source, {})[key_id(public)] = public
+
+    @classmethod
+    def from_specs(cls, specs: Iterable[str]) -> "TrustStore":
+        """From ``PATH`` (trusted for the source named in the file) or ``SOURCE=PATH`` items."""
+        store = cls()
+        for spec in specs:
+            source = None
+            path = spec
+            if "=" in spec and not os.path.exists(spec):
+                source, path = spec.split("=", 1)
+            try:
+                with open(path, "r", encoding="utf-8") as f:
+                    key, named = parse_public_key(f.read(), path)
+            except OSError as e:
+                raise ConfigError("cannot read trusted key %s: %s" % (path, e.strerror))
+            except UnicodeDecodeError:
+                raise ConfigError("%s is not a gatewatch public key (not text)" % path)
+            store.add(check_name("source", source) if source else named, key)
+        return store
+
+    def sources(self) -> List[str]:
+        """Sources with at least one trusted key."""
+        return sorted(self._keys)
+
+    def verify(self, lf: listfile.ListFile) -> str:
+        """Check the signature; return the key id that made it or raise TrustError."""
+        source = lf.manifest["source"]
+        keys = self._keys.get(source)
+        if not keys:
+            raise TrustError("list %s/%s is from source %r, which has no trusted key here"
+                             % (source, lf.manifest["list"], source))
+        signed = lf.signed_bytes()
+        for kid, key in keys.items():
+            try:
+                key.verify(lf.signature, signed)
+                return kid
+            except InvalidSignature:
+                continue
+        raise TrustError("list %s/%s v%s: signature does not verify with any trusted key of %r "
+                         "(tampered, or signed by another key)"
+                         % (source, lf.manifest["list"], lf.manifest["version"], source))
