@@ -1,6 +1,7 @@
 """firmware/openwrt: the shipped UCI file maps to a valid agent config, the init script's validation
 matches the mapping's schema, scripts pass ``sh -n``, the fw4 include passes ``nft -c`` inside
-``table inet fw4`` (as fw4 includes it) and the feed Makefile parses with GNU make."""
+``table inet fw4`` (as fw4 includes it), the feed Makefile parses with GNU make and its fields follow
+the packages feed's conventions (build dependency, maintainer, license file, conffiles without state)."""
 
 import os
 import re
@@ -26,7 +27,7 @@ def _read(name):
 def test_shipped_uci_config_maps_to_a_valid_config():
     config = openwrt.uci_to_config(_read("gatewatch.config"))
     assert config == {
-        "agent": {"hal": "openwrt", "state_dir": "/etc/gatewatch", "log_level": "info"},
+        "agent": {"hal": "openwrt", "state_dir": "/srv/gatewatch", "log_level": "info"},
         "broker": {"url": "mqtts://hub.example.invalid:8883"},
         "policy": {"mode": "block", "exact_unconfirmed": "block", "candidate_unconfirmed": "allow", "firewall_seconds": 0},
         "reports": {"hosting": "url-noquery", "pseudonym": True},
@@ -37,18 +38,18 @@ def test_shipped_uci_config_maps_to_a_valid_config():
 
 
 def test_rendered_toml_is_accepted_by_the_daemon(tmp_path):
-    daemon = pytest.importorskip("agent.daemon", reason="agent.daemon (the MQTT engineer's) is not in this tree yet")
+    from agent import config
     path = tmp_path / "gatewatch.toml"
     path.write_text(openwrt.config_to_toml(openwrt.uci_to_config(_read("gatewatch.config"))))
-    conf = daemon.load_config(str(path), environ={})
-    assert conf["agent"]["hal"] == "openwrt" and conf["agent"]["state_dir"] == "/etc/gatewatch"
+    conf = config.load_config(str(path), environ={})
+    assert conf["agent"]["hal"] == "openwrt" and conf["agent"]["state_dir"] == "/srv/gatewatch"
     assert conf["broker"]["url"] == "mqtts://hub.example.invalid:8883"
     assert conf["proxy"]["listen"] == "0.0.0.0:3128" and conf["icap"]["listen"] == ""
 
 
 def test_every_mapped_option_is_a_daemon_setting():
-    daemon = pytest.importorskip("agent.daemon", reason="agent.daemon (the MQTT engineer's) is not in this tree yet")
-    known = {(sec, key) for sec, items in daemon.SETTINGS.items() for key, _d, _doc in items}
+    from agent import config
+    known = {(sec, key) for sec, items in config.SETTINGS.items() for key, _d, _doc in items}
     for section, options in openwrt.UCI_SCHEMA.items():
         for name, (_kind, _extra, target) in options.items():
             assert target is None or target in known, "gatewatch.%s.%s maps to unknown %r" % (section, name, target)
@@ -160,22 +161,39 @@ def test_nft_include_loads_into_a_fw4_table_and_the_backend_uses_it(tmp_path):
         ns.close()
 
 
-def test_feed_makefile_parses_and_installs_every_file(tmp_path):
+def _stand_in_topdir(tmp_path):
+    """Stand-ins for the OpenWrt build system's includes, so GNU make parses the real Makefile."""
+    top = tmp_path / "top"
+    if not top.exists():
+        (top / "include").mkdir(parents=True)
+        (top / "feeds/packages/lang/python").mkdir(parents=True)
+        (top / "rules.mk").write_text("")
+        (top / "include/package.mk").write_text("BuildPackage = $(eval PACKAGES += $(1))\n")
+        (top / "feeds/packages/lang/python/python3-package.mk").write_text("Py3Package =\n")
+    return top
+
+
+def _make_show(tmp_path, expression):
     if shutil.which("make") is None:
         pytest.skip("GNU make not installed")
-    # Stand-ins for the OpenWrt build system's includes, so GNU make parses the real Makefile.
-    top = tmp_path / "top"
-    (top / "include").mkdir(parents=True)
-    (top / "feeds/packages/lang/python").mkdir(parents=True)
-    (top / "rules.mk").write_text("")
-    (top / "include/package.mk").write_text("BuildPackage = $(eval PACKAGES += $(1))\n")
-    (top / "feeds/packages/lang/python/python3-package.mk").write_text("Py3Package =\n")
+    top = _stand_in_topdir(tmp_path)
     proc = subprocess.run(
         ["make", "-s", "-C", PKG, "-f", "Makefile", "TOPDIR=%s" % top, "INCLUDE_DIR=%s/include" % top,
-         "--eval", "show: ; @: $(info $(PKG_NAME) $(PACKAGES) | $(Package/gatewatch) | $(GATEWATCH_SRC))", "show"],
+         "--eval", "show: ; @: $(info %s)" % expression, "show"],
         capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    name, deps, src = proc.stdout.split(" | ")
+    return proc.stdout
+
+
+def _make_var(tmp_path, name, expand=True):
+    """The value of one variable (or define) of the feed Makefile, as GNU make expands it
+    (expand=False: as written)."""
+    return _make_show(tmp_path, ("$(%s)" if expand else "$(value %s)") % name).rstrip("\n")
+
+
+def test_feed_makefile_parses_and_installs_every_file(tmp_path):
+    out = _make_show(tmp_path, "$(PKG_NAME) $(PACKAGES) | $(Package/gatewatch) | $(GATEWATCH_SRC)")
+    name, deps, src = out.split(" | ")
     assert "SECTION:=net" in deps
     assert name.split() == ["gatewatch", "gatewatch"]
     for dep in ("+python3-light", "+python3-numpy", "+python3-pillow", "+python3-cryptography",
@@ -264,7 +282,7 @@ def test_init_starts_the_console_when_configured(tmp_path):
     text = _read("gatewatch.config").replace("option console ''", "option console '/dev/ttyS1'")
     lines = _run_init(tmp_path, text).stdout.splitlines()
     assert "PROCD open_instance console" in lines
-    assert "PROCD param command python3 -m agent.console --port /dev/ttyS1 --state-dir /etc/gatewatch" in lines
+    assert "PROCD param command python3 -m agent.console --port /dev/ttyS1 --state-dir /srv/gatewatch" in lines
 
 
 def test_init_refuses_an_invalid_config(tmp_path):
@@ -289,3 +307,103 @@ def test_init_transparent_proxy_writes_the_redirect_and_reloads_fw4(tmp_path):
 def test_init_service_triggers(tmp_path):
     lines = _run_init(tmp_path, _read("gatewatch.config"), action="service_triggers").stdout.splitlines()
     assert lines == ["PROCD reload_trigger gatewatch", "PROCD validation validate_all"]
+
+
+# ------------------------------------------------------------------ feed conventions, license, conffiles
+
+def _uci_state_dir():
+    return {s.type: s.options for s in openwrt.parse_uci(_read("gatewatch.config"))}["agent"]["state_dir"]
+
+
+def test_makefile_build_depends_on_host_setuptools(tmp_path):
+    # python3-package.mk builds with `python3 -m build --no-isolation`: the setuptools backend that
+    # pyproject.toml names must be in host Python (python-setuptools/host of the packages feed).
+    backend = re.search(r'build-backend\s*=\s*"([^"]+)"', (paths.ROOT / "pyproject.toml").read_text()).group(1)
+    assert backend.startswith("setuptools")
+    assert "python-setuptools/host" in _make_var(tmp_path, "PKG_BUILD_DEPENDS").split()
+
+
+def test_makefile_maintainer_is_name_and_email(tmp_path):
+    maintainer = _make_var(tmp_path, "PKG_MAINTAINER")
+    assert maintainer == "gatewatch developers <gatewatch@example.org>"
+    # the form the feed's scripts and CI expect: "Name <email>"[, "Name <email>"...]
+    for one in maintainer.split(","):
+        assert re.fullmatch(r"[^<>@,]+ <[^<>@\s]+@[^<>@\s]+\.[a-z]+>", one.strip()), one
+
+
+def test_license_file_exists_is_apache_2_and_the_makefile_ships_it(tmp_path):
+    license_file = paths.ROOT / "LICENSE"
+    assert license_file.is_file()
+    text = license_file.read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
+    assert "END OF TERMS AND CONDITIONS" in text and "APPENDIX: How to apply the Apache License" in text
+    assert len(text) > 11000  # the full text, not a pointer to it
+    pyproject = (paths.ROOT / "pyproject.toml").read_text()
+    assert re.search(r'license\s*=\s*\{\s*text\s*=\s*"Apache-2.0"', pyproject)
+    assert _make_var(tmp_path, "PKG_LICENSE") == "Apache-2.0"
+    files = _make_var(tmp_path, "PKG_LICENSE_FILES").split()
+    assert files == ["LICENSE"]
+    # PKG_LICENSE_FILES is relative to PKG_BUILD_DIR: Build/Prepare must copy it there
+    prepare = _make_var(tmp_path, "Build/Prepare", expand=False)
+    assert "$(GATEWATCH_SRC)/LICENSE" in prepare and "$(PKG_BUILD_DIR)" in prepare
+
+
+def test_conffiles_are_configuration_files_only(tmp_path):
+    conffiles = _make_var(tmp_path, "Package/gatewatch/conffiles").split()
+    assert conffiles == ["/etc/config/gatewatch"]
+    makefile = open(os.path.join(PKG, "Makefile")).read()
+    state = _uci_state_dir()
+    for path in conffiles:
+        assert not path.endswith("/"), "%s: a folder as conffile takes everything in it into backups" % path
+        assert "*" not in path, path
+        # every conffile is a file the package installs
+        assert re.search(r"\$\(1\)%s\b" % re.escape(path), makefile), "%s is not installed" % path
+        # and none is, holds or sits in the state folder (lists, spool, status)
+        for sub in ("", "/lists", "/spool", "/status.json"):
+            assert not (state + sub).startswith(path.rstrip("/")), (path, state + sub)
+            assert not path.startswith(state), (path, state)
+
+
+def test_state_dir_is_out_of_etc_and_on_flash_and_the_same_everywhere():
+    state = _uci_state_dir()
+    assert state == "/srv/gatewatch"
+    # not in /etc (sysupgrade -c would back up every changed file there), not in /var or /tmp
+    # (RAM on OpenWrt: lists, the report spool and the MQTT client id must survive a reboot)
+    for bad in ("/etc/", "/var/", "/tmp/", "/run/"):
+        assert not (state + "/").startswith(bad), state
+    init_default = _init_validation()["agent"]["state_dir"]
+    assert init_default == "string:" + state
+    # the console instance uses the validated value, not a second hard-coded path
+    assert '--state-dir "$state_dir"' in _read("gatewatch.init")
+
+
+def _keep_entries():
+    return [line.strip() for line in _read("gatewatch.upgrade").splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_sysupgrade_keeps_the_operators_files_and_the_identity_but_no_state():
+    entries = _keep_entries()
+    state = _uci_state_dir()
+    assert "/etc/gatewatch/" in entries
+    for kept in ("client_id", "device_secret", "trust/"):
+        assert "%s/%s" % (state, kept) in entries
+    for path in entries:
+        assert path.startswith("/"), path
+        # sysupgrade runs `find` on each entry: a folder takes everything below it
+        for sub in ("/lists/", "/spool/", "/status.json", "/gatewatch.sock"):
+            target = state + sub
+            assert not target.startswith(path if path.endswith("/") else path + "/") and target.rstrip("/") != path, \
+                "%s would put %s into sysupgrade backups" % (path, target)
+        assert (path.rstrip("/") + "/").startswith("/etc/gatewatch/") or path.startswith(state + "/"), path
+    # the state folder is not below a kept folder either
+    assert not any((state + "/").startswith(p) for p in entries if p.endswith("/"))
+    makefile = open(os.path.join(PKG, "Makefile")).read()
+    assert "./files/gatewatch.upgrade $(1)/lib/upgrade/keep.d/gatewatch" in makefile
+
+
+def test_package_is_hidden_on_soft_float_targets(tmp_path):
+    # python3-numpy is @!SOFT_FLOAT in the packages feed (most MIPS routers)
+    deps = _make_var(tmp_path, "Package/gatewatch")
+    assert "@!SOFT_FLOAT" in deps.split()
