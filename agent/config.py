@@ -13,6 +13,8 @@ import re
 from typing import Any, Dict, List, Optional, Tuple
 
 from agent.core.errors import ConfigError
+from agent.core.report import HOSTING_MODES
+from agent.reports.spool import POLICIES as SPOOL_POLICIES
 
 try:  # Python 3.11+
     import tomllib as _toml
@@ -77,6 +79,18 @@ SETTINGS: Dict[str, List[Tuple[str, Any, str]]] = {
              ("early_head", "stall", "stall (Squid < 6.10, bug 5352), never (Squid >= 6.10, e2guardian) or always")],
     "proxy": [("listen", "", "HOST:PORT of the built-in HTTP proxy (e.g. 0.0.0.0:3128); empty: off"),
               ("mode", "explicit", "explicit (clients configured to use the proxy) or transparent (nft redirect)")],
+}
+
+
+# Settings that take one of a few words: a typo is refused at start, not discovered in the field
+# (``reports.hosting = "hostname"`` once made every report carry nothing about the hosting side).
+CHOICES: Dict[Tuple[str, str], Tuple[str, ...]] = {
+    ("agent", "log_level"): ("debug", "info", "warning", "error"),
+    ("agent", "hal"): ("", "emulated", "linux", "openwrt", "micropython"),
+    ("reports", "hosting"): HOSTING_MODES,
+    ("reports", "spool_policy"): SPOOL_POLICIES,
+    ("icap", "early_head"): ("stall", "never", "always"),
+    ("proxy", "mode"): ("explicit", "transparent"),
 }
 
 
@@ -148,8 +162,10 @@ def load_config(path: Optional[str] = None, environ: Optional[Dict[str, str]] = 
             name = "GATEWATCH_%s_%s" % (section.upper(), key.upper())
             if name in environ:
                 conf[section][key] = _coerce(section, key, environ[name], default, True)
-    if conf["agent"]["log_level"] not in ("debug", "info", "warning", "error"):
-        raise ConfigError("agent.log_level must be debug, info, warning or error")
+    for (section, key), allowed in CHOICES.items():
+        if conf[section][key] not in allowed:
+            raise ConfigError("%s.%s must be %s, not %r" % (section, key, " or ".join(
+                ", ".join(allowed).rsplit(", ", 1)), conf[section][key]))
     policy_settings(conf)  # validates the policy section
     return conf
 

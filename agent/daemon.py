@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from agent import __version__
 from agent.atomicfile import write_atomic
+from agent.action import Action
 from agent.config import parse_listen, policy_settings
 from agent.core.errors import ConfigError, GatewatchError
 
@@ -143,9 +144,13 @@ class Agent:
                                        cache=ConfirmCache(c["confirm"]["cache_max"]),
                                        max_ttl=c["confirm"]["max_ttl"]).start()
         self._start_reports()
+        r = c["reports"]
+        self.action = Action(spool=self.spool, reporter=self.reporter, hosting=r["hosting"], region=r["region"],
+                             device_secret=self.device_secret, firewall=self.firewall,
+                             firewall_seconds=c["policy"]["firewall_seconds"], led=self.led)
         self.policy = Policy(policy_settings(c), self.confirmer.ask if self.confirmer else None,
-                             self.scanner.confirm, self._report)
-        self.inspector = _LedInspector(PolicyInspector(lambda: self.scanner, self.policy), self)
+                             self.scanner.confirm, self.action.report)
+        self.inspector = self.action.wrap(PolicyInspector(lambda: self.scanner, self.policy))
         if c["localapi"]["enabled"]:
             path = c["localapi"]["socket"] or os.path.join(self.state_dir, "gatewatch.sock")
             self.localapi = LocalApiFactory.make(path, self.inspector, c["localapi"]["max_bytes"], self.status)
@@ -156,7 +161,7 @@ class Agent:
             self.client.start()
         self._status_thread = threading.Thread(target=self._status_loop, name="gatewatch-status", daemon=True)
         self._status_thread.start()
-        self._led("ok")
+        self._led_idle()
         log.info("gatewatch agent %s started (client id %s)", __version__, self.client_id)
         return self
 
@@ -184,23 +189,11 @@ class Agent:
             self.watchdog = self.hal.Watchdog()
             self.watchdog.start(wd)
 
-    def _led(self, state: str) -> None:
-        """Show ``state`` on the HAL status LED (ok, updating, blocked, fault); never fails."""
-        if self.led is not None and self.led.state != state:
-            try:
-                self.led.set_state(state)
-            except Exception:
-                pass
-        if state == "blocked":
-            self._blocked_at = time.monotonic()
-
     def _led_idle(self) -> None:
-        """Back to ok after a block has been shown for a while; fault while the broker is away."""
-        if self.client is not None and not self.client.connected and time.time() - self.started_at > 60:
-            self._led("fault")
-        elif time.monotonic() - getattr(self, "_blocked_at", 0.0) > 30 or self.led is None or \
-                self.led.state != "blocked":
-            self._led("ok")
+        away = None
+        if self.client is not None and not self.client.connected:
+            away = time.time() - self.started_at
+        self.action.idle(lists_in_force=len(self.scanner.lists), broker_away_for=away)
 
     def _trust(self):
         from agent.lists.trust import TrustStore
@@ -315,34 +308,9 @@ class Agent:
 
     # -- events
     def _on_lists(self, lists) -> None:
-        self._led("updating")
+        self.action.show("updating")
         self.scanner.swap(list(lists.values()))  # one step: scans see the old or the new tuple
-        self._led("ok")
-
-    def _report(self, result, url) -> None:
-        from agent.core.report import hosting_from_url, make_report
-
-        hit = result.best
-        r = self.conf["reports"]
-        try:
-            hosting = hosting_from_url(url, r["hosting"]) if url else {}
-        except GatewatchError:
-            hosting = {}
-        report = make_report(hit.list.source, hit.list.name, hit.list.version, hit.list.signal,
-                             hit.distance if hit.distance is not None else 0, hit.entry_id or "",
-                             hosting=hosting, device_secret=self.device_secret, region=r["region"] or None,
-                             agent_version=__version__)
-        if self.reporter is not None:
-            self.reporter.submit(report)
-        else:
-            from agent.core.report import encode_report
-            self.spool.put(report["id"], encode_report(report))
-        fw = self.conf["policy"]["firewall_seconds"]
-        if fw and self.firewall is not None and hosting.get("host"):
-            try:
-                self.firewall.block(hosting["host"], fw)
-            except GatewatchError as exc:
-                log.info("firewall block skipped: %s", exc)
+        self._led_idle()
 
     # -- status
     def status(self) -> dict:
@@ -407,20 +375,6 @@ class Agent:
                 log.exception("status write failed")
 
 
-class _LedInspector:
-    """Passes decisions through and shows blocks on the status LED."""
-
-    def __init__(self, inner, agent: "Agent"):
-        self.inner = inner
-        self.agent = agent
-
-    def inspect(self, body, content_type=None, url=None):
-        decision = self.inner.inspect(body, content_type, url)
-        if decision.action == "block":
-            self.agent._led("blocked")
-        return decision
-
-
 class LocalApiFactory:
     """Builds the local API (kept apart so that tests can run the agent without one)."""
 
@@ -435,8 +389,6 @@ def make_server(kind: str, inspector, istag=None, proxy_mode: str = "explicit", 
     if kind == "icap":
         from agent.intake.icap.protocol import IcapLimits
         from agent.intake.icap.server import IcapServer
-        if early_head not in ("stall", "never", "always"):
-            raise ConfigError("icap.early_head must be stall, never or always, not %r" % (early_head,))
         return IcapServer(inspector, istag=istag, limits=IcapLimits(early_head=early_head))
     from agent.intake.proxy.server import ProxyServer
     return ProxyServer(inspector, mode=proxy_mode)

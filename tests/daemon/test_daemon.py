@@ -299,3 +299,12 @@ def test_list_folder_loads_files_under_any_name(tmp_path):
     trust = TrustStore.from_specs([os.path.join(data, "golden.pub")])
     loaded = ListStore(str(folder), trust).load()
     assert sorted(loaded) == ["golden/exact"]
+
+
+@pytest.mark.parametrize("section,key,bad", [("reports", "hosting", "hostname"), ("proxy", "mode", "transparant"),
+                                             ("icap", "early_head", "sometimes"), ("agent", "hal", "raspberry"),
+                                             ("reports", "spool_policy", "drop")])
+def test_a_misspelt_word_setting_is_refused_at_start(section, key, bad):
+    env = {"GATEWATCH_%s_%s" % (section.upper(), key.upper()): bad}
+    with pytest.raises(ConfigError, match="%s.%s must be" % (section, key)):
+        load_config(None, environ=env)
