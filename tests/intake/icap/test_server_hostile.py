@@ -177,3 +177,18 @@ def test_internal_error_is_an_answer_not_a_traceback(icap, monkeypatch, caplog):
     assert status == 500 and lt.server.stats["internal_errors"] == 1 and lt.server.stats["bypassed"] == 1
     monkeypatch.undo()
     still_serves(lt)
+
+
+def test_a_stalled_hostile_client_does_not_hold_up_others(icap):
+    lt = icap(limits=IcapLimits(read_timeout=5.0))
+    stalled = []
+    for part in (b"RESPMOD icap://127.0.0.1/respmod ICAP/1.0\r\nEncapsulated: res-bo",
+                 respmod(LISTED, preview=1024)[0][:300]):
+        s = connect(lt.port)
+        s.sendall(part)
+        stalled.append(s)
+    still_serves(lt)
+    s, status, _, _, _ = exchange(lt.port, *respmod(CLEAN, preview=1024))
+    assert status == 204
+    for s in stalled:
+        s.close()
