@@ -13,6 +13,7 @@ import re
 from typing import Any, Dict, List, Optional, Tuple
 
 from agent.core.errors import ConfigError
+from agent.intake.proxy.netpolicy import DEFAULT_CLIENTS
 from agent.core.report import HOSTING_MODES
 from agent.reports.spool import POLICIES as SPOOL_POLICIES
 
@@ -78,7 +79,11 @@ SETTINGS: Dict[str, List[Tuple[str, Any, str]]] = {
     "icap": [("listen", "", "HOST:PORT of the ICAP service (e.g. 127.0.0.1:1344); empty: off"),
              ("early_head", "stall", "stall (Squid < 6.10, bug 5352), never (Squid >= 6.10, e2guardian) or always")],
     "proxy": [("listen", "", "HOST:PORT of the built-in HTTP proxy (e.g. 0.0.0.0:3128); empty: off"),
-              ("mode", "explicit", "explicit (clients configured to use the proxy) or transparent (nft redirect)")],
+              ("mode", "explicit", "explicit (clients configured to use the proxy) or transparent (nft redirect)"),
+              ("clients", list(DEFAULT_CLIENTS), "networks (CIDR) whose hosts may use the proxy; [\"any\"] for everyone"),
+              ("allow_loopback_upstream", False, "let requests reach loopback, link-local or this gateway's own "
+               "addresses (refused by default: a gateway's admin pages live there); for tests and demos"),
+              ("max_connections_per_client", 32, "connections one client address may hold; 0: no bound")],
 }
 
 

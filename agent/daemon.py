@@ -245,10 +245,13 @@ class Agent:
         self._loop_thread = threading.Thread(target=self._loop.run_forever, name="gatewatch-intakes", daemon=True)
         self._loop_thread.start()
         for name, listen in wanted:
-            server = make_server(name, self.inspector, istag=self.istag, proxy_mode=self.conf["proxy"]["mode"],
-                                 early_head=self.conf["icap"]["early_head"])
+            server = make_server(name, self.inspector, self.conf, istag=self.istag)
             host, port = parse_listen(listen, 1344 if name == "icap" else 3128)
-            asyncio.run_coroutine_threadsafe(server.start(host, port), self._loop).result(10)
+            try:
+                asyncio.run_coroutine_threadsafe(server.start(host, port), self._loop).result(10)
+            except OSError as exc:
+                raise ConfigError("cannot listen on %s:%d for %s: %s (is another program using the port? "
+                                  "set %s.listen to a free one)" % (host, port, name, exc.strerror or exc, name))
             self.servers.append((name, server))
             self.listening[name] = "%s:%d" % (host, server.port)
             log.info("%s intake listening on %s:%d", name, host, server.port)
@@ -384,11 +387,15 @@ class LocalApiFactory:
         return LocalApi(path, inspector, max_bytes=max_bytes, status=status).start()
 
 
-def make_server(kind: str, inspector, istag=None, proxy_mode: str = "explicit", early_head: str = "stall"):
-    """The ICAP or proxy server object for an intake."""
+def make_server(kind: str, inspector, conf: Dict[str, Dict[str, Any]], istag=None):
+    """The ICAP or proxy server object for an intake, configured from ``conf``."""
     if kind == "icap":
         from agent.intake.icap.protocol import IcapLimits
         from agent.intake.icap.server import IcapServer
-        return IcapServer(inspector, istag=istag, limits=IcapLimits(early_head=early_head))
-    from agent.intake.proxy.server import ProxyServer
-    return ProxyServer(inspector, mode=proxy_mode)
+        return IcapServer(inspector, istag=istag, limits=IcapLimits(early_head=conf["icap"]["early_head"]))
+    from agent.intake.proxy.server import ProxyLimits, ProxyServer
+    p = conf["proxy"]
+    clients = None if [c.strip().lower() for c in p["clients"]] == ["any"] else p["clients"]
+    return ProxyServer(inspector, mode=p["mode"], clients=clients,
+                       allow_loopback_upstream=p["allow_loopback_upstream"],
+                       limits=ProxyLimits(max_connections_per_client=p["max_connections_per_client"]))

@@ -201,6 +201,7 @@ def run_demo(workdir: str, timeout: float = 60.0) -> dict:
         proxy_error = None
         if via == "proxy":
             conf["proxy"]["listen"] = "127.0.0.1:0"
+            conf["proxy"]["allow_loopback_upstream"] = True  # the demo's web origin is on loopback
             try:
                 agent = Agent(conf, hal_backend=backend).start()
             except Exception as exc:  # the proxy intake is another engineer's and may be mid-change

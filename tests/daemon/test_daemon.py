@@ -178,6 +178,7 @@ socket = "%s"
 listen = "127.0.0.1:%d"
 [proxy]
 listen = "127.0.0.1:%d"
+allow_loopback_upstream = true  # the test's origin is on loopback
 """ % (state, mosquitto.url, sock, icap_port, proxy_port))
     try:
         wait_for(lambda: os.path.exists(sock) and (_status(state)[1] or {}).get("lists", {}).get("hl1/sha", {})
