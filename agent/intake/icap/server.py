@@ -35,6 +35,8 @@ from typing import Callable, Optional
 from agent.intake.blockpage import PLACEHOLDER_PNG, BlockPage
 from agent.core.errors import ConfigError
 from agent.intake.icap import protocol as P
+from agent.intake.icap.coding import DecodeError, TooLarge, content_codings, decodable
+from agent.intake.icap.coding import decode as decode_body, encode as encode_body
 from agent.intake.sniff import SNIFF_BYTES, says_nothing, should_scan, type_says_image
 from agent.intake import Decision, host_of
 from agent.intake.http1 import LAST_CHUNK, encode_chunk
@@ -51,9 +53,27 @@ EARLY_MODES = ("stall", "always", "never")
 UNTYPED = frozenset(["", "application/octet-stream", "binary/octet-stream", "application/unknown",
                      "application/x-binary"])
 
+# Encoded bytes read before sniffing an encoded body (its first SNIFF_BYTES decoded need more than that).
+ENCODED_SNIFF_BYTES = 512
+
+
+def sniff_head(raw: bytes, codings) -> bytes:
+    """The first SNIFF_BYTES of the body as the client will see it: decoded when it is encoded."""
+    if not codings:
+        return raw[:SNIFF_BYTES]
+    try:
+        return decode_body(raw, codings, SNIFF_BYTES, partial=True)
+    except (DecodeError, TooLarge):
+        return b""
+
+
+def _codings_text(codings) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "?" for c in ",".join(codings))[:40]
+
+
 _COUNTERS = ("connections", "requests", "options", "scanned", "blocked", "allowed", "passed_unscanned",
              "bypassed", "too_large", "errors", "rejected", "timeouts", "early_heads", "protocol_errors",
-             "unscanned_images", "internal_errors")
+             "unscanned_images", "internal_errors", "encoded_unscanned")
 
 
 def request_url(req: P.Request) -> Optional[str]:
@@ -297,14 +317,14 @@ class _Session:
                 self.pending.extend(self.conn.finish_preview())
                 return
 
-    async def read_preview(self, req: P.Request):
-        """Collect the preview (or SNIFF_BYTES without one): (bytes, state), state body/preview/ieof/end."""
+    async def read_preview(self, req: P.Request, need: int = SNIFF_BYTES):
+        """Collect the preview (or ``need`` bytes without one): (bytes, state), state body/preview/ieof/end."""
         got = bytearray()
         while True:
             event = await self.next_event()
             if isinstance(event, P.BodyData):
                 got += event.data
-                if not event.in_preview and len(got) >= SNIFF_BYTES:
+                if not event.in_preview and len(got) >= need:
                     return bytes(got), "body"
             elif isinstance(event, P.PreviewEnd):
                 return bytes(got), "preview"
@@ -316,17 +336,32 @@ class _Session:
         if not req.has_body:
             await self.pass_through(req)
             return
-        first, state = await self.read_preview(req)
         media_type = http_res.media_type() if http_res is not None else ""
-        if says_nothing(first, complete=state != "preview") and not type_says_image(media_type):
+        codings = content_codings(http_res.get("content-encoding")) if http_res is not None else []
+        # An encoded body is sniffed decoded (agent.intake.icap.coding): a few hundred bytes of gzip
+        # give the first bytes of the image.
+        need = ENCODED_SNIFF_BYTES if codings else SNIFF_BYTES
+        first, state = await self.read_preview(req, need)
+        head = sniff_head(first, codings)
+        if (says_nothing(head, complete=state != "preview") and not type_says_image(media_type)
+                and decodable(codings)):
             # A tiny (or zero) preview says nothing about the bytes, whatever the type claims (servers
             # lie both ways, see agent.intake.sniff): get the first bytes to decide.
             self.conn.continue_after_preview()
             await self.send(P.CONTINUE)
-            more, state = await self.read_preview(req)
+            more, state = await self.read_preview(req, need)
             first += more
             state = "body" if state == "body" else "end"
-        if not should_scan(media_type, first[:SNIFF_BYTES]):
+            head = sniff_head(first, codings)
+        if not decodable(codings):
+            self.server.stats["encoded_unscanned"] += 1
+            if type_says_image(media_type) or media_type in UNTYPED:
+                self.server.stats["bypassed"] += 1
+                log.info("response from %s with Content-Encoding %s (not decoded) may be an image; passed "
+                         "unscanned", host_of(request_url(req)), _codings_text(codings))
+            await self.pass_unchanged(req, first, state=state)
+            return
+        if not should_scan(media_type, head):
             self.server.stats["passed_unscanned"] += 1
             await self.pass_unchanged(req, first, state=state)
             return
@@ -366,17 +401,41 @@ class _Session:
             elif isinstance(event, P.BodyEnd):
                 state = "end" if state == "body" else state
         url = request_url(req)
-        decision = await self.server.inspect(bytes(body), http_res.get("content-type") if http_res else None, url)
+        scanned = bytes(body)
+        if codings:
+            try:
+                scanned = decode_body(scanned, codings, self.limits.max_scan_bytes)
+                self.hold(len(scanned))  # the decoded copy counts against the server-wide budget too
+                if self.server.held > self.limits.max_held_bytes:
+                    raise TooLarge("held bytes over the budget")
+            except (DecodeError, TooLarge) as exc:
+                too_large = isinstance(exc, TooLarge)
+                self.server.stats["too_large" if too_large else "errors"] += 1
+                self.server.stats["bypassed"] += 1
+                log.info("%s image from %s (Content-Encoding %s); passed unscanned",
+                         "decoded size over the scan limit for an" if too_large else "undecodable body of an",
+                         host_of(url), _codings_text(codings))
+                await self.pass_after_scan(req, bytes(body), state, committed)
+                return
+        decision = await self.server.inspect(scanned, http_res.get("content-type") if http_res else None, url)
         blocked = decision is not None and decision.action == "block"
         if committed:
             # The head is gone; only the body can still change: the placeholder picture or the image.
-            await self.send(encode_chunk(PLACEHOLDER_PNG if blocked else bytes(body)) + LAST_CHUNK)
+            await self.send(encode_chunk(encode_body(PLACEHOLDER_PNG, codings) if blocked else bytes(body))
+                            + LAST_CHUNK)
             return self.finish(req)
         if blocked:
             await self.send(self.block_answer(req, url, media_type))
             self.finish(req)
             return
         await self.pass_unchanged(req, bytes(body), state=state)
+
+    async def pass_after_scan(self, req: P.Request, body: bytes, state: str, committed: bool) -> None:
+        """The whole body is here and goes out unchanged (after an early head: as the rest of it)."""
+        if committed:
+            await self.send(encode_chunk(body) + LAST_CHUNK)
+            return self.finish(req)
+        await self.pass_unchanged(req, body, state=state)
 
     def block_answer(self, req: P.Request, url: Optional[str], media_type: str) -> bytes:
         """The 200 that replaces a blocked response; built so that it cannot fail (a block stays a block)."""

@@ -12,6 +12,7 @@ Used by tests/intake/icap/test_fuzz.py (a fast run) and bench/fuzz_icap.py (the 
 from __future__ import annotations
 
 import collections
+import gzip
 import logging
 import random
 import re
@@ -59,6 +60,11 @@ def seeds() -> List[Tuple[bytes, bytes]]:
                 % len(req) + req + chunked(clean) + b"0\r\n\r\n", b""))
     out.append((b"REQMOD icap://127.0.0.1/reqmod ICAP/1.0\r\nEncapsulated: req-hdr=0, null-body=%d\r\n\r\n"
                 % len(REQ_HDR) + REQ_HDR, b""))
+    gz = gzip.compress(listed)
+    rh = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Encoding: gzip\r\n\r\n"
+    head = (b"RESPMOD icap://127.0.0.1/respmod ICAP/1.0\r\nAllow: 204\r\nEncapsulated: res-hdr=0, res-body=%d\r\n"
+            b"Preview: 32\r\n\r\n" % len(rh))
+    out.append((head + rh + chunked(gz[:32]) + b"0\r\n\r\n", chunked(gz[32:]) + b"0\r\n\r\n"))
     out.append((respmod(clean, preview=64)[0] + respmod(listed)[0], b""))  # not quite pipelined: a preview waits
     out.append((respmod(clean, preview=4096)[0] + respmod(listed, preview=4096)[0], b""))  # pipelined
     return out
