@@ -4,7 +4,7 @@ import sys
 
 from agent.intake.icap.protocol import IcapLimits
 from agent.intake.icap.server import IcapServer
-from agent.intake.standalone import run
+from agent.standalone import run
 
 
 def make_server(inspector, args, folder, block_page):

@@ -2,7 +2,7 @@
 
 import sys
 
-from agent.intake.standalone import run
+from agent.standalone import run
 from agent.intake.proxy.netpolicy import DEFAULT_CLIENTS
 from agent.intake.proxy.server import MODES, UNDECODABLE, ProxyLimits, ProxyServer
 

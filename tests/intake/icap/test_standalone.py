@@ -9,7 +9,7 @@ import pytest
 
 from agent.core.errors import ConfigError
 from agent.config import parse_listen as parse_hostport
-from agent.intake.standalone import FolderLists
+from agent.standalone import FolderLists
 from tests.intake.icap.realservers import ROOT, demo_lists, hub
 
 
