@@ -1,0 +1,1 @@
+"""Hashing: untrusted bytes become digests and perceptual hashes, within limits (imaging, pdq, samples)."""

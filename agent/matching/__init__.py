@@ -1,0 +1,1 @@
+"""Matching: the Scanner asks every loaded list about one body; numpy twins of the core lookups."""

@@ -1,0 +1,1 @@
+"""List updates over MQTT: announcements, chunks and deltas, verified and installed."""
