@@ -33,7 +33,7 @@ APPLY = textwrap.dedent("""
     from agent.lists.trust import TrustStore
     from agent.mqtt import Topics
     from agent.lists.store import ListStore
-from agent.updates.updater import Updater
+    from agent.updates.updater import Updater
     from tools.publish import BuiltList, Plan
 
     state, pub, old, new, chunk = sys.argv[1:6]
