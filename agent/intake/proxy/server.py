@@ -85,6 +85,27 @@ def _bad(exc: HttpError) -> _Reply:
     return _Reply(status, _REASONS[status], str(exc))
 
 
+class _Counted:
+    """A StreamWriter that counts the bytes written to it (did an answer start going out?)."""
+
+    def __init__(self, writer):
+        self._writer = writer
+        self.sent = 0
+
+    def write(self, data) -> None:
+        self.sent += len(data)
+        self._writer.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._writer, name)
+
+    def __hash__(self):
+        return id(self._writer)
+
+    def __eq__(self, other):
+        return self is other
+
+
 class Input:
     """A StreamReader with a push-back buffer: bytes read past one message stay for the next.
 
@@ -291,7 +312,7 @@ class ProxyServer(StreamIntakeServer):
         """One client connection: requests in order until it closes."""
         done = asyncio.Event()
         try:
-            await self._serve(Input(reader), writer, done)
+            await self._serve(Input(reader), _Counted(writer), done)
         finally:
             self._idle.pop(writer, None)
             done.set()
@@ -430,13 +451,16 @@ class ProxyServer(StreamIntakeServer):
             if left <= 0:
                 break
             try:
-                return await asyncio.wait_for(asyncio.open_connection(addr, port, limit=self.limits.max_head_bytes),
-                                              left)
+                return await asyncio.wait_for(self._connect(addr, port), left)
             except (OSError, asyncio.TimeoutError) as exc:
                 last = exc
         self.stats["upstream_errors"] += 1
         log.info("cannot reach %s: %s", host, type(last).__name__ if last else "TimeoutError")
         raise _Reply(502, "Bad Gateway", "the origin server could not be reached")
+
+    async def _connect(self, addr: str, port: int):
+        """One TCP connection to a checked address: (reader, writer). The fuzz harness replaces it."""
+        return await asyncio.open_connection(addr, port, limit=self.limits.max_head_bytes)
 
     async def _exchange(self, req: Head, inp: Input, writer) -> bool:
         method, target, version = req.start
@@ -454,9 +478,11 @@ class ProxyServer(StreamIntakeServer):
             raise _bad(exc)
         up_reader, up_writer = await self._open_upstream(host, port)
         up = Input(up_reader)
+        sent_before = writer.sent
         try:
             if req.has_token("expect", "100-continue"):
                 writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            sent_before = writer.sent
             drop = set(HOP_BY_HOP) | {"expect", "content-length", "range", "if-range", "accept-encoding"}
             drop |= {t.lower() for t in req.get_all("connection")}
             add = list(_framing_fields(req_framing))
@@ -505,6 +531,8 @@ class ProxyServer(StreamIntakeServer):
         except (ConnectionError, HttpError, asyncio.IncompleteReadError, DecodeError) as exc:
             self.stats["upstream_errors"] += 1
             log.info("origin %s failed: %s", host, type(exc).__name__)
+            if writer.sent == sent_before:  # nothing of an answer went out yet: say what happened
+                raise _Reply(502, "Bad Gateway", "the origin server failed before answering")
             raise _Close()
         finally:
             up_writer.close()
@@ -591,7 +619,11 @@ class ProxyServer(StreamIntakeServer):
                     if not self.reserve(_PIECE):
                         over = over or "budget"
                         return
-                    out = decoder.pull(_PIECE)
+                    try:
+                        out = decoder.pull(_PIECE)
+                    except BaseException:
+                        self.release(_PIECE)
+                        raise
                     self.release(_PIECE - len(out))
                     reserved += len(out)
                     plain.write(out)
