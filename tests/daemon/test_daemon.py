@@ -20,7 +20,7 @@ from agent.mqtt import MqttClient, Topics
 from agent.hashing.samples import encode, generate_image
 from tests.brokers import free_port, mosquitto  # noqa: F401
 from tests.privacy import PayloadCapture
-from tests.listkit import Hub, only, wait_for
+from tests.listkit import Hub, only, random_entries, wait_for
 from tools.publish import publish_lists
 from tools.confirm_service import ConfirmService
 from tests import paths
@@ -309,3 +309,43 @@ def test_a_misspelt_word_setting_is_refused_at_start(section, key, bad):
     env = {"GATEWATCH_%s_%s" % (section.upper(), key.upper()): bad}
     with pytest.raises(ConfigError, match="%s.%s must be" % (section, key)):
         load_config(None, environ=env)
+
+
+def _run_cli(*args, timeout=60):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "agent.cli", "run"] + [str(a) for a in args],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_run_on_a_port_in_use_says_so(tmp_path):
+    import socket
+    hub = Hub(tmp_path / "hub")
+    hub.build(random_entries(3, 1))
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        port = busy.getsockname()[1]
+        r = _run_cli("--state-dir", tmp_path / "state", "--lists", hub.out, "--trust", hub.pub_path,
+                     "--proxy", "127.0.0.1:%d" % port)
+    finally:
+        busy.close()
+    assert r.returncode == 2, r.stderr
+    assert "cannot listen on 127.0.0.1:%d for proxy" % port in r.stderr and "Traceback" not in r.stderr
+
+
+def test_run_with_a_missing_list_folder_says_so_and_creates_nothing(tmp_path):
+    hub = Hub(tmp_path / "hub")
+    missing = tmp_path / "nowhere"
+    r = _run_cli("--state-dir", tmp_path / "state", "--lists", missing, "--trust", hub.pub_path)
+    assert r.returncode == 2 and "list folder %s does not exist" % missing in r.stderr, r.stderr
+    assert not missing.exists()
+
+
+def test_run_with_only_refused_lists_names_each_one(tmp_path):
+    hub = Hub(tmp_path / "hub")
+    hub.build(random_entries(3, 1))
+    stranger = Hub(tmp_path / "stranger", source="hl1", key_name="other")
+    r = _run_cli("--state-dir", tmp_path / "state", "--lists", hub.out, "--trust", stranger.pub_path)
+    assert r.returncode == 2 and "hl1+sha.v1.gwl" in r.stderr and "signature does not verify" in r.stderr, r.stderr
