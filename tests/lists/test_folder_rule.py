@@ -7,6 +7,7 @@ to start instead of serving with nothing to match. Images are generated, never r
 """
 
 import logging
+import urllib.error
 import os
 import time
 
@@ -152,3 +153,32 @@ def test_a_list_copied_in_under_another_name_is_replaced_by_its_next_version(tmp
         f.write(open(v1, "rb").read())
     store.install(load_list_file(v2, trust), open(v2, "rb").read())
     assert os.listdir(store.directory) == ["hl+l.v2.gwl"]
+
+
+def test_standalone_proxy_blocks_with_the_good_list_and_logs_the_refusals(mixed, tmp_path):
+    import urllib.request
+    from tests.intake.icap.realservers import Origin
+    folder, pub = mixed
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "listed.png").write_bytes(LISTED)
+    (www / "other.png").write_bytes(OTHER)
+    origin = Origin(str(www))
+    agent = AgentProcess("agent.intake.proxy", folder, pub, "--reload", "0", "--allow-loopback-upstream")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": "http://127.0.0.1:%d" % agent.port}))
+
+    def fetch(name):
+        try:
+            with opener.open(origin.url(name), timeout=30) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+    try:
+        status, body = fetch("listed.png")
+        assert body != LISTED and (status == 403 or body.startswith(b"\x89PNG"))  # 403 or the placeholder
+        assert fetch("other.png") == (200, OTHER)
+    finally:
+        agent.stop()
+        origin.stop()
+    err = agent.proc.stderr.read().decode()
+    assert "hl+rogue.v1.gwl" in err and "other+old.v1.gwl" in err and "junk.gwl" in err
