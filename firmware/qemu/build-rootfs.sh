@@ -60,13 +60,30 @@ for tool in debootstrap update-binfmts chroot; do
 done
 "$HERE/binfmt.sh" "$QEMU_BINFMT"
 
-# Leftovers of a build that was killed (no trap runs on SIGKILL): nobody else builds now.
-rm -rf "$CACHE"/build-"$ARCH".* "$CACHE"/rootfs-"$ARCH"-*.tar.part
+# Unmounts everything under folder $1, deepest first. debootstrap mounts proc and sys in the
+# target and, in a container, bind-mounts the host's /dev/null, /dev/pts, /dev/shm ... there:
+# a plain rm -rf of a killed build's folder would reach into the host's /dev/shm.
+umount_under() {
+    local dir m
+    dir=$(realpath -m "$1")
+    awk -v d="$dir" '$2 == d || index($2, d "/") == 1 { print $2 }' /proc/mounts | sort -r |
+        while read -r m; do umount -l "$m" 2>/dev/null || true; done
+}
+
+# Leftovers of a build that was killed (no trap runs on SIGKILL): nobody else builds this arch
+# now (the lock), and each arch only touches its own names.
+for old in "$CACHE"/build-"$ARCH".*; do
+    [ -e "$old" ] || continue
+    log "removing the leftovers of an interrupted build: $old"
+    umount_under "$old"
+    rm -rf --one-file-system "$old"
+done
+rm -f "$CACHE"/rootfs-"$ARCH"-*.tar.part
 WORK=$(mktemp -d "$CACHE/build-$ARCH.XXXXXX")
 ROOT="$WORK/root"
 cleanup() {
-    for m in "$ROOT/proc" "$ROOT/dev"; do mountpoint -q "$m" 2>/dev/null && umount -l "$m"; done
-    rm -rf "$WORK" "$OUT.part"
+    umount_under "$WORK"
+    rm -rf --one-file-system "$WORK" "$OUT.part"
 }
 trap cleanup EXIT
 

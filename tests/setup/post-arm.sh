@@ -5,8 +5,17 @@
 set -eu
 [ "${GW_SKIP_ARM:-0}" = 1 ] && { echo "post-arm: skipped (GW_SKIP_ARM=1)"; exit 0; }
 here=$(cd "$(dirname "$0")/../.." && pwd)
-# Both in parallel: the download phases overlap and CI's two cores are otherwise idle here.
 start=$(date +%s)
+# Shared host state first, once, before the parallel builds: binfmt_misc mounted and both
+# interpreters registered (binfmt.sh is locked and idempotent; the builds call it again, then
+# it finds everything in place). A fresh machine used to fail here: both builds mounted
+# binfmt_misc at once and the loser's "already mounted" ended its build.
+if [ "$(id -u)" != 0 ]; then
+    echo "post-arm: must run as root (debootstrap, chroot, binfmt_misc); GW_SKIP_ARM=1 skips it" >&2
+    exit 2
+fi
+"$here/firmware/qemu/binfmt.sh" qemu-aarch64 qemu-arm
+# Both in parallel: the download phases overlap and CI's two cores are otherwise idle here.
 logs=$(mktemp -d)
 pids=""
 for arch in arm64 armhf; do
