@@ -27,7 +27,6 @@ import json
 import logging
 import sys
 import threading
-import time
 
 from agent import __version__
 

@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from agent.matching import bloom_batch, lsh_batch as lsh_np  # noqa: E402
 from agent.hashing import samples  # noqa: E402
-from agent.core.bloom import Bloom, optimal_parameters  # noqa: E402
+from agent.core.bloom import Bloom  # noqa: E402
 from agent.core.lsh import hamming  # noqa: E402
 from agent.hashing.imaging import hash_image  # noqa: E402
 

@@ -13,7 +13,6 @@ Entries are random benign digests; nothing here is real list material.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import statistics

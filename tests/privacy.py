@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import queue
 import re
 import threading
 import time

@@ -7,7 +7,6 @@ to start instead of serving with nothing to match. Images are generated, never r
 """
 
 import logging
-import urllib.error
 import os
 import time
 
@@ -23,7 +22,7 @@ from agent.lists.store import ListStore, list_file_name, load_folder, parse_file
 from agent.lists.trust import TrustStore
 from agent.lists.verify import load_list_file
 from tests.intake.icap.realservers import AgentProcess
-from tests.intake.icap.support import JPEG_HEAD, connect, read_icap_response, respmod
+from tests.intake.icap.support import connect, read_icap_response, respmod
 from tools.build import build_list
 
 LISTED = encode(generate_image(4242, (96, 72)), "PNG")

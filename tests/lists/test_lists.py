@@ -9,7 +9,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.core import listfile
-from agent.core.bloom import Bloom
 from agent.core.errors import ListFormatError
 from agent.core.errors import ConfigError, TrustError
 from agent.confirm.wire import Entry, EntryIndex

@@ -1,7 +1,6 @@
 """The standalone entries (python -m agent.intake.icap / agent.intake.proxy): arguments, list folder, reload, ISTag."""
 
 import os
-import shutil
 import subprocess
 import sys
 
@@ -46,7 +45,8 @@ def test_folder_reload_swaps_lists_and_istag_and_keeps_last_good(tmp_path):
     hub("lists", "build", "--source", "demo", "--list", "e2e", "--signal", "sha256", "--input",
         str(tmp_path / "listed"), "--key", str(tmp_path / "keys" / "demo.key"), "--out", lists_dir, "--no-progress")
     assert folder.reload() is True and folder.istag() != first_tag
-    good_tag, good_lists = folder.istag(), folder.scanner.lists
+    good_tag = folder.istag()
+    good_lists = [(x.ident, x.version) for x in folder.scanner.lists]
     # A forged file: refused, the last good set stays in force.
     newest = sorted(f for f in os.listdir(lists_dir) if f.endswith(".gwl"))[-1]
     data = bytearray(open(os.path.join(lists_dir, newest), "rb").read())
@@ -54,5 +54,5 @@ def test_folder_reload_swaps_lists_and_istag_and_keeps_last_good(tmp_path):
     with open(os.path.join(lists_dir, "forged-v99.gwl"), "wb") as fh:
         fh.write(bytes(data))
     folder.reload()
-    assert folder.istag() == good_tag and folder.scanner.lists == good_lists
+    assert folder.istag() == good_tag and [(x.ident, x.version) for x in folder.scanner.lists] == good_lists
     assert [r.file for r in folder.refused] == ["forged-v99.gwl"] and "digest" in folder.refused[0].reason
