@@ -51,6 +51,7 @@ def test_pseudonym_rotates_daily():
     assert a != report.device_pseudonym(b"other", NOW)
     assert len(a) == 16
     assert report.device_pseudonym(None, NOW) is None
+    assert sample(device_secret=None)["device"] is None
 
 
 def test_report_has_exactly_the_schema_keys():
@@ -78,22 +79,52 @@ def test_refuses_extra_or_identifying_fields():
     bad = dict(r)
     del bad["agent"]
     support.raises(report.ReportError, report.encode_report, bad)
+    bad = sample()
+    bad["hosting"]["user_agent"] = "x"
+    support.raises(report.ReportError, report.validate_report, bad)
 
 
-def test_refuses_local_hosting_ip_and_user_info():
-    support.raises(report.ReportError, sample, hosting={"url": "http://a.example/x", "ip": "192.168.1.20"})
-    support.raises(report.ReportError, sample, hosting={"url": "http://a.example/x", "ip": "fd00::1"})
-    support.raises(report.ReportError, sample, hosting={"url": "http://user:pw@a.example/x"})
+def test_bad_values_are_refused():
+    for field, value in (("schema", 2), ("id", "XYZ"), ("source", "a/b"), ("version", -1),
+                         ("signal", "crc32"), ("distance", True), ("time", "2026-11-28T19:05:00Z"),
+                         ("device", "abc"), ("entry", ""), ("agent", "a b")):
+        r = sample()
+        r[field] = value
+        support.raises(report.ReportError, report.validate_report, r)
+    for entry in ("a\nb", "x" * 257, 5):
+        r = sample()
+        r["entry"] = entry
+        support.raises(report.ReportError, report.validate_report, r)
+    assert sample(entry="folder/known image 01.png")["entry"] == "folder/known image 01.png"
+    support.raises(report.ReportError, report.decode_report, b"{not json")
+    support.raises(report.ReportError, report.decode_report, b"[1]")
+    support.raises(report.ReportError, report.decode_report, b" " * 5000)
+
+
+def test_local_addresses_never_count_as_hosting_servers():
+    for ip in ("192.168.1.20", "10.0.0.5", "172.20.1.1", "127.0.0.1", "169.254.3.3", "100.64.0.1",
+               "::1", "fe80::1", "fd00::5", "::ffff:192.168.0.2"):
+        assert report.is_local_ip(ip), ip
+        assert "ip" not in report.hosting_from_url("http://h.example/", "host", ip=ip)
+        support.raises(report.ReportError, sample, hosting={"host": "h.example", "ip": ip})
+    for ip in ("203.0.113.9", "2001:db8::1", "8.8.8.8"):
+        assert not report.is_local_ip(ip), ip
+    support.raises(report.ReportError, sample, hosting={"url": "https://u:p@h.example/"})
+    support.raises(report.ReportError, sample, hosting={"url": "https://h.example/", "host": "h.example"})
     r = sample(hosting={"url": "http://a.example/x", "ip": "203.0.113.9", "country": "NL"})
     assert r["hosting"]["ip"] == "203.0.113.9"
 
 
-def test_hosting_modes_strip_what_they_should():
-    h = report.hosting_from_url("http://u:p@Images.Example:8080/a.jpg?session=1#frag", mode="url-noquery")
-    assert "session" not in h["url"] and "u:p" not in h["url"] and "frag" not in h["url"]
-    assert report.hosting_from_url("http://Images.Example:8080/a.jpg", mode="host") == {"host": "images.example"}
-    assert report.hosting_from_url("http://a.example/x", mode="none") == {}
-    support.raises(report.ReportError, report.hosting_from_url, "http://a.example/", "everything")
+def test_hosting_modes_strip_user_info_query_and_fragment():
+    url = "https://User:Pw@CDN.Example:8443/x/a.jpg?session=abc#frag"
+    assert report.hosting_from_url(url, "url") == {"url": "https://cdn.example:8443/x/a.jpg?session=abc"}
+    assert report.hosting_from_url(url) == {"url": "https://cdn.example:8443/x/a.jpg"}
+    assert report.hosting_from_url(url, "host") == {"host": "cdn.example"}
+    assert report.hosting_from_url(url, "none") == {}
+    h = report.hosting_from_url("http://h.example", "url", ip="203.0.113.9", country="nl")
+    assert h == {"url": "http://h.example/", "ip": "203.0.113.9", "country": "NL"}
+    support.raises(report.ReportError, report.hosting_from_url, url, "everything")
+    support.raises(report.ReportError, report.hosting_from_url, "ftp://x/y", "url")
 
 
 def test_decode_refuses_garbage():
