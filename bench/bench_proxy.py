@@ -56,7 +56,7 @@ def main(argv=None) -> int:
         null.stop()
         for label, lists in (("proxy sha256", lists_sha), ("proxy sha256+pdq", lists_pdq)):
             agent = Child(["-m", "agent.intake.proxy", "--listen", "127.0.0.1:0", "--lists", lists, "--trust", pub,
-                           "--reload", "0"])
+                           "--reload", "0", "--allow-loopback-upstream"])  # the origin is on 127.0.0.1
             started.append(agent)
             rows.append(measure(label, urls, args.parallel, "http://127.0.0.1:%d" % agent.port))
             agent.stop()

@@ -7,8 +7,25 @@ held whole. CONNECT (HTTPS) is tunnelled without inspection: the proxy cannot se
 does not try. Logs never carry the client's address or request line; they name the hosting host.
 
 Transparent mode expects an nftables redirect of port 80 to this port (firmware/nftables/
-redirect.nft) and routes by the Host header; requests naming the proxy itself are refused so a
-misconfigured redirect cannot loop.
+redirect.nft) and routes by the Host header.
+
+What closes the ways around the scan:
+- Content-Encoding: origins are offered only gzip and deflate (agent.intake.proxy.coding); an
+  encoded image is decoded, within max_scan_bytes of output, and the decoded bytes are hashed while
+  the client gets the origin's bytes unchanged. Decoded output over max_scan_bytes (a gzip bomb, or
+  a huge image) is a counted bypass like any image over the limit; an encoding we cannot decode on an
+  image is counted (``undecodable``), logged with the host, and passed or 502'd (undecodable_images).
+- Ranges: Range and If-Range are never forwarded, so the origin sends the whole body and the client
+  gets a 200 (a legal answer to a Range request); an unsolicited 206 that is not the whole
+  representation is refused with a 502 (``partial_refused``).
+- Loops and upstreams: hosts are parsed strictly (http1.parse_authority) and resolved once; the
+  addresses are checked (agent.intake.proxy.netpolicy) and connected to directly. This proxy's own
+  address and port is a 508, and so is a request carrying our Via token; loopback, link-local and
+  the gateway's own addresses are refused (403) unless allow_loopback_upstream.
+- Clients: only the configured networks are served; per-address connection bounds, head and idle
+  time-outs that shorten under pressure, and eviction of idle keep-alives keep slow clients from
+  locking others out. Every buffered image byte (raw and decoded) is reserved against
+  max_held_bytes before it is read; what does not fit passes unscanned (``over_budget``, logged).
 """
 
 from __future__ import annotations
@@ -258,6 +275,11 @@ class ProxyServer(StreamIntakeServer):
         """Client connections waiting for their next request."""
         return len(self._idle)
 
+    def gauges(self) -> dict:
+        """What is held right now: connections (all, idle, distinct clients) and buffered bytes."""
+        return {"connections": self._active, "idle": len(self._idle), "clients": len(self._per_client),
+                "held_bytes": self.held, "held_peak": self.held_peak, "max_held_bytes": self.limits.max_held_bytes}
+
     async def start(self, host: str = "127.0.0.1", port: int = 3128) -> None:
         """Listen on ``host:port``."""
         if self._executor is None:
@@ -485,10 +507,9 @@ class ProxyServer(StreamIntakeServer):
             sent_before = writer.sent
             drop = set(HOP_BY_HOP) | {"expect", "content-length", "range", "if-range", "accept-encoding"}
             drop |= {t.lower() for t in req.get_all("connection")}
+            drop.add("host")  # the origin gets the authority we connect to (RFC 9112 3.2.2), normalised
             add = list(_framing_fields(req_framing))
-            if absolute:
-                drop.add("host")
-                add.append(("Host", _authority(host, port)))
+            add.append(("Host", _authority(host, port)))
             if req.get("range") is not None:
                 self.stats["ranges_stripped"] += 1  # the whole body comes back: a 200 answers a Range too
             offered = offered_encodings(req.get("accept-encoding"))

@@ -56,6 +56,8 @@ def test_300_idle_clients_from_one_address_cannot_lock_others_out(proxy, origin)
     try:
         time.sleep(0.3)
         assert lt.server.active_connections == 32 and lt.server.stats["rejected_per_client"] == 268
+        g = lt.server.gauges()
+        assert g["connections"] == g["idle"] == 32 and g["clients"] == 1 and g["held_bytes"] == 0
         assert served_within(lt.port, origin, "127.0.0.2", 2) is not None
     finally:
         for s in socks:
