@@ -41,6 +41,8 @@ class ClientNetworks:
     """The client allow-list: ``allows(peer_ip)``. ``None`` networks means everyone."""
 
     def __init__(self, cidrs: Optional[Iterable[str]] = DEFAULT_CLIENTS):
+        if isinstance(cidrs, str):
+            cidrs = [c for c in cidrs.split(",") if c.strip()]
         self.any = cidrs is None
         nets = []
         for c in cidrs or ():

@@ -592,13 +592,13 @@ class ProxyServer(StreamIntakeServer):
         decoder = BoundedDecoder(codings[0], self.limits.max_scan_bytes) if codings else None
         return await self._image_or_not(req, res, url, framing, pieces, decoder, writer, client_keep)
 
-    async def _undecodable(self, res, framing, have, pieces, writer, client_keep, host, what) -> bool:
+    async def _undecodable(self, res, framing, have, pieces, writer, client_keep, host, what, sent=None) -> bool:
         self.stats["bypassed"] += 1
         if self.undecodable_images == "block":
             log.warning("image from %s in %s cannot be scanned; refused (502)", host, what)
             raise _Reply(502, "Bad Gateway", "an image the gateway cannot decode to scan")
         log.warning("image from %s in %s cannot be scanned; passed unscanned (fail-open)", host, what)
-        await self._stream(res, framing, have, pieces, writer, client_keep)
+        await self._stream(res, framing, have, pieces, writer, client_keep, sent)
         return client_keep
 
     async def _image_or_not(self, req, res, url, framing, pieces, decoder, writer, client_keep) -> bool:
@@ -654,6 +654,18 @@ class ProxyServer(StreamIntakeServer):
                     if not out:
                         return
 
+            def hand_over() -> list:
+                """The buffered raw bytes in a box that _stream empties; the reservation ends once sent."""
+                nonlocal raw, plain
+                box = [raw.getvalue()]
+                raw = plain = None
+                return box
+
+            def sent() -> None:
+                nonlocal reserved
+                self.release(reserved)
+                reserved = 0
+
             # 1. enough decoded bytes to sniff
             while plain.tell() < SNIFF_BYTES and not ended and over is None:
                 piece = await next_piece()
@@ -666,16 +678,17 @@ class ProxyServer(StreamIntakeServer):
             with plain.getbuffer() as view:
                 head_bytes = bytes(view[:SNIFF_BYTES])
             if over == "budget":  # not even the first bytes fit: nothing is sniffed or scanned (counted)
-                return await self._pass_over(res, framing, raw, plain, over, pieces, writer, client_keep, host)
+                return await self._pass_over(res, framing, hand_over(), sent, over, pieces, writer, client_keep,
+                                             host)
             if over == "corrupt" or not should_scan(res.media_type(), head_bytes):
                 if over == "corrupt" and type_says_image(res.media_type()):
                     self.stats["undecodable"] += 1
-                    return await self._undecodable(res, framing, raw.getvalue(), pieces, writer, client_keep,
-                                                   host, "a corrupt %s stream" % decoder.coding)
+                    return await self._undecodable(res, framing, hand_over(), pieces, writer, client_keep,
+                                                   host, "a corrupt %s stream" % decoder.coding, sent)
                 if over == "corrupt":
                     self.stats["undecodable"] += 1
                 self.stats["passed_unscanned"] += 1
-                await self._stream(res, framing, raw.getvalue(), pieces, writer, client_keep)
+                await self._stream(res, framing, hand_over(), pieces, writer, client_keep, sent)
                 return client_keep
             # 2. an image: the whole body, within max_scan_bytes and the server-wide budget
             if framing[0] == "length" and framing[1] > self.limits.max_scan_bytes:
@@ -696,7 +709,8 @@ class ProxyServer(StreamIntakeServer):
             if over is None and decoder is not None and not decoder.complete:
                 over = "corrupt"
             if over is not None:
-                return await self._pass_over(res, framing, raw, plain, over, pieces, writer, client_keep, host)
+                return await self._pass_over(res, framing, hand_over(), sent, over, pieces, writer, client_keep,
+                                             host)
             if decoder is not None:
                 self.stats["decoded"] += 1
             body = plain.getvalue()
@@ -716,7 +730,7 @@ class ProxyServer(StreamIntakeServer):
             raw = plain = None
             self.release(reserved)
 
-    async def _pass_over(self, res, framing, raw, plain, over, pieces, writer, client_keep, host) -> bool:
+    async def _pass_over(self, res, framing, box, sent, over, pieces, writer, client_keep, host) -> bool:
         """An image we do not scan: counted and logged (host only), then relayed unscanned."""
         self.stats["bypassed"] += 1
         if over == "corrupt":
@@ -733,8 +747,7 @@ class ProxyServer(StreamIntakeServer):
             self.stats["too_large"] += 1
             log.info("image from %s over the scan limit (%d bytes%s); passed unscanned", host,
                      self.limits.max_scan_bytes, ", decoded" if over == "decoded" else "")
-        have = raw.getvalue()
-        await self._stream(res, framing, have, pieces, writer, client_keep)
+        await self._stream(res, framing, box, pieces, writer, client_keep, sent)
         return client_keep
 
     async def _send(self, writer, data: bytes) -> None:
@@ -744,16 +757,25 @@ class ProxyServer(StreamIntakeServer):
             writer.write(view[i:i + _PIECE])
             await asyncio.wait_for(writer.drain(), self.limits.read_timeout)
 
-    async def _stream(self, res: Head, framing, have: bytes, pieces, writer, client_keep: bool) -> None:
-        """Send the head and the body piece by piece, never holding it whole."""
+    async def _stream(self, res: Head, framing, have, pieces, writer, client_keep: bool, sent=None) -> None:
+        """Send the head and the body piece by piece, never holding it whole.
+
+        ``have`` (bytes already read, or a one-item list that is emptied so they can be freed) goes
+        first; ``sent()`` is called once they are out (it ends their budget reservation).
+        """
         chunked = framing[0] == "chunked"
         writer.write(_client_head(res, framing, client_keep).serialize())
+        if isinstance(have, list):
+            have = have.pop() if have else b""
         if have:
             if chunked:
                 writer.write(encode_chunk(have))
                 await asyncio.wait_for(writer.drain(), self.limits.read_timeout)
             else:
                 await self._send(writer, have)
+        have = None
+        if sent is not None:
+            sent()
         async for piece in pieces:
             writer.write(encode_chunk(piece) if chunked else piece)
             await asyncio.wait_for(writer.drain(), self.limits.read_timeout)

@@ -138,3 +138,25 @@ def test_four_15mb_images_stay_within_the_budget(proxy, origin, budget_mb):
         assert stats["over_budget"] >= 2
     # the process's whole Python heap (proxy, origin and clients) stayed near the buffered bytes
     assert peak < lt.server.held_peak * 1.1 + (6 << 20), (peak >> 20, lt.server.held_peak >> 20)
+
+
+def test_streamed_bodies_hold_no_budget_once_their_first_bytes_are_out(proxy, origin):
+    text = b"t" * (8 << 20)
+    origin.routes["/big.txt"] = lambda h, b: (200, [("Content-Type", "text/plain")], text)
+    origin.routes["/huge.jpg"] = lambda h, b: (200, [("Content-Type", "image/jpeg")], origin.big + text)
+    lt = proxy(limits=ProxyLimits(max_scan_bytes=1 << 20))
+    for path, size in (("/big.txt", len(text)), ("/huge.jpg", len(origin.big) + len(text))):
+        s = socket.create_connection(("127.0.0.1", lt.port), timeout=10)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % origin.url(path).encode())
+        got = s.recv(65536)
+        time.sleep(0.3)  # the proxy is now blocked on this slow reader, mid-body
+        assert lt.server.held == 0, path
+        while True:
+            data = s.recv(1 << 20)
+            if not data:
+                break
+            got += data
+        s.close()
+        assert len(got.partition(b"\r\n\r\n")[2]) == size
+    assert lt.server.stats["too_large"] == 1
