@@ -11,7 +11,7 @@ import pytest
 from agent.intake.icap import coding as C
 from agent.intake.icap.protocol import IcapLimits
 from tests.intake.icap.support import JPEG_HEAD, MARKER, chunked
-from tests.intake.icap.test_server import exchange, icap  # noqa: F401  (fixture)
+from tests.intake.icap.test_server import exchange
 
 LISTED = JPEG_HEAD + b"a" * 3000 + MARKER + b"b" * 3000
 CLEAN = JPEG_HEAD + bytes(range(256)) * 20

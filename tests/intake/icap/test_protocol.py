@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from agent.intake.icap import protocol as P
-from tests.intake.icap.support import JPEG_HEAD, REQ_HDR, chunked, respmod
+from tests.intake.icap.support import JPEG_HEAD, REQ_HDR, respmod
 
 
 def feed_all(data, conn=None, step=None):

@@ -9,7 +9,7 @@ import pytest
 from agent.intake.blockpage import BlockPage
 from agent.intake.icap.protocol import IcapLimits
 from tests.intake.icap.support import JPEG_HEAD, MARKER, chunked, connect, read_icap_response, respmod
-from tests.intake.icap.test_server import exchange, icap  # noqa: F401  (fixture)
+from tests.intake.icap.test_server import exchange
 
 LISTED = JPEG_HEAD + b"a" * 2000 + MARKER + b"b" * 2000
 CLEAN = JPEG_HEAD + b"c" * 3000
