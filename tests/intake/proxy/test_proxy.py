@@ -4,7 +4,6 @@ import hashlib
 import http.server
 import os
 import socket
-import subprocess
 import threading
 import time
 
@@ -12,7 +11,7 @@ import pytest
 
 from agent.intake.proxy.server import ProxyLimits, ProxyServer
 from tests.intake.icap.realservers import AgentProcess, Origin, curl, demo_lists, find_binary
-from tests.intake.icap.support import JPEG_HEAD, MARKER, LoopThread, MarkerInspector
+from tests.intake.icap.support import JPEG_HEAD, MARKER, MarkerInspector
 
 
 class ChunkedOrigin:
@@ -57,21 +56,7 @@ def www(tmp_path):
     origin.stop()
 
 
-@pytest.fixture
-def proxy():
-    started = []
-
-    def make(inspector=None, **kw):
-        inspector = inspector or MarkerInspector()
-        kw.setdefault("allow_loopback_upstream", True)  # the test origins live on 127.0.0.1
-        lt = LoopThread(ProxyServer(inspector, **kw))
-        lt.inspector = inspector
-        started.append(lt)
-        return lt
-
-    yield make
-    for lt in started:
-        lt.stop()
+# the proxy fixture is in conftest.py (it allows this module's loopback origins)
 
 
 def raw_request(port, data: bytes, timeout=10) -> bytes:
@@ -98,7 +83,6 @@ def split_response(raw: bytes):
 def test_explicit_mode_passes_and_blocks(proxy, www):
     d, origin = www
     lt = proxy()
-    p = "http://127.0.0.1:%d" % lt.port
     for name in ("clean.jpg", "page.txt"):
         raw = raw_request(lt.port, b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
                           % origin.url(name).encode())
@@ -245,6 +229,10 @@ def test_bad_mode_refused():
     from agent.core.errors import ConfigError
     with pytest.raises(ConfigError, match="explicit, transparent"):
         ProxyServer(MarkerInspector(), mode="sideways")
+    with pytest.raises(ConfigError, match="pass or block"):
+        ProxyServer(MarkerInspector(), undecodable_images="maybe")
+    with pytest.raises(ConfigError, match="not a network"):
+        ProxyServer(MarkerInspector(), clients=["10.0.0.0/8", "lan"])
 
 
 @pytest.mark.slow
