@@ -52,7 +52,10 @@ apt_install() {
 }
 
 pkgs=$(cat "$here"/apt-*.txt 2>/dev/null | sed 's/#.*//' | tr -s ' \t' '\n' | sort -u | tr '\n' ' ')
-# Python's pip: Debian's python3 comes without it.
+# Debian's own python3 comes without pip, and without the headers that building pdqhash needs.
+case "$(command -v "$PY")" in
+    /usr/bin/*) pkgs="$pkgs python3-dev" ;;
+esac
 if ! "$PY" -m pip --version >/dev/null 2>&1; then
     case "$(command -v "$PY")" in
         /usr/bin/*) pkgs="$pkgs python3-pip" ;;
