@@ -153,13 +153,20 @@ class Topics:
         return self._t("confirm", "resp", _check_segment("client_id", client_id), "#")
 
     # reports
-    def reports(self, source):
-        """Where devices publish reports for one source. No device identity in the topic."""
-        return self._t("reports", _check_segment("source", source))
+    def reports(self, source, ack_token=None):
+        """Where devices publish reports for one source. No device identity in the topic.
+
+        With ``ack_token`` (random, rotating; see docs/reports.md) the hub acknowledges the stored
+        report on ``ack(ack_token)``; without it (older agents) nobody acknowledges but the broker.
+        """
+        if ack_token is None:
+            return self._t("reports", _check_segment("source", source))
+        return self._t("reports", _check_segment("source", source), _check_segment("ack_token", ack_token))
 
     def reports_filter(self):
-        """All reports of all sources."""
-        return self._t("reports", "+")
+        """All reports of all sources, with an ack token level (``reports/<source>/<token>``) or
+        without (``reports/<source>``, older agents)."""
+        return self._t("reports", "#")
 
     def reports_shared(self, group="hub"):
         """Shared subscription by which several collectors split the reports."""
@@ -167,11 +174,26 @@ class Topics:
 
     def source_of_report_topic(self, topic):
         """The source segment of a report topic, or None if ``topic`` is not one."""
+        parsed = self.parse_report_topic(topic)
+        return parsed[0] if parsed else None
+
+    def parse_report_topic(self, topic):
+        """(source, ack token or None) of a report topic, or None if ``topic`` is not one."""
         head = self._t("reports") + "/"
         if not topic.startswith(head):
             return None
-        rest = topic[len(head):]
-        return rest if rest and "/" not in rest else None
+        parts = topic[len(head):].split("/")
+        if len(parts) > 2 or not all(parts):
+            return None
+        return parts[0], (parts[1] if len(parts) == 2 else None)
+
+    def ack(self, ack_token):
+        """Where the hub acknowledges stored reports to the device holding ``ack_token``.
+
+        Outside ``reports/``: devices may write ``reports/+/+`` and must never be able to forge an
+        acknowledgement (the ACL gives them read access here, and write access to no one but the hub).
+        """
+        return self._t("ack", _check_segment("ack_token", ack_token))
 
     # status
     def status(self, client_id):
@@ -199,16 +221,18 @@ class PublishAck:
     object waits for the real acknowledgement instead.
     """
 
-    __slots__ = ("mid", "rc", "_event", "failed")
+    __slots__ = ("mid", "rc", "_event", "failed", "reason")
 
     def __init__(self, mid, rc):
         self.mid = mid
         self.rc = rc
         self.failed = False
+        self.reason = 0  # the PUBACK reason code where paho reports it (2.x, MQTT 5), e.g. 0x10
         self._event = threading.Event()
 
-    def _set(self, failed=False):
+    def _set(self, failed=False, reason=0):
         self.failed = failed
+        self.reason = reason
         self._event.set()
 
     @property
@@ -389,7 +413,7 @@ class MqttClient:
             return ack
         with self._lock:
             if info.mid in self._early:
-                ack._set(self._early.pop(info.mid))
+                ack._set(*self._early.pop(info.mid))
             else:
                 self._acks[info.mid] = ack
         return ack
@@ -454,12 +478,13 @@ class MqttClient:
 
     def _on_publish(self, client, userdata, mid, *rest):
         failed = bool(rest) and PAHO2 and _rc_failed(rest[0])
+        reason = _rc_value(rest[0]) if rest and PAHO2 else 0
         with self._lock:
             ack = self._acks.pop(mid, None)
             if ack is None:
-                self._early[mid] = failed
+                self._early[mid] = (failed, reason)
         if ack is not None:
-            ack._set(failed)
+            ack._set(failed, reason)
 
     def _on_subscribe(self, client, userdata, mid, granted, *rest):
         codes = [_rc_value(g) for g in granted]

@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 
-from agent.core.report import ReportError, decode_report
+from agent.core.report import MAX_REPORT_BYTES, ReportError, decode_report
 from agent.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,11 @@ class ReportStore:
                 return self._db.execute("SELECT COUNT(*) FROM reports").fetchone()[0]
             return self._db.execute("SELECT COUNT(*) FROM reports WHERE source=?", (source,)).fetchone()[0]
 
+    def sources(self):
+        """The sources that have reports in the store."""
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT DISTINCT source FROM reports")}
+
     def ids(self):
         """All stored report ids."""
         with self._lock:
@@ -145,21 +150,54 @@ def export(store, source, fmt):
     return buf.getvalue()
 
 
+REFUSALS = ("retained", "size", "topic", "source", "schema")
+
+
+def served_sources(sources=(), lists_dir=None):
+    """The sources this hub serves: ``--source`` names plus the sources of the lists in ``lists_dir``.
+
+    List files are named ``<source>+<list>.v<N>.gwl`` (tools/build.py); an empty result means the
+    operator named none, which the command line refuses.
+    """
+    out = set()
+    for s in sources or ():
+        out.update(x.strip() for x in s.split(",") if x.strip())
+    if lists_dir:
+        if not os.path.isdir(lists_dir):
+            raise ConfigError("lists folder %s does not exist" % lists_dir)
+        for root, _dirs, files in os.walk(lists_dir):
+            for name in files:
+                if name.endswith(".gwl") and "+" in name:
+                    out.add(name.split("+", 1)[0])
+    return frozenset(out)
+
+
 class Collector:
-    """Subscribes to all report topics and stores each valid report once.
+    """Subscribes to all report topics, stores each valid report once and acknowledges it.
 
     ``group``: the shared-subscription group that several collectors split the reports in; None
     (or "") subscribes plainly, for brokers without shared subscriptions (the demo's amqtt).
+    ``sources``: the sources this hub serves; a report for any other is refused (None: any).
+
+    Refused, counted per reason (``refusals``) and logged without any of their content: retained
+    messages, payloads over MAX_REPORT_BYTES, topics that are not ``reports/<source>[/<token>]``,
+    sources the hub does not serve, and anything that fails the schema's strict validation. A refused
+    report is acknowledged to the broker (it never becomes valid) but never to the device.
+    A stored report (new or duplicate) is acknowledged to the device on ``ack/<token>`` once committed.
     """
 
-    def __init__(self, client, store, topics, group="hub"):
+    def __init__(self, client, store, topics, group="hub", sources=None, log_every=1000):
         self.client = client
         self.store = store
         self.topics = topics
         self.group = group
+        self.sources = frozenset(sources) if sources else None
         self.stored = 0
         self.duplicates = 0
         self.rejected = 0
+        self.acked = 0
+        self.refusals = dict.fromkeys(REFUSALS, 0)
+        self.log_every = log_every
         self.subscribed = None  # SubscribeAck: wait(timeout) until the broker confirmed
 
     def start(self):
@@ -168,22 +206,63 @@ class Collector:
         self.subscribed = self.client.subscribe(topic, self._on_message, qos=1)
         return self
 
+    def _refuse(self, reason, message=None):
+        self.rejected += 1
+        self.refusals[reason] += 1
+        n = self.refusals[reason]
+        if n <= 10 or n % self.log_every == 0:
+            # no payload, no topic (its token), no source name that the hub does not serve
+            log.warning("refused a report: %s (%d refused for this reason so far)", reason, n)
+        if message is not None and message.payload:
+            # clear any retained copy from the broker: a device must not park junk there. A retained
+            # publish reaches subscribers that are already there without its retain flag (MQTT
+            # 3.1.1), so every refused message is cleared, not only those flagged retained.
+            try:
+                self.client.publish(message.topic, b"", qos=1, retain=True)
+            except Exception:
+                pass
+
     def _on_message(self, message):
-        source = self.topics.source_of_report_topic(message.topic)
+        if message.retain:
+            return self._refuse("retained", message)
+        if not message.payload:
+            return None  # the empty retained message that clears one: nothing to count
+        parsed = self.topics.parse_report_topic(message.topic)
+        if parsed is None:
+            return self._refuse("topic", message)
+        source, token = parsed
+        if token is not None and (len(token) != 16 or any(c not in "0123456789abcdef" for c in token)):
+            return self._refuse("topic", message)
+        if self.sources is not None and source not in self.sources:
+            return self._refuse("source", message)
+        if len(message.payload) > MAX_REPORT_BYTES:
+            return self._refuse("size", message)
         try:
             report = decode_report(message.payload)
-            if report["source"] != source:
-                raise ReportError("report for source %r arrived on the topic of %r" % (report["source"], source))
-        except ReportError as exc:
-            # it will never become valid: acknowledge and count it, but do not store it
-            self.rejected += 1
-            log.warning("rejected a report on %s: %s", message.topic, exc)
-            return
+        except ReportError:
+            return self._refuse("schema", message)
+        if report["source"] != source:
+            return self._refuse("topic", message)
         # an exception from here on propagates: no PUBACK, the broker delivers the report again
         if self.store.add(report):
             self.stored += 1
         else:
             self.duplicates += 1
+        if token is not None:
+            # after the commit; lost (SIGKILL now) only means the device sends it again: stored
+            # once, acknowledged again
+            self.client.publish(self.topics.ack(token), _ack_payload([report["id"]]), qos=1)
+            self.acked += 1
+        return None
+
+    def stats(self):
+        """Counters (no report content)."""
+        return {"stored": self.stored, "duplicates": self.duplicates, "rejected": self.rejected,
+                "acked": self.acked, "refusals": dict(self.refusals)}
+
+
+def _ack_payload(ids):
+    return json.dumps({"ids": list(ids)}, separators=(",", ":")).encode("ascii")
 
 
 # command line ---------------------------------------------------------------------------------
@@ -206,7 +285,16 @@ def add_arguments(parser):
     c.add_argument("--password-env", default="GATEWATCH_HUB_PASSWORD",
                    help="environment variable holding the broker password (default: %(default)s)")
     c.add_argument("--ca", help="CA file for mqtts://")
+    c.add_argument("--source", action="append", default=[],
+                   help="a source (hotline) this hub serves; repeat or comma-separate. Reports for "
+                        "other sources are refused (counted)")
+    c.add_argument("--lists", help="serve the sources of the list files (*.gwl) in this folder")
+    c.add_argument("--any-source", action="store_true",
+                   help="accept reports for every source (tests, single-hotline demos)")
     c.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    c.add_argument("--connect-timeout", type=float, default=30.0,
+                   help="give up if the broker cannot be reached within this many seconds (default: "
+                        "%(default)s; never more than --duration)")
     e = sub.add_parser("export", help="write one source's reports as CSV or JSON")
     e.add_argument("--db", required=True, help="SQLite file written by `reports collect`")
     e.add_argument("--source", required=True, help="the source (hotline) whose reports to export")
@@ -230,6 +318,10 @@ def _export(args):
         raise ConfigError("report database %s does not exist" % args.db)
     store = ReportStore(args.db)
     try:
+        known = store.sources()
+        if args.source not in known:
+            raise ConfigError("no reports for source %r in %s; sources with reports: %s"
+                              % (args.source, args.db, ", ".join(sorted(known)) or "none"))
         text = export(store, args.source, args.format)
     finally:
         store.close()
@@ -245,26 +337,44 @@ def _collect(args):
     from agent.mqtt import MqttClient, MqttError, Topics
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    sources = served_sources(args.source, args.lists)
+    if not sources and not args.any_source:
+        raise ConfigError("name the sources this hub serves (--source NAME, --lists DIR) or pass "
+                          "--any-source; reports for other sources are refused")
+    started = time.monotonic()
     store = ReportStore(args.db)
     password = os.environ.get(args.password_env) if args.password_env else None
     client = MqttClient(args.broker, args.client_id, username=args.username, password=password,
-                        tls={"ca_certs": args.ca} if args.ca else None, clean_session=False)
-    collector = Collector(client, store, Topics(args.prefix), group=args.group).start()
+                        tls={"ca_certs": args.ca} if args.ca else None, clean_session=False,
+                        reconnect=(1, 5))
+    collector = Collector(client, store, Topics(args.prefix), group=args.group,
+                          sources=sources or None).start()
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
+    timeout = args.connect_timeout
+    if args.duration is not None:
+        timeout = min(timeout, max(0.5, args.duration))
     try:
-        client.connect(timeout=30)
+        client.connect(timeout=timeout)
     except MqttError as exc:
-        print("gatewatch-hub reports collect: %s" % exc, file=sys.stderr)
+        print("gatewatch-hub reports collect: gave up: %s; nothing was collected" % exc, file=sys.stderr)
         client.stop()
+        store.close()
         return 1
-    print("collecting reports from %s into %s" % (args.broker, args.db), flush=True)
-    done.wait(args.duration)
+    print("collecting reports from %s into %s (%s)" % (
+        args.broker, args.db, "sources: " + ", ".join(sorted(sources)) if sources else "any source"), flush=True)
+    if args.duration is not None:
+        done.wait(max(0.0, args.duration - (time.monotonic() - started)))
+    else:
+        done.wait()
     client.stop()
     store.close()
-    print("stored %d new reports (%d duplicates, %d rejected)"
-          % (collector.stored, collector.duplicates, collector.rejected), flush=True)
+    st = collector.stats()
+    print("stored %d new reports (%d duplicates, %d rejected: %s; %d acknowledged to devices)"
+          % (st["stored"], st["duplicates"], st["rejected"],
+             ", ".join("%s %d" % kv for kv in sorted(st["refusals"].items()) if kv[1]) or "none",
+             st["acked"]), flush=True)
     return 0
 
 

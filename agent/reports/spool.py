@@ -98,7 +98,7 @@ class ReportSpool:
 
     def __init__(self, folder, *, max_bytes=1024 * 1024, max_reports=10000,
                  segment_bytes=64 * 1024, policy="drop-newest", stats_interval=60.0,
-                 clock=time.monotonic):
+                 clock=time.monotonic, readonly=False):
         if policy not in POLICIES:
             raise ConfigError("spool policy %r unknown; use one of %s" % (policy, ", ".join(POLICIES)))
         if max_reports < 1 or segment_bytes < 1024 or max_bytes < 2 * segment_bytes:
@@ -121,6 +121,14 @@ class ReportSpool:
         self._stats_written_at = None
         self._stats_dirty = False
         self._lockfd = None
+        self.readonly = readonly
+        if readonly:
+            # a reader beside the running agent (`gatewatch reports export`): no lock, no repair,
+            # no write of any kind; a torn tail is skipped, not cut
+            if not os.path.isdir(self.folder):
+                raise SpoolError(errno.ENOENT, "no spool folder %s" % self.folder)
+            self._load()
+            return
         try:
             os.makedirs(self.folder, exist_ok=True)
         except OSError as exc:
@@ -157,14 +165,15 @@ class ReportSpool:
                     nos.add(int(name[4:-4]))
                 except ValueError:
                     continue
-            elif name.endswith(".tmp"):
+            elif name.endswith(".tmp") and not self.readonly:
                 os.unlink(os.path.join(self.folder, name))  # a stats replace that never finished
         self._read_stats()
         logs = []
         for no in sorted(nos):
             seg = _Segment(self.folder, no)
             if not os.path.exists(seg.log):
-                os.unlink(seg.ack)  # crash between the two unlinks of a reclaimed segment
+                if not self.readonly:
+                    os.unlink(seg.ack)  # crash between the two unlinks of a reclaimed segment
                 continue
             logs.append(seg)
         for seg in logs:
@@ -180,7 +189,7 @@ class ReportSpool:
                 if self._index.get(rid, (None,))[0] is seg:
                     del self._index[rid]
         for seg in list(self._segments.values())[:-1]:
-            if not seg.live:
+            if not seg.live and not self.readonly:
                 self._reclaim(seg)
 
     def _read_acks(self, seg):
@@ -224,7 +233,7 @@ class ReportSpool:
             pos = nxt
         if good_end < n:
             self._recovered_bytes += n - good_end
-            if last:  # cut the torn tail so that new appends follow valid data
+            if last and not self.readonly:  # cut the torn tail so that new appends follow valid data
                 with open(seg.log, "r+b") as f:
                     f.truncate(good_end)
                     os.fsync(f.fileno())
@@ -274,6 +283,8 @@ class ReportSpool:
         Ids already in the spool are not stored again (idempotent). Raises SpoolError, with nothing
         stored and the spool intact, if the disk refuses the write (full, read-only).
         """
+        if self.readonly:
+            raise SpoolError(errno.EROFS, "spool %s was opened read-only" % self.folder)
         records = []
         for report_id, payload in items:
             rid = _id_bytes(report_id)
@@ -397,6 +408,8 @@ class ReportSpool:
     def ack(self, report_ids):
         """Forget acknowledged reports (one append + fsync per segment touched); returns how many."""
         by_seg = {}
+        if self.readonly:
+            raise SpoolError(errno.EROFS, "spool %s was opened read-only" % self.folder)
         with self._lock:
             for report_id in report_ids:
                 rid = _id_bytes(report_id)

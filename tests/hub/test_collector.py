@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -126,7 +127,7 @@ def test_cli_collect_and_export(tmp_path):
     broker = start_mosquitto(tmp_path)
     db = tmp_path / "hub.db"
     proc = subprocess.Popen([sys.executable, "-m", "tools.collector", "collect", "--broker", broker.url,
-                             "--db", str(db), "--client-id", "cli-col"], cwd=ROOT,
+                             "--db", str(db), "--client-id", "cli-col", "--source", "hl0,hl1"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert any("collecting reports" in proc.stdout.readline() for _ in range(5))
@@ -195,3 +196,99 @@ def test_failed_store_is_not_acknowledged_and_comes_again(tmp_path):
         c.stop()
         store.close()
         broker.kill()
+
+
+# ---------------------------------------------------------------- hardening (what a device may send)
+
+class _Pub:
+    """Records what the collector publishes (acks, clearing retained messages)."""
+
+    def __init__(self):
+        self.sent = []
+
+    def publish(self, topic, payload, qos=0, retain=False):
+        self.sent.append((topic, payload, retain))
+
+
+def _msg(topic, payload, retain=False):
+    from agent.mqtt import Message
+    return Message(topic, payload, 1, retain)
+
+
+def test_collector_refuses_retained_oversized_invalid_and_unserved_and_logs_no_content(tmp_path, caplog):
+    from agent.core.report import MAX_REPORT_BYTES
+    store = ReportStore(tmp_path / "hub.db")
+    pub = _Pub()
+    t = Topics()
+    col = Collector(pub, store, t, sources={"hl1"})
+    good = rep(1)
+    secret = "c00k1e-in-junk"
+    token = "0123456789abcdef"
+    junk = dict(good, entry="x" * 300 + secret)            # fails the schema (entry > 256)
+    extra = dict(good, client="192.168.1.23")              # a field the schema does not allow
+    big = b'{"pad":"' + b"A" * (100 * 1024) + b'"}'
+    caplog.set_level(logging.INFO)
+    other = rep(2, "hl9")
+    sent = [_msg(t.reports("hl1", token), encode_report(good), retain=True),   # retained
+            _msg(t.reports("hl1", token), big),                                # 100 KB
+            _msg(t.reports("hl1", token), json.dumps(junk).encode()),
+            _msg(t.reports("hl1", token), json.dumps(extra).encode()),
+            _msg(t.reports("hl9", token), encode_report(other)),               # not served
+            _msg(t.reports("hl1", "NOT-A-TOKEN"), encode_report(good)),       # bad token
+            _msg("gatewatch/v1/reports/hl1/%s/x" % token, encode_report(good))]
+    for m in sent:
+        col._on_message(m)
+    assert store.count() == 0 and col.stored == 0
+    assert col.refusals == {"retained": 1, "size": 1, "schema": 2, "source": 1, "topic": 2}
+    assert col.rejected == 7
+    # every refused message is cleared from the broker (retained or not); nothing is acknowledged
+    assert pub.sent == [(m.topic, b"", True) for m in sent] and len(pub.sent) == 7
+    logs = caplog.text
+    assert secret not in logs and "192.168.1.23" not in logs and token not in logs and "hl9" not in logs
+    assert "AAAA" not in logs and "refused a report: schema" in logs
+    # the same report, valid, on a served source: stored and acknowledged on the token's topic
+    col._on_message(_msg(t.reports("hl1", token), encode_report(good)))
+    assert store.count() == 1 and pub.sent[-1] == (t.ack(token), json.dumps({"ids": [good["id"]]},
+                                                                             separators=(",", ":")).encode(), False)
+    assert MAX_REPORT_BYTES < len(big)
+    store.close()
+
+
+def test_served_sources_from_names_and_list_folder(tmp_path):
+    from tools.collector import served_sources
+    (tmp_path / "lists" / "hub").mkdir(parents=True)
+    (tmp_path / "lists" / "hotline+known.v1.gwl").write_bytes(b"x")
+    (tmp_path / "lists" / "ncmec+pdq.v3.gwl").write_bytes(b"x")
+    assert served_sources(["a,b", "c"], str(tmp_path / "lists")) == {"a", "b", "c", "hotline", "ncmec"}
+    with pytest.raises(ConfigError):
+        served_sources([], str(tmp_path / "nope"))
+
+
+def test_cli_collect_needs_sources_and_gives_up_on_a_dead_broker_within_its_duration(tmp_path):
+    from tests.brokers import free_port
+    dead = "mqtt://127.0.0.1:%d" % free_port()
+    r = subprocess.run([sys.executable, "-m", "tools.collector", "collect", "--broker", dead, "--db",
+                        str(tmp_path / "h.db")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--source" in r.stderr
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "tools.collector", "collect", "--broker", dead, "--db",
+                        str(tmp_path / "h.db"), "--source", "hl1", "--duration", "3"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - t0
+    assert r.returncode == 1 and took < 3 + 4, (took, r.stderr)
+    assert "gave up" in r.stderr and "could not connect" in r.stderr
+
+
+def test_cli_export_of_an_unknown_source_says_so_and_lists_the_known_ones(tmp_path):
+    db = tmp_path / "hub.db"
+    store = ReportStore(db)
+    store.add(rep(1, "hl1"))
+    store.add(rep(2, "hl2"))
+    store.close()
+    r = subprocess.run([sys.executable, "-m", "tools.collector", "export", "--db", str(db), "--source",
+                        "hl3"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stdout == ""
+    assert "no reports for source 'hl3'" in r.stderr and "hl1, hl2" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "tools.collector", "export", "--db", str(db), "--source",
+                        "hl2"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2

@@ -5,22 +5,55 @@ is allowed to see it), so a broker that delivers nothing would fail these tests 
 """
 from __future__ import annotations
 
+import os
 import queue
 import time
+from pathlib import Path
 
 import pytest
 
 from agent.core.report import encode_report, make_report
 from agent.mqtt import MqttClient, MqttError, Topics, wait_all
-from tests.brokers import shipped_fleet_broker
+from tests.brokers import FIRMWARE_CONF, Broker, free_port, write_password_file
 
-USERS = {"gatewatch-hub": "hub-pw", "gw-0001": "pw-1", "gw-0002": "pw-2"}
+USERS = {"gatewatch-hub": "hub-pw", "gw-0001": "pw-1", "gw-0002": "pw-2", "gatewatch-collector": "col-pw"}
 T = Topics()
+
+
+def shipped_broker(tmp_path, users):
+    """firmware/mosquitto/mosquitto.conf line by line, in its order, with only the machine-specific
+    lines replaced: its TLS listener becomes a plain loopback listener, so that the listener options
+    that follow it (use_username_as_clientid) apply to the test's listener exactly as shipped."""
+    folder = Path(tmp_path) / ("shipped-%d" % time.monotonic_ns())
+    (folder / "data").mkdir(parents=True)
+    port = free_port()
+    pw = write_password_file(folder / "passwd", users)
+    drop = {"certfile", "keyfile", "cafile", "capath", "tls_version", "log_dest", "user", "pid_file"}
+    lines = []
+    for raw in (FIRMWARE_CONF / "mosquitto.conf").read_text().splitlines():
+        line = raw.strip()
+        word = line.split(" ", 1)[0]
+        if not word or word.startswith("#") or word in drop:
+            continue
+        if word == "listener":
+            line = "listener %d 127.0.0.1" % port
+        elif word == "password_file":
+            line = "password_file %s" % pw
+        elif word == "acl_file":
+            line = "acl_file %s" % (FIRMWARE_CONF / "acl")
+        elif word == "persistence_location":
+            line = "persistence_location %s/" % (folder / "data")
+        lines.append(line)
+    assert "use_username_as_clientid true" in lines
+    lines.append("log_dest stderr")
+    if os.geteuid() == 0:
+        lines.append("user root")
+    return Broker(folder, port, "\n".join(lines) + "\n").start()
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    broker = shipped_fleet_broker(tmp_path_factory.mktemp("fleet"), USERS)
+    broker = shipped_broker(tmp_path_factory.mktemp("fleet"), USERS)
     yield broker
     broker.kill()
 
@@ -119,6 +152,7 @@ def test_device_writes_reports_requests_and_own_status_only(fleet):
         d2.subscribe(T.status_filter(), d2_seen.put).wait(5)
         report = make_report("hl1", "sha256", 1, "sha256", 0, "e1", now=1_800_000_000, agent_version="0.1.0")
         allowed = [(T.reports("hl1"), encode_report(report)), (T.confirm_req(), b"request"),
+                   (T.reports("hl1", "0123456789abcdef"), encode_report(report)),
                    (T.status("gw-0001"), b"status-1")]
         denied = [(T.status("gw-0002"), b"forged-status"),
                   (T.confirm_resp("gw-0002", "r9"), b"forged-answer"),
@@ -131,3 +165,78 @@ def test_device_writes_reports_requests_and_own_status_only(fleet):
         hub.stop()
         d1.stop()
         d2.stop()
+
+
+def test_another_devices_client_id_no_longer_kicks_that_device_off(fleet):
+    """use_username_as_clientid: the broker names a session after the login, so gw-0001 connecting
+    with the client id "gw-0002" takes over nothing of gw-0002 (before: gw-0002 was disconnected)."""
+    hub, d2 = login(fleet, "gatewatch-hub"), login(fleet, "gw-0002")
+    got = queue.Queue()
+    impostor = None
+    try:
+        assert d2.subscribe(T.status("gw-0002"), got.put).wait(5)
+        connects = d2.connects
+        impostor = login(fleet, "gw-0001", client_id="gw-0002")
+        time.sleep(1.0)
+        assert d2.connected and d2.connects == connects  # never dropped, never reconnected
+        assert hub.publish(T.status("gw-0002"), b"still-here", qos=1).wait(5)
+        assert [m.payload for m in drain(got)] == [b"still-here"]
+    finally:
+        hub.stop()
+        d2.stop()
+        if impostor is not None:
+            impostor.stop()
+
+
+def test_acks_are_readable_by_token_writable_only_by_the_hub(fleet):
+    hub, d1, d2 = login(fleet, "gatewatch-collector"), login(fleet, "gw-0001"), login(fleet, "gw-0002")
+    mine, wild, spy = queue.Queue(), queue.Queue(), queue.Queue()
+    token = "0123456789abcdef"
+    try:
+        assert d1.subscribe(T.ack(token), mine.put).wait(5)
+        d2.subscribe("gatewatch/v1/ack/#", wild.put).wait(5)
+        d2.subscribe("gatewatch/v1/reports/#", spy.put).wait(5)
+        # a device cannot forge an ack, neither for itself nor for another device
+        wait_all([d2.publish(T.ack(token), b'{"ids":["%s"]}' % (b"ab" * 16), qos=1),
+                  d1.publish(T.ack(token), b'{"ids":["%s"]}' % (b"cd" * 16), qos=1)], 5)
+        assert d1.publish(T.reports("hl1", token), b"{}", qos=1).wait(5)
+        real = b'{"ids":["%s"]}' % (b"ef" * 16)
+        assert hub.publish(T.ack(token), real, qos=1).wait(5)  # positive control
+        assert [m.payload for m in drain(mine)] == [real]
+        # mosquitto cannot tie a random token to a login: another device that subscribes to every
+        # ack sees this one too. What it learns: a random token and random report ids, no more.
+        assert [m.payload for m in drain(wild)] == [real]
+        assert drain(spy) == []  # but no device reads anyone's reports
+    finally:
+        hub.stop()
+        d1.stop()
+        d2.stop()
+
+
+def test_collector_login_reads_acked_reports_and_clears_retained_ones(fleet, tmp_path):
+    from tools.collector import Collector, ReportStore
+    col_client, d1 = login(fleet, "gatewatch-collector"), login(fleet, "gw-0001")
+    store = ReportStore(tmp_path / "hub.db")
+    acks = queue.Queue()
+    token = "00112233445566aa"
+    try:
+        col = Collector(col_client, store, T, group=None, sources={"hl1"}).start()
+        assert col.subscribed.wait(5)
+        assert d1.subscribe(T.ack(token), acks.put).wait(5)
+        good = make_report("hl1", "sha256", 1, "sha256", 0, "e1", now=1_800_000_000, agent_version="0.1.0")
+        junk = b'{"junk":"' + b"J" * 60000 + b'"}'
+        assert d1.publish(T.reports("hl1", token), junk, qos=1, retain=True).wait(5)
+        assert d1.publish(T.reports("hl1", token), encode_report(good), qos=1).wait(5)
+        got = drain(acks, 2.0)
+        assert [m.payload for m in got] == [b'{"ids":["%s"]}' % good["id"].encode()]
+        # delivered live (the retain flag is not passed on to present subscribers): refused by size
+        assert store.ids() == {good["id"]} and col.refusals["size"] == 1
+        # the retained junk is gone from the broker: a new subscriber gets nothing retained
+        late = queue.Queue()
+        with MqttClient(fleet.url, "gatewatch-hub", username="gatewatch-hub", password=USERS["gatewatch-hub"]) as h:
+            assert h.subscribe("gatewatch/v1/reports/#", late.put).wait(5)
+            assert drain(late, 1.0) == []
+    finally:
+        col_client.stop()
+        d1.stop()
+        store.close()

@@ -86,7 +86,7 @@ def test_no_report_lost_across_broker_outage_and_agent_sigkill(tmp_path):
     spool = tmp_path / "spool"
     collector = subprocess.Popen(
         [sys.executable, "-m", "tools.collector", "collect", "--broker", broker.url, "--db", str(db),
-         "--client-id", "hub-collector-1", "--group", ""], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+         "--client-id", "hub-collector-1", "--group", "", "--source", ",".join(report_driver.SOURCES)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True)
     try:
         assert any("collecting reports" in collector.stdout.readline() for _ in range(5))
@@ -183,7 +183,7 @@ def test_no_report_lost_with_the_real_daemon(tmp_path):
 
     collector = subprocess.Popen(
         [sys.executable, "-m", "tools.collector", "collect", "--broker", broker.url, "--db", str(db),
-         "--client-id", "hub-collector-d", "--group", ""], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         "--client-id", "hub-collector-d", "--group", "", "--source", "hl1"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     hub_client = MqttClient(broker.url, "hub-serve", reconnect=(1, 2))
     ConfirmService(hub_client, Topics(), hub.out).start()
     agent = None

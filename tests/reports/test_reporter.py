@@ -1,4 +1,5 @@
-"""Reporter: deletes from the spool only on PUBACK, resumes after reconnect (real mosquitto)."""
+"""Reporter in the legacy ``ack="broker"`` mode: deletes from the spool on PUBACK, resumes after
+reconnect (real mosquitto). The hub-acknowledged mode (the default) is tests/reports/test_hub_ack.py."""
 from __future__ import annotations
 
 import json
@@ -29,6 +30,13 @@ class FakeClient:
     def __init__(self):
         self.connected = True
         self.sent = []
+        self.subs = []
+
+    def subscribe(self, topic_filter, callback, qos=1):
+        self.subs.append((topic_filter, callback))
+
+    def unsubscribe(self, topic_filter):
+        self.subs = [s for s in self.subs if s[0] != topic_filter]
 
     def publish(self, topic, payload, qos=0, retain=False):
         ack = _Ack()
@@ -40,7 +48,8 @@ def test_spool_keeps_a_report_until_its_puback(tmp_path):
     now = [0.0]
     client = FakeClient()
     spool = ReportSpool(tmp_path)
-    r = Reporter(client, spool, Topics(), ack_timeout=1000, refused_retry=60, clock=lambda: now[0])
+    r = Reporter(client, spool, Topics(), ack_timeout=1000, refused_retry=60, clock=lambda: now[0],
+                 ack="broker")
     a, b = rep(1), rep(2, source="hl2")
     r.submit(a)
     r.submit(b)
@@ -66,7 +75,7 @@ def test_unanswered_publish_is_sent_again_after_timeout(tmp_path):
     now = [0.0]
     client = FakeClient()
     spool = ReportSpool(tmp_path)
-    r = Reporter(client, spool, ack_timeout=30, clock=lambda: now[0])
+    r = Reporter(client, spool, ack_timeout=30, clock=lambda: now[0], ack="broker")
     r.submit(rep(1))
     r.step()
     now[0] = 10
@@ -85,7 +94,7 @@ def test_unreadable_spooled_payload_is_dropped_and_counted(tmp_path):
     client = FakeClient()
     spool = ReportSpool(tmp_path)
     spool.put("ab" * 16, b"\xff not json")
-    r = Reporter(client, spool)
+    r = Reporter(client, spool, ack="broker")
     r.submit(rep(1))
     r.step()
     r.step()
@@ -96,7 +105,7 @@ def test_unreadable_spooled_payload_is_dropped_and_counted(tmp_path):
 def test_window_bounds_reports_in_flight(tmp_path):
     client = FakeClient()
     spool = ReportSpool(tmp_path)
-    r = Reporter(client, spool, window=5)
+    r = Reporter(client, spool, window=5, ack="broker")
     for i in range(12):
         r.submit(rep(i))
     r.step()
@@ -116,7 +125,7 @@ def test_drains_through_broker_outage(tmp_path):
         with MqttClient(broker.url, "hub-sub", clean_session=False, reconnect=(1, 2)) as sub:
             assert sub.subscribe("gatewatch/v1/reports/+", got.put).wait(5)
             dev = MqttClient(broker.url, "dev-1", reconnect=(1, 2)).start()
-            r = Reporter(dev, spool, ack_delay=0.05).start()
+            r = Reporter(dev, spool, ack_delay=0.05, ack="broker").start()
             try:
                 reports = [rep(i) for i in range(40)]
                 for x in reports[:20]:
