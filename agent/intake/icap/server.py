@@ -35,8 +35,8 @@ from typing import Callable, Optional
 from agent.intake.blockpage import PLACEHOLDER_PNG, BlockPage
 from agent.core.errors import ConfigError
 from agent.intake.icap import protocol as P
-from agent.intake.icap.coding import DecodeError, TooLarge, content_codings, decodable
-from agent.intake.icap.coding import decode as decode_body, encode as encode_body
+from agent.intake.coding import DecodeError, TooLarge, content_codings, decodable
+from agent.intake.coding import decode as decode_body, encode as encode_body
 from agent.intake.sniff import SNIFF_BYTES, says_nothing, should_scan, type_says_image
 from agent.intake import Decision, host_of
 from agent.intake.http1 import LAST_CHUNK, encode_chunk

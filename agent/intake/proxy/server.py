@@ -46,7 +46,7 @@ from agent.intake import Decision, host_of
 from agent.intake.streamserver import StreamIntakeServer, linger
 from agent.intake.http1 import (CRLF, HOP_BY_HOP, LAST_CHUNK, ChunkedDecoder, Head, HttpError, body_framing,
                                encode_chunk, parse_authority, parse_head, response_has_body)
-from agent.intake.proxy.coding import BoundedDecoder, DecodeError, content_codings, decodable, offered_encodings
+from agent.intake.coding import BoundedDecoder, DecodeError, content_codings, decodable, offered_encodings
 from agent.intake.proxy.netpolicy import DEFAULT_CLIENTS, ClientNetworks, normal_ip, upstream_refusal
 
 log = logging.getLogger("gatewatch.proxy")

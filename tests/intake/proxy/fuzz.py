@@ -30,7 +30,7 @@ import zlib
 
 from agent.intake import Decision
 from agent.intake.http1 import ChunkedDecoder, HttpError, body_framing, parse_authority, parse_head
-from agent.intake.proxy.coding import BoundedDecoder, DecodeError
+from agent.intake.coding import BoundedDecoder, DecodeError
 from agent.intake.proxy.server import ProxyLimits, ProxyServer
 
 MARKER = b"GW-TEST-BLOCK-MARKER"

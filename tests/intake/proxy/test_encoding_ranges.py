@@ -6,7 +6,7 @@ import zlib
 
 import pytest
 
-from agent.intake.proxy.coding import BoundedDecoder, DecodeError, offered_encodings
+from agent.intake.coding import BoundedDecoder, DecodeError, offered_encodings
 from agent.intake.proxy.server import ProxyLimits
 from tests.intake.icap.support import JPEG_HEAD, MARKER
 from tests.intake.proxy.origins import ScriptedOrigin, ranged, raw_request, split_response

@@ -1,10 +1,12 @@
-"""Content-Encoding for the proxy: what it offers origins, and a bounded decoder. No I/O.
+"""Content-Encoding for the intakes: what the proxy offers origins, and bounded decoders. No I/O.
 
 A listed image served with ``Content-Encoding: gzip`` must be hashed as the image, not as the gzip
-stream. The proxy offers origins only the codings it can decode (``offered_encodings``), relays the
-encoded bytes to the client unchanged, and hashes the decoded bytes. Decoding is bounded: a decoder
-never produces more than ``limit`` bytes (a gzip bomb stops at the limit, ``over`` is set; the input
-left is not decoded at all) and asks zlib for at most ``step`` bytes at a time.
+stream: the proxy offers origins only the codings it can decode (``offered_encodings``) and decodes
+incrementally (``BoundedDecoder``); the ICAP service, which gets bodies as the origin sent them,
+decodes in one go (``decode``). Both relay the original bytes. One gzip/x-gzip/deflate layer is
+decoded (zlib only); anything else (br, zstd, compress, several layers) cannot be scanned and is
+counted and logged by the intake. Decoding never produces more than ``limit`` bytes (a gzip bomb
+stops there) and asks zlib for at most the bytes the caller pulls at a time.
 """
 
 from __future__ import annotations
@@ -17,14 +19,18 @@ _IDENTITY = ("identity", "")
 
 
 class DecodeError(ValueError):
-    """The encoded body is corrupt."""
+    """The encoded body is corrupt or not what its Content-Encoding says."""
+
+
+class TooLarge(ValueError):
+    """Decoding would produce more than the limit."""
 
 
 def content_codings(value: Optional[str]) -> List[str]:
     """The codings of a Content-Encoding value in the order they were applied, identity dropped."""
     if not value:
         return []
-    return [c.strip().lower() for c in value.split(",") if c.strip().lower() not in _IDENTITY]
+    return [c.strip(" \t").lower() for c in value.split(",") if c.strip(" \t").lower() not in _IDENTITY]
 
 
 def decodable(codings: List[str]) -> bool:
@@ -114,3 +120,45 @@ class BoundedDecoder:
             if not self._z.eof:
                 break
         return b""
+
+def decode(data: bytes, codings: List[str], limit: int, partial: bool = False) -> bytes:
+    """``data`` decoded in one go (at most ``limit`` bytes; TooLarge beyond unless ``partial``).
+
+    ``partial``: ``data`` is only the start of the stream (a preview): return what it decodes to, up to
+    ``limit`` bytes, without complaining that it ends early.
+    """
+    if not codings:
+        return bytes(data[:limit]) if partial else bytes(data)
+    if not decodable(codings):
+        raise DecodeError("content coding %s is not decoded" % ",".join(codings)[:40])
+    decoder = BoundedDecoder(codings[0], limit)
+    decoder.push(bytes(data))
+    out = bytearray()
+    try:
+        while True:
+            piece = decoder.pull(1 << 16)
+            if not piece:
+                break
+            out += piece
+    except DecodeError as exc:
+        if partial and out:
+            return bytes(out)
+        raise DecodeError("corrupt %s body: %s" % (codings[0], exc))
+    if decoder.over:
+        if partial:
+            return bytes(out)
+        raise TooLarge("decoded body over %d bytes" % limit)
+    if not partial and not decoder.complete:
+        raise DecodeError("encoded body ends early")
+    return bytes(out)
+
+
+def encode(data: bytes, codings: List[str]) -> bytes:
+    """``data`` encoded with ``codings`` when they are decodable ones (for a placeholder), else as is."""
+    if not codings or not decodable(codings):
+        return data
+    if codings[0] in ("gzip", "x-gzip"):
+        z = zlib.compressobj(6, zlib.DEFLATED, 31)
+    else:
+        z = zlib.compressobj(6, zlib.DEFLATED, 15)
+    return z.compress(data) + z.flush()

@@ -8,7 +8,7 @@ import zlib
 
 import pytest
 
-from agent.intake.icap import coding as C
+from agent.intake import coding as C
 from agent.intake.icap.protocol import IcapLimits
 from tests.intake.icap.support import JPEG_HEAD, MARKER, chunked
 from tests.intake.icap.test_server import exchange
