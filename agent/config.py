@@ -70,6 +70,9 @@ SETTINGS: Dict[str, List[Tuple[str, Any, str]]] = {
         ("spool_max_bytes", 1024 * 1024, "spool size cap in bytes"),
         ("spool_max_reports", 10000, "spool cap in reports"),
         ("spool_policy", "drop-newest", "when the spool is full: drop-newest or drop-oldest (counted)"),
+        ("ack", "hub", "keep a report until: hub (its collector stored it, docs/reports.md) or broker (PUBACK; older hubs)"),
+        ("resend_after", 30.0, "seconds before a report the hub has not acknowledged is sent again (doubling)"),
+        ("resend_max", 3600.0, "upper bound in seconds on the resend interval"),
     ],
     "localapi": [
         ("enabled", True, "serve the local check API"),

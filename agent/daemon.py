@@ -230,12 +230,19 @@ class Agent:
     def _start_reports(self) -> None:
         from agent.reports.spool import ReportSpool
 
+        from agent.reports.pending import PendingHits
+
         r = self.conf["reports"]
         self.spool = ReportSpool(os.path.join(self.state_dir, "spool"), max_bytes=r["spool_max_bytes"],
                                  max_reports=r["spool_max_reports"], policy=r["spool_policy"])
+        # unconfirmed hits, on disk for `gatewatch reports export` (only report fields; agent.reports.pending)
+        self.pending = PendingHits(os.path.join(self.state_dir, "pending"), hosting=r["hosting"],
+                                   max_records=policy_settings(self.conf).reconfirm_max)
         if self.client is not None:
             from agent.reports.reporter import Reporter
-            self.reporter = Reporter(self.client, self.spool, self.topics).start()
+            # kept until the hub's collector acknowledges it on <prefix>/ack/<random token>
+            self.reporter = Reporter(self.client, self.spool, self.topics, ack=r["ack"],
+                                     resend_after=r["resend_after"], resend_max=r["resend_max"]).start()
 
     def _start_servers(self) -> None:
         wanted = [(name, self.conf[name]["listen"]) for name in ("icap", "proxy") if self.conf[name]["listen"]]
@@ -287,6 +294,8 @@ class Agent:
             self.client.stop()
         if self.spool is not None:
             self.spool.close()
+        if getattr(self, "pending", None) is not None:
+            self.pending.close()
         if self.watchdog is not None:
             try:
                 self.watchdog.stop()
@@ -337,8 +346,9 @@ class Agent:
             "lists_refused": [{"file": r.file, "reason": r.reason} for r in self.refused],
             "list_faults": dict(self.scanner.faults),
             "policy": dict(self.policy.counters.as_dict(), mode=self.policy.settings.mode),
-            "reports": self.reporter.stats() if self.reporter is not None else
-            {"spool_depth": self.spool.stats()["depth"], "spool_dropped": self.spool.stats()["dropped"]},
+            "reports": dict(self.reporter.stats() if self.reporter is not None else
+                            {"spool_depth": self.spool.stats()["depth"], "spool_dropped": self.spool.stats()["dropped"]},
+                            pending=len(self.pending) if getattr(self, "pending", None) is not None else 0),
             "confirm": {"requests": self.confirmer.requests, "timeouts": self.confirmer.timeouts,
                         "cached": len(self.confirmer.cache)} if self.confirmer is not None else None,
             "intakes": dict(self.listening, localapi=self.localapi.path if self.localapi is not None else None),

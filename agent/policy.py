@@ -13,7 +13,9 @@ Defaults, and why:
   entries say so (a few in 10,000 unrelated images can be candidates), so without the hub it loads.
 - Reports: only ever for a hit that the hub's entries confirmed, in every mode and state. A hit
   that could not be confirmed is counted and kept in memory (bounded, ``reconfirm_hours``) to ask
-  the hub again when it is back; it is reported only if the hub then confirms it.
+  the hub again when it is back; it is reported only if the hub then confirms it. With a ``pending``
+  store (agent.reports.pending) it is also recorded on disk, holding only report fields (never a
+  hash or key of the image), so that a restart does not lose it for the operator's export.
 - Faults (a scan error, a confirmer crash) allow: fail-open on the network path, because an agent
   fault must never take a household or a school offline.
 """
@@ -95,7 +97,7 @@ class Policy:
 
     def __init__(self, settings: PolicySettings, confirmer: Optional[Callable] = None,
                  scanner_confirm: Optional[Callable] = None, report: Optional[Callable] = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, pending=None):
         self.settings = settings
         self.confirmer = confirmer
         self.scanner_confirm = scanner_confirm
@@ -104,6 +106,7 @@ class Policy:
         self.clock = clock
         self._pending: "collections.deque" = collections.deque()
         self._pending_lock = threading.Lock()
+        self.pending_store = pending  # add(result, url) -> record id; resolve(record id)
 
     def decide(self, result, url: Optional[str] = None) -> Decision:
         """The decision for one ScanResult of a body fetched from ``url``."""
@@ -162,8 +165,21 @@ class Policy:
             if len(self._pending) >= self.settings.reconfirm_max:
                 self.counters.pending_dropped += 1  # the oldest promise stays; the newest is counted
                 return
-            self._pending.append((self.clock(), result, url))
+            record = None
+            if self.pending_store is not None:
+                try:
+                    record = self.pending_store.add(result, url)
+                except Exception as exc:  # never a network outage because of the disk
+                    log.error("could not record a pending hit: %s", exc)
+            self._pending.append((self.clock(), result, url, record))
             self.counters.pending = len(self._pending)
+
+    def _resolve(self, record) -> None:
+        if record is not None and self.pending_store is not None:
+            try:
+                self.pending_store.resolve(record)
+            except Exception as exc:
+                log.error("could not forget a pending hit: %s", exc)
 
     def reconfirm(self) -> int:
         """Ask the hub again about every remembered unconfirmed hit; report those it confirms.
@@ -176,9 +192,10 @@ class Policy:
         reported = 0
         keep = []
         horizon = self.clock() - self.settings.reconfirm_hours * 3600
-        for i, (when, result, url) in enumerate(items):
+        for i, (when, result, url, record) in enumerate(items):
             if when < horizon:
                 self.counters.pending_dropped += 1
+                self._resolve(record)
                 continue
             try:
                 answered = self.confirmer(result) if self.confirmer else {}
@@ -195,10 +212,14 @@ class Policy:
                     self.counters.reported += 1
                     self.counters.reconfirmed += 1
                     reported += 1
+                    self._resolve(record)
                 except Exception as exc:
                     log.error("could not queue report: %s", exc)
+                    keep.append((when, result, url, record))
             elif decided.verdict != "clean":
-                keep.append((when, result, url))
+                keep.append((when, result, url, record))
+            else:
+                self._resolve(record)  # refuted by the hub: no report, no record
         with self._pending_lock:
             self._pending.extendleft(reversed(keep))
             self.counters.pending = len(self._pending)

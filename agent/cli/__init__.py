@@ -12,6 +12,7 @@ COMMANDS = {
     "scan": "agent.cli.scan",
     "run": "agent.cli.run",
     "status": "agent.cli.status",
+    "reports": "agent.cli.reports",
     "selftest": "agent.selftest",
 }
 
