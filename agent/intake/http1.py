@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import socket
 from typing import List, NamedTuple, Optional, Tuple
 
 from agent.core.errors import GatewatchError
@@ -230,14 +229,28 @@ def _normal_name(host: str) -> str:
     if _NUMERIC_LABEL.match(labels[-1]):  # numbers: an IPv4 address in some form, or nothing
         if not all(_NUMERIC_LABEL.match(l) for l in labels) or len(labels) > 4:
             raise HttpError("bad IPv4 address %r" % host[:40])
-        try:
-            return socket.inet_ntoa(socket.inet_aton(host))
-        except (OSError, ValueError):
-            raise HttpError("bad IPv4 address %r" % host[:40])
+        return _inet_aton_form(host, labels)
     for label in labels:
         if not _LABEL.match(label):
             raise HttpError("bad host name %r" % host[:70])
     return host.lower()
+
+
+def _inet_aton_form(host: str, labels) -> str:
+    # The forms inet_aton accepts (a, a.b, a.b.c, a.b.c.d; decimal, 0x hex, 0 octal), in dotted quad:
+    # '127.1' and '2130706433' are 127.0.0.1 to the kernel, so they must be to the loop guard too.
+    try:
+        nums = [int(l, 16) if l.lower().startswith("0x") else int(l, 8) if len(l) > 1 and l[0] == "0"
+                else int(l) for l in labels]
+    except ValueError:
+        raise HttpError("bad IPv4 address %r" % host[:40])
+    widths = {1: (32,), 2: (8, 24), 3: (8, 8, 16), 4: (8, 8, 8, 8)}[len(nums)]
+    value = 0
+    for n, bits in zip(nums, widths):
+        if not 0 <= n < (1 << bits):
+            raise HttpError("bad IPv4 address %r" % host[:40])
+        value = (value << bits) | n
+    return "%d.%d.%d.%d" % (value >> 24, (value >> 16) & 255, (value >> 8) & 255, value & 255)
 
 
 class ChunkedDecoder:

@@ -113,3 +113,27 @@ def test_chunked_decoder_keeps_the_pipelined_request():
 def test_chunked_decoder_refuses_bad_streams(stream):
     with pytest.raises(HttpError):
         ChunkedDecoder().feed(stream)
+
+
+def test_numeric_hosts_read_as_the_kernel_reads_them():
+    # the loop guard and the upstream rules must see the address the kernel would connect to
+    import random
+    import socket
+    from agent.intake.http1 import HttpError, _normal_name
+    rnd = random.Random(5)
+    for _ in range(3000):
+        parts = rnd.randint(1, 4)
+        labels = []
+        for _ in range(parts):
+            n = rnd.choice([rnd.randint(0, 255), rnd.randint(0, 1 << 24), rnd.randint(0, 1 << 32)])
+            labels.append(rnd.choice(["%d" % n, "0x%x" % n, "0%o" % n]))
+        host = ".".join(labels)
+        try:
+            want = socket.inet_ntoa(socket.inet_aton(host))
+        except OSError:
+            want = None
+        try:
+            got = _normal_name(host)
+        except HttpError:
+            got = None
+        assert got == want, host
