@@ -50,6 +50,7 @@ SETTINGS: Dict[str, List[Tuple[str, Any, str]]] = {
         ("fetch_timeout", 30.0, "seconds to wait for all chunks of an update before refusing it"),
         ("use_deltas", True, "fetch the delta when one version behind (false: always the snapshot)"),
         ("retry_delay", 30.0, "seconds before an update whose chunks were missing is tried again (doubling to 1 h)"),
+        ("stale_hours", 6.0, "hours without a fresh signed timestamp from a source before its lists show stale (LED fault); 0: off"),
     ],
     "policy": [
         ("mode", "block", "block, report-only or monitor (see agent/policy.py for the reasons)"),
@@ -86,7 +87,13 @@ SETTINGS: Dict[str, List[Tuple[str, Any, str]]] = {
               ("clients", list(DEFAULT_CLIENTS), "networks (CIDR) whose hosts may use the proxy; [\"any\"] for everyone"),
               ("allow_loopback_upstream", False, "let requests reach loopback, link-local or this gateway's own "
                "addresses (refused by default: a gateway's admin pages live there); for tests and demos"),
-              ("max_connections_per_client", 32, "connections one client address may hold; 0: no bound")],
+              ("max_connections_per_client", 32, "connections one client address may hold; 0: no bound"),
+              ("max_scan_bytes", 16 * 1024 * 1024, "largest image (and decoded Content-Encoding output) scanned; "
+               "larger ones pass, counted and logged"),
+              ("max_held_bytes", 64 * 1024 * 1024, "budget for all image bytes buffered at once; beyond it images "
+               "pass unscanned, counted and logged"),
+              ("undecodable_images", "pass", "an image in a Content-Encoding the agent cannot decode (br, zstd): "
+               "pass (counted, logged) or block (502)")],
 }
 
 
@@ -99,6 +106,7 @@ CHOICES: Dict[Tuple[str, str], Tuple[str, ...]] = {
     ("reports", "spool_policy"): SPOOL_POLICIES,
     ("icap", "early_head"): ("stall", "never", "always"),
     ("proxy", "mode"): ("explicit", "transparent"),
+    ("proxy", "undecodable_images"): ("pass", "block"),
 }
 
 

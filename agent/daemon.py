@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -408,4 +407,6 @@ def make_server(kind: str, inspector, conf: Dict[str, Dict[str, Any]], istag=Non
     clients = None if [c.strip().lower() for c in p["clients"]] == ["any"] else p["clients"]
     return ProxyServer(inspector, mode=p["mode"], clients=clients,
                        allow_loopback_upstream=p["allow_loopback_upstream"],
-                       limits=ProxyLimits(max_connections_per_client=p["max_connections_per_client"]))
+                       undecodable_images=p["undecodable_images"],
+                       limits=ProxyLimits(max_connections_per_client=p["max_connections_per_client"],
+                                          max_scan_bytes=p["max_scan_bytes"], max_held_bytes=p["max_held_bytes"]))

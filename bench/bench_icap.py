@@ -76,7 +76,7 @@ class AllowAll:
         return Decision("allow", "clean", None, url)
 
 async def main():
-    server = ProxyServer(AllowAll())
+    server = ProxyServer(AllowAll(), allow_loopback_upstream=True)  # the bench origin is on loopback
     await server.start("127.0.0.1", 0)
     print("listening on 127.0.0.1:%d" % server.port, flush=True)
     await asyncio.Event().wait()

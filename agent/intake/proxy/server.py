@@ -61,6 +61,35 @@ _PIECE = 64 * 1024
 _CONTENT_RANGE = re.compile(r"bytes\s+([0-9]{1,15})-([0-9]{1,15})/([0-9]{1,15})\Z", re.I)
 
 
+def host_addresses(fib_trie: str = "/proc/net/fib_trie", if_inet6: str = "/proc/net/if_inet6") -> list:
+    """This box's own addresses (Linux): a gateway's admin pages listen there, so they are no upstream."""
+    out = []
+    try:
+        with open(fib_trie, "r", encoding="ascii", errors="replace") as f:
+            last = None
+            for line in f:
+                text = line.strip()
+                if text.startswith(("|--", "+--")):
+                    last = text[3:].split()[0] if text.startswith("|--") else None
+                elif text.endswith("host LOCAL") and last:
+                    ip = normal_ip(last)
+                    if ip is not None and ip not in out:
+                        out.append(ip)
+    except OSError:
+        pass
+    try:
+        with open(if_inet6, "r", encoding="ascii", errors="replace") as f:
+            for line in f:
+                field = line.split()[:1]
+                if field and len(field[0]) == 32:
+                    ip = normal_ip(":".join(field[0][i:i + 4] for i in range(0, 32, 4)))
+                    if ip is not None and ip not in out:
+                        out.append(ip)
+    except OSError:
+        pass
+    return out
+
+
 class ProxyLimits(NamedTuple):
     """Bounds for the proxy (bytes, counts, seconds)."""
 
@@ -293,6 +322,8 @@ class ProxyServer(StreamIntakeServer):
             ip = normal_ip(name[0])
             if ip is not None:
                 addrs.append((ip, name[1]))
+                if ip.is_unspecified:  # listening everywhere: every address of this box is ours
+                    addrs.extend((a, name[1]) for a in host_addresses() if a.version == ip.version)
         self._listen_addrs = addrs
 
     log = log  # the module logger, used by the shared fail-open scan

@@ -9,10 +9,10 @@ def proxy():
     """make(inspector=None, **ProxyServer keywords) -> LoopThread (allow_loopback_upstream unless told)."""
     started = []
 
-    def make(inspector=None, **kw):
+    def make(inspector=None, listen_host="127.0.0.1", **kw):
         inspector = inspector or MarkerInspector()
         kw.setdefault("allow_loopback_upstream", True)
-        lt = LoopThread(ProxyServer(inspector, **kw))
+        lt = LoopThread(ProxyServer(inspector, **kw), host=listen_host)
         lt.inspector = inspector
         started.append(lt)
         return lt

@@ -177,3 +177,30 @@ def test_slow_header_sender_is_cut_off(proxy, origin):
         pass
     assert data.startswith(b"HTTP/1.1 408") and time.monotonic() - t0 < 3
     assert lt.server.stats["head_timeouts"] == 1
+
+
+def test_a_wildcard_listener_refuses_every_address_of_the_box(tmp_path):
+    # listening on 0.0.0.0, the proxy knows its LAN addresses too: a gateway's admin page there
+    # (192.168.1.1:80 on a router) is no upstream, and its own port there is a loop
+    from agent.intake.proxy.server import host_addresses
+    fib = tmp_path / "fib_trie"
+    fib.write_text("Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 192.168.1.1\n        /32 host LOCAL\n"
+                   "     |-- 192.168.1.255\n        /32 link BROADCAST\n")
+    inet6 = tmp_path / "if_inet6"
+    inet6.write_text("fd000000000000000000000000000002 04 40 00 82     eth0\n")
+    got = host_addresses(str(fib), str(inet6))
+    assert got == [normal_ip("192.168.1.1"), normal_ip("fd00::2")]
+    listen = [(normal_ip("0.0.0.0"), 3128)] + [(a, 3128) for a in got if a.version == 4]
+    assert upstream_refusal(normal_ip("192.168.1.1"), 80, listen, False)[0] == 403
+    assert upstream_refusal(normal_ip("192.168.1.1"), 3128, listen, True)[0] == 508
+    assert upstream_refusal(normal_ip("192.168.1.7"), 80, listen, False) is None  # other LAN hosts are fine
+    assert host_addresses(str(tmp_path / "none"), str(tmp_path / "none6")) == []  # no /proc: nothing, no error
+
+
+def test_the_live_wildcard_listener_knows_this_box(proxy):
+    from agent.intake.proxy.server import host_addresses
+    lt = proxy(allow_loopback_upstream=False, listen_host="0.0.0.0")
+    mine = [a for a in host_addresses() if a.version == 4 and not a.is_loopback]
+    for addr in mine[:2]:
+        raw = raw_request(lt.port, b"GET http://%s:9/x HTTP/1.1\r\nHost: x\r\n\r\n" % str(addr).encode())
+        assert split_response(raw)[0] == 403, addr
