@@ -134,6 +134,10 @@ class Topics:
         return self._t("lists", _check_segment("source", source), _check_segment("list", list_name),
                        "delta", "%d-%d" % (int(from_version), int(to_version)), "%d" % int(index))
 
+    def timestamp(self, source):
+        """Retained signed timestamp of one source: the current version of each of its lists."""
+        return self._t("lists", _check_segment("source", source), "timestamp")
+
     # confirmation
     def confirm_req(self):
         """Where devices publish confirmation requests."""

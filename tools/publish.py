@@ -16,6 +16,13 @@ Only ``head`` is signed. The rest is an unsigned announcement that lets a device
 over its cap, a chunk that does not match) before the signed result is checked in full.
 Every chunk and the manifest are retained, so a device that connects later finds them. Chunks go
 out before the manifest, so a manifest never announces chunks that are not there yet.
+
+With ``--sign-key`` (a source's signing key) the hub also publishes, after the manifests, that source's
+signed timestamp on ``<p>/lists/<source>/timestamp`` (retained; format in
+``agent.updates.timestamp``): the current version of each of its lists, a strictly increasing
+``seq``, an expiry a few hours out. ``--every SECONDS`` keeps the publisher running and refreshes
+the timestamps that often (and republishes a list whose newest version in the folder changed), so a
+device can tell a broker that stopped passing on updates (a freeze) from a quiet hub.
 """
 
 from __future__ import annotations
@@ -26,11 +33,14 @@ import json
 import logging
 import os
 import sys
-from typing import Dict, List, Optional, Tuple
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from tools import delta as list_delta
 from agent.core import listfile
 from agent.core.errors import ConfigError, GatewatchError
+from agent.lists.trust import TrustStore, check_name, key_id, parse_public_key
+from agent.updates import timestamp as ts_format
 
 log = logging.getLogger("gatewatch.publish")
 
@@ -38,6 +48,10 @@ SCHEMA = 1
 #: 124 KiB of payload per chunk: under the 128 KB limit with room for brokers that count headers.
 DEFAULT_CHUNK = 124 * 1024
 MAX_CHUNK = 128 * 1024
+#: a timestamp's life: a few hours, so a device notices a freeze well before any list expires
+DEFAULT_TIMESTAMP_HOURS = 8.0
+#: how often ``--every`` refreshes the timestamps by default (seconds)
+DEFAULT_EVERY = 300
 
 
 class PublishError(GatewatchError, RuntimeError):
@@ -184,9 +198,129 @@ def previous_announcement(client, topics, source: str, name: str, wait: float = 
     return doc if isinstance(doc, dict) else None
 
 
+# ----------------------------------------------------------------------------- timestamps
+
+class TimestampSigner:
+    """Signs the timestamps of one source with its private key; ``seq`` only ever grows.
+
+    ``seq`` is the time in milliseconds, or one more than the last one signed or found on the
+    broker if that is larger (a hub clock that steps back never makes a device refuse it)."""
+
+    def __init__(self, source: str, key, hours: float = DEFAULT_TIMESTAMP_HOURS, last_seq: int = 0):
+        self.source = check_name("source", source)
+        if not 0 < hours <= 24 * 30:
+            raise ConfigError("timestamp lifetime must be more than 0 and at most 720 hours, not %r" % hours)
+        self.key = key
+        self.key_id = key_id(key.public_key())
+        self.hours = hours
+        self.last_seq = last_seq
+
+    def sign(self, lists: Dict[str, int], now: Optional[float] = None) -> bytes:
+        """The retained timestamp message naming ``lists`` (list name -> current version)."""
+        now = time.time() if now is None else now
+        seq = max(int(now * 1000), self.last_seq + 1)
+        if seq > ts_format.MAX_SEQ:
+            raise PublishError("timestamp seq of %s would exceed %d" % (self.source, ts_format.MAX_SEQ))
+        doc = {"type": ts_format.TYPE, "format": ts_format.FORMAT, "source": self.source, "seq": seq,
+               "issued": int(now), "expires": int(now + self.hours * 3600), "key_id": self.key_id,
+               "lists": {check_name("list", n): int(v) for n, v in sorted(lists.items())}}
+        signed = ts_format.encode_signed(doc)
+        payload = ts_format.wire(signed, self.key.sign(ts_format.signed_message(signed)))
+        self.last_seq = seq
+        return payload
+
+    def trust(self) -> TrustStore:
+        """A trust store with this signer's own public key (to read back what the broker holds)."""
+        store = TrustStore()
+        store.add(self.source, self.key.public_key())
+        return store
+
+
+def load_signers(specs: Sequence[str], hours: float = DEFAULT_TIMESTAMP_HOURS) -> Dict[str, TimestampSigner]:
+    """``--sign-key`` items: ``PATH`` (the source is named in the ``.pub`` beside it, as ``keys generate``
+    writes them) or ``SOURCE=PATH``."""
+    from tools.build import load_private_key
+
+    out: Dict[str, TimestampSigner] = {}
+    for spec in specs or ():
+        source, path = None, spec
+        if "=" in spec and not os.path.exists(spec):
+            source, path = spec.split("=", 1)
+        key = load_private_key(path)
+        if source is None:
+            pub = os.path.splitext(path)[0] + ".pub"
+            try:
+                with open(pub, "r", encoding="utf-8") as f:
+                    public, source = parse_public_key(f.read(), pub)
+            except (OSError, UnicodeDecodeError):
+                raise ConfigError("--sign-key %s: cannot read %s to learn its source; use --sign-key SOURCE=%s"
+                                  % (path, pub, path)) from None
+            if key_id(public) != key_id(key.public_key()):
+                raise ConfigError("--sign-key %s does not belong to %s" % (path, pub))
+        if source in out:
+            raise ConfigError("two --sign-key options for source %r" % source)
+        out[check_name("source", source)] = TimestampSigner(source, key, hours)
+    return out
+
+
+def previous_timestamp_seq(client, topics, signer: TimestampSigner, wait: float = 0.25) -> int:
+    """The seq of the timestamp of ``signer``'s source retained on the broker (0: none that verifies
+    with its own key), so that a restarted hub continues above it."""
+    import threading
+
+    got: List[bytes] = []
+    event = threading.Event()
+    topic = topics.timestamp(signer.source)
+
+    def on_message(msg):
+        got.append(msg.payload)
+        event.set()
+    ack = client.subscribe(topic, on_message, qos=1)
+    try:
+        ack.wait(10)
+        event.wait(wait)
+    finally:
+        client.unsubscribe(topic)
+    if not got or not got[0]:
+        return 0
+    try:
+        return ts_format.verify_timestamp(got[0], signer.trust(), topic_source=signer.source,
+                                          check_expiry=False).seq
+    except GatewatchError as exc:
+        log.warning("timestamp of %s on the broker does not verify with our key (%s); starting afresh",
+                    signer.source, exc)
+        return 0
+
+
+def publish_timestamps(client, topics, versions: Dict[str, Dict[str, int]], signers: Dict[str, TimestampSigner],
+                       timeout: float = 60.0, now: Optional[float] = None) -> Dict[str, bytes]:
+    """Sign and publish (retained) the timestamp of every source in ``versions`` that has a signer;
+    returns source -> payload. Raises PublishError if the broker does not acknowledge."""
+    out = {}
+    for source in sorted(versions):
+        signer = signers.get(source)
+        if signer is None:
+            continue
+        payload = signer.sign(versions[source], now)
+        if not client.publish(topics.timestamp(source), payload, qos=1, retain=True).wait(timeout):
+            raise PublishError("broker did not acknowledge the timestamp of %s" % source)
+        out[source] = payload
+    return out
+
+
+def newest_versions(directory: str) -> Dict[str, Dict[str, int]]:
+    """source -> list -> newest version in ``directory`` (what a timestamp names)."""
+    out: Dict[str, Dict[str, int]] = {}
+    for (source, name), items in find_lists(directory).items():
+        out.setdefault(source, {})[name] = items[-1].version
+    return out
+
+
 def publish_lists(client, topics, directory: str, chunk_size: int = DEFAULT_CHUNK,
-                  timeout: float = 60.0, clear_stale: bool = True) -> List[dict]:
-    """Publish the newest version of every list in ``directory`` (with a delta from the one before).
+                  timeout: float = 60.0, clear_stale: bool = True,
+                  signers: Optional[Dict[str, TimestampSigner]] = None) -> List[dict]:
+    """Publish the newest version of every list in ``directory`` (with a delta from the one before),
+    then the signed timestamp of every source that has a signer in ``signers``.
 
     Waits for every PUBACK; raises PublishError if the broker does not acknowledge in time.
     Returns the announcements published.
@@ -219,6 +353,21 @@ def publish_lists(client, topics, directory: str, chunk_size: int = DEFAULT_CHUN
                  "delta from v%d (%d bytes)" % (plan.previous.version, len(plan.delta)) if plan.delta
                  else "no delta")
         anns.append(ann)
+    versions: Dict[str, Dict[str, int]] = {}
+    for key in sorted(groups):
+        versions.setdefault(key[0], {})[key[1]] = groups[key][-1].version
+    signers = signers or {}
+    for source in sorted(versions):
+        signer = signers.get(source)
+        if signer is None:
+            log.warning("no --sign-key for source %s: no timestamp published; devices cannot tell a frozen broker "
+                        "from a quiet hub and mark %s stale after lists.stale_hours", source, source)
+            continue
+        kids = {b.manifest["key_id"] for (s, _n), items in groups.items() if s == source for b in items[-1:]}
+        if kids != {signer.key_id}:
+            log.warning("the timestamp key of %s (%s) is not the key that signed its lists (%s); devices must "
+                        "trust both", source, signer.key_id, ", ".join(sorted(kids)))
+    publish_timestamps(client, topics, versions, signers, timeout)
     return anns
 
 
@@ -236,6 +385,14 @@ def add_arguments(parser) -> None:
                         help="bytes per chunk, at most %d (default %d)" % (MAX_CHUNK, DEFAULT_CHUNK))
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the broker")
     parser.add_argument("--json", action="store_true", help="print the announcements as JSON lines")
+    parser.add_argument("--sign-key", action="append", default=[], metavar="[SOURCE=]PATH",
+                        help="a source's private key: also publish its signed timestamp (repeatable; "
+                        "the source is read from the .pub beside PATH unless given)")
+    parser.add_argument("--every", type=float, default=0, metavar="SECONDS",
+                        help="keep running: refresh the timestamps this often (%d is a good value), and "
+                        "republish a list when a newer version appears in --lists; 0 (default): once" % DEFAULT_EVERY)
+    parser.add_argument("--timestamp-hours", type=float, default=DEFAULT_TIMESTAMP_HOURS,
+                        help="how long a timestamp stays valid (default %g hours)" % DEFAULT_TIMESTAMP_HOURS)
 
 
 def tls_of(args) -> Optional[dict]:
@@ -251,20 +408,56 @@ def main(args) -> int:
     try:
         find_lists(args.lists)  # fail on a bad folder or chunk size before connecting
         split(b"", args.chunk_size)
+        signers = load_signers(args.sign_key, args.timestamp_hours)
+        if args.every < 0 or (args.every and not signers):
+            raise ConfigError("--every needs at least one --sign-key (it refreshes the signed timestamps)"
+                              if args.every > 0 else "--every must not be negative")
         client = MqttClient(args.broker, args.client_id, username=args.username, password=args.password,
                             tls=tls_of(args))
+        topics = Topics(args.prefix)
         with client.connect(timeout=args.timeout):
-            anns = publish_lists(client, Topics(args.prefix), args.lists, args.chunk_size, args.timeout)
+            for signer in signers.values():
+                signer.last_seq = previous_timestamp_seq(client, topics, signer)
+            anns = publish_lists(client, topics, args.lists, args.chunk_size, args.timeout, signers=signers)
+            _print(anns, args.json)
+            if args.every > 0:
+                return _keep_publishing(client, topics, args, signers)
     except GatewatchError as exc:
         print("gatewatch-hub publish: %s" % exc, file=sys.stderr)
         return 2
+    return 0
+
+
+def _keep_publishing(client, topics, args, signers) -> int:
+    """``--every``: refresh the timestamps, and republish when the folder's newest versions change."""
+    published = newest_versions(args.lists)
+    try:
+        while True:
+            time.sleep(args.every)
+            try:
+                now = newest_versions(args.lists)
+            except ConfigError as exc:  # a half-written folder: keep the last word, say why
+                log.warning("not republishing: %s", exc)
+                now = published
+            if now != published:
+                _print(publish_lists(client, topics, args.lists, args.chunk_size, args.timeout, signers=signers),
+                       args.json)
+                published = now
+            else:
+                publish_timestamps(client, topics, published, signers, args.timeout)
+                log.info("timestamps refreshed: %s", ", ".join(sorted(set(published) & set(signers))))
+    except KeyboardInterrupt:
+        return 0
+
+
+def _print(anns, as_json) -> None:
     for ann in anns:
-        if args.json:
+        if as_json:
             ann = dict(ann)
             ann.pop("head")
-            print(json.dumps(ann, sort_keys=True))
+            print(json.dumps(ann, sort_keys=True), flush=True)
         else:
             print("%s/%s v%d: %d bytes in %d chunks%s" % (
                 ann["source"], ann["list"], ann["version"], ann["size"], ann["chunks"],
-                "".join(", delta from v%d: %d bytes" % (d["from"], d["size"]) for d in ann["deltas"])))
-    return 0
+                "".join(", delta from v%d: %d bytes" % (d["from"], d["size"]) for d in ann["deltas"])),
+                flush=True)

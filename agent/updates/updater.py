@@ -11,6 +11,14 @@ Must not touch: the network beyond the MqttClient it is given, scanning, reports
 Installing is crash safe: the new file is written atomically (temp, fsync, rename, fsync of the
 folder) under its own versioned name, and only then is the older version deleted; on start the
 newest file that verifies wins, so a power cut at any point leaves the old or the new list.
+
+Freshness (docs/lists-over-mqtt.md, "Timestamps"): the hub's signed timestamp per source
+(``agent.updates.timestamp``) names the current version of each list; a device that hears no fresh
+one for ``stale_after`` seconds marks the source stale, and one that names a newer version than held
+makes the updater try that list's announcement again. ``check_freshness`` (called periodically by
+the daemon) also drops expired lists from the lists in force, as a restart would. The highest
+version accepted of each list and the last timestamp survive a reset of ``lists/`` in
+``<state>/versions.json`` (``agent.updates.freshness``): no version older than either is accepted.
 """
 
 from __future__ import annotations
@@ -32,11 +40,16 @@ from agent.core import delta as core_delta
 from agent.core import listfile
 from agent.core.errors import GatewatchError, TrustError
 from agent.lists.store import ListStore
-from agent.lists.verify import CLOCK_SKEW, LoadedList, verify_bytes
+from agent.lists.verify import CLOCK_SKEW, LoadedList, iso, verify_bytes
+from agent.updates.freshness import VersionRecord, default_path, is_stale, split_expired
+from agent.updates.timestamp import Timestamp, TimestampRefused, verify_timestamp
 
 log = logging.getLogger("gatewatch.updater")
 
 SCHEMA = 1
+DEFAULT_STALE_AFTER = 6 * 3600.0
+#: a timestamp that names the same versions is written to versions.json at most this often (flash wear)
+PERSIST_EVERY = 3600
 
 
 class UpdateRefused(TrustError):
@@ -196,24 +209,29 @@ class ListStatus:
         self.announced: Optional[int] = None
         self.last_refusal: Optional[dict] = None
         self.bytes_downloaded = 0
+        self.dropped: Optional[dict] = None  # {"version", "expired_at", "at"} once dropped at expiry
 
     def as_dict(self) -> dict:
         return {"version": self.version, "installed_at": self.installed_at, "via": self.via,
                 "announced": self.announced, "last_refusal": self.last_refusal,
-                "bytes_downloaded": self.bytes_downloaded}
+                "bytes_downloaded": self.bytes_downloaded, "dropped": self.dropped}
 
 
 class Updater:
     """Follows retained manifests on the broker and keeps ``store`` at the newest acceptable versions.
 
-    ``on_lists(dict ident -> LoadedList)`` is called after each install with every list in force,
-    so the caller swaps its scanner in one step. ``on_status()`` after every outcome.
-    Manifest messages arrive on the network thread; the work happens on the updater's own thread.
+    ``on_lists(dict ident -> LoadedList)`` is called after each install, and after expired lists are
+    dropped, with every list in force, so the caller swaps its scanner in one step. ``on_status()``
+    after every outcome. Manifest and timestamp messages arrive on the network thread; the work
+    happens on the updater's own thread. ``versions_path``: the version record (default
+    ``<state>/versions.json`` beside the store's ``lists/``); ``stale_after``: seconds without a
+    fresh timestamp before a source is stale (0: never).
     """
 
     def __init__(self, client, topics, store: ListStore, *, fetch_timeout: float = 30.0,
                  on_lists: Optional[Callable] = None, on_status: Optional[Callable] = None,
-                 use_deltas: bool = True, retry: tuple = (30.0, 3600.0)):
+                 use_deltas: bool = True, retry: tuple = (30.0, 3600.0),
+                 versions_path: Optional[str] = None, stale_after: float = DEFAULT_STALE_AFTER):
         self.client = client
         self.topics = topics
         self.store = store
@@ -231,6 +249,25 @@ class Updater:
             st = self._status(ident)
             st.version = lst.version
             st.via = "disk"
+        self.stale_after = stale_after
+        self.started = store.clock()
+        self.record = VersionRecord(versions_path or default_path(store.directory))
+        for ident, lst in self.lists.items():  # lists held count even if the record was lost
+            self.record.note_version(ident, lst.version)
+        self.timestamps: Dict[str, Timestamp] = {}  # source -> newest accepted
+        self._stored: Dict[str, Timestamp] = {}  # source -> the one in versions.json
+        for source, text in sorted(self.record.timestamps.items()):
+            try:
+                ts = verify_timestamp(text.encode("ascii"), self.trust, topic_source=source, check_expiry=False)
+            except (GatewatchError, UnicodeEncodeError) as exc:
+                log.warning("stored timestamp of %s no longer verifies (%s); ignoring it", source, exc)
+                continue
+            self.timestamps[source] = self._stored[source] = ts
+        self.timestamp_refusals: Dict[str, dict] = {}
+        self._stale: Dict[str, bool] = {}
+        self._last_manifest: Dict[str, bytes] = {}  # manifest topic -> last payload seen
+        self._asked: set = set()  # (ident, version) the updater already tried to catch up to
+        self._commit = threading.RLock()  # self.lists changes: installs, and drops at expiry
         self._queue: "queue.Queue" = queue.Queue()
         self._pending: Dict[str, bytes] = {}
         self._lock = threading.Lock()
@@ -251,9 +288,12 @@ class Updater:
         self._thread = threading.Thread(target=self._run, name="gatewatch-updater", daemon=True)
         self._thread.start()
         if self.client is not None:
-            self.client.subscribe(self.topics.lists_filter().rsplit("/", 1)[0] + "/+/+/manifest",
-                                  self._on_manifest, qos=1)
+            self.client.subscribe(self._manifest_filter(), self._on_manifest, qos=1)
+            self.client.subscribe(self.topics.lists_filter()[:-1] + "+/timestamp", self._on_timestamp, qos=1)
         return self
+
+    def _manifest_filter(self) -> str:
+        return self.topics.lists_filter().rsplit("/", 1)[0] + "/+/+/manifest"
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -270,11 +310,25 @@ class Updater:
             log.debug("ignoring %s: no trusted key for source %r", msg.topic, source)
             return
         with self._lock:
-            fresh = msg.topic not in self._pending
-            self._pending[msg.topic] = msg.payload  # newest announcement of a list wins
+            self._last_manifest[msg.topic] = msg.payload
+        self._enqueue(msg.topic, msg.payload)
+
+    def _enqueue(self, topic: str, payload: bytes) -> None:
+        with self._lock:
+            fresh = topic not in self._pending
+            self._pending[topic] = payload  # newest message of a topic wins
             self.idle.clear()
         if fresh:
-            self._queue.put(msg.topic)
+            self._queue.put(topic)
+
+    def _on_timestamp(self, msg) -> None:
+        if not msg.payload:
+            return
+        source = self._source_of_timestamp_topic(msg.topic)
+        if source not in self.trust.sources():
+            log.debug("ignoring %s: no trusted key for source %r", msg.topic, source)
+            return
+        self._enqueue(msg.topic, msg.payload)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -289,7 +343,10 @@ class Updater:
                 payload = self._pending.pop(topic, None)
             if payload is not None:
                 try:
-                    outcome = self.handle(payload, topic)
+                    if topic.endswith("/timestamp"):
+                        outcome = self.handle_timestamp(payload, topic)
+                    else:
+                        outcome = self.handle(payload, topic)
                 except Exception:  # never let one bad announcement stop updates
                     log.exception("update handling failed")
                     outcome = "refused"
@@ -347,18 +404,23 @@ class Updater:
             if held is not None and ann.version <= held.version:
                 raise UpdateRefused("v%d is not newer than v%d held: rollback or replay refused"
                                     % (ann.version, held.version))
+            floor, why = self.floor(ident)
+            if ann.version < floor:
+                raise UpdateRefused("v%d is older than v%d %s: rollback refused" % (ann.version, floor, why))
             data, via = self._download(ann, held)
             lst = verify_bytes(data, self.trust, now=self.store.clock(), max_bytes=self.store.max_bytes,
                                held_version=held.version if held is not None else None)
             if lst.file.manifest_bytes != ann.file.manifest_bytes:
                 raise UpdateRefused("downloaded list does not carry the announced manifest")
-            self.store.install(lst, data)
-            self.lists[ident] = lst
-            self.data[ident] = data
-            st.version, st.via, st.installed_at = lst.version, via, time.time()
-            log.info("list %s: installed v%d via %s", ident, lst.version, via)
-            if self.on_lists:
-                self.on_lists(dict(self.lists))
+            with self._commit:
+                self.store.install(lst, data)
+                self.record.note_version(ident, lst.version)
+                self.lists[ident] = lst
+                self.data[ident] = data
+                st.version, st.via, st.installed_at, st.dropped = lst.version, via, time.time(), None
+                log.info("list %s: installed v%d via %s", ident, lst.version, via)
+                if self.on_lists:
+                    self.on_lists(dict(self.lists))
             return "installed"
         except GatewatchError as exc:
             st = self._status(ident)
@@ -374,6 +436,147 @@ class Updater:
                     self.on_status()
                 except Exception:
                     log.exception("status callback failed")
+
+    def floor(self, ident: str):
+        """(version, why): the oldest version of ``ident`` this device may still accept."""
+        best, why = 0, ""
+        recorded = self.record.floor(ident)
+        if recorded:
+            best, why = recorded, "already accepted on this device (versions.json)"
+        source, name = ident.split("/", 1) if "/" in ident else (ident, "")
+        ts = self.timestamps.get(source)
+        named = ts.lists.get(name) if ts is not None else None
+        if named is not None and named > best:
+            best, why = named, "named by the hub's signed timestamp (seq %d)" % ts.seq
+        return best, why
+
+    # -- timestamps
+    def handle_timestamp(self, payload: bytes, topic: Optional[str] = None) -> str:
+        """Handle one timestamp message; returns 'accepted', 'current' (the one already held, e.g.
+        re-delivered on reconnect: no fresh word) or 'refused' (nothing changes)."""
+        source = self._source_of_timestamp_topic(topic) if topic is not None else None
+        try:
+            ts = verify_timestamp(payload, self.trust, topic_source=source, now=self.store.clock(),
+                                  clock_skew=CLOCK_SKEW)
+            source = ts.source
+            last = self.timestamps.get(source)
+            if last is not None and ts.seq <= last.seq:
+                if ts.seq == last.seq and ts.signed == last.signed:
+                    return "current"
+                raise TimestampRefused("timestamp of %r seq %d is not newer than seq %d already seen: "
+                                       "replay refused" % (source, ts.seq, last.seq))
+            self.timestamps[source] = ts
+            self.timestamp_refusals.pop(source, None)
+            stored = self._stored.get(source)
+            if stored is None or stored.lists != ts.lists or ts.issued - stored.issued >= PERSIST_EVERY:
+                self.record.note_timestamp(source, ts.payload)
+                self._stored[source] = ts
+            log.debug("timestamp of %s seq %d accepted (expires %s)", source, ts.seq, iso(ts.expires))
+            for name, version in sorted(ts.lists.items()):
+                ident = "%s/%s" % (source, name)
+                self._status(ident)
+                held = self.lists.get(ident)
+                if held is None or held.version < version:
+                    self._catch_up(ident, version, held.version if held is not None else None)
+            return "accepted"
+        except GatewatchError as exc:
+            label = source or "?"
+            self.timestamp_refusals[label] = {"reason": str(exc), "at": int(time.time())}
+            log.warning("timestamp of %s refused: %s (nothing changes)", label, exc)
+            return "refused"
+        finally:
+            if self.on_status:
+                try:
+                    self.on_status()
+                except Exception:
+                    log.exception("status callback failed")
+
+    def _catch_up(self, ident: str, version: int, held: Optional[int]) -> None:
+        """The hub's timestamp names ``version``, newer than held: try its announcement again, or ask
+        the broker for the retained announcements again (once per version)."""
+        if (ident, version) in self._asked:
+            return
+        self._asked.add((ident, version))
+        source, name = ident.split("/", 1)
+        topic = self.topics.manifest(source, name)
+        with self._lock:
+            last = self._last_manifest.get(topic)
+        claimed = _claimed_version(last) if last else None
+        if claimed is not None and claimed >= version:
+            log.info("list %s: the hub's timestamp names v%d (holding %s); trying its announcement now",
+                     ident, version, "v%d" % held if held else "none")
+            with self._lock:
+                self._retries.pop(topic, None)
+            self._enqueue(topic, last)
+        else:
+            log.warning("list %s: the hub's timestamp names v%d but the broker announced %s (holding %s); "
+                        "asking the broker again", ident, version,
+                        "v%d" % claimed if claimed is not None else "nothing", "v%d" % held if held else "none")
+            if self.client is not None:
+                self.client.subscribe(self._manifest_filter(), self._on_manifest, qos=1)
+
+    def _source_of_timestamp_topic(self, topic: Optional[str]) -> Optional[str]:
+        base = self.topics.lists_filter()[:-1]  # "<p>/lists/"
+        if topic and topic.startswith(base) and topic.endswith("/timestamp"):
+            parts = topic[len(base):].split("/")
+            if len(parts) == 2:
+                return parts[0]
+        return None
+
+    # -- freshness and expiry at run time
+    def sources_in_play(self):
+        """Sources the device holds or follows lists of, or has heard a timestamp from."""
+        return sorted({i.split("/")[0] for i in list(self.status) + list(self.lists)} | set(self.timestamps))
+
+    def stale(self, source: str, now: Optional[float] = None) -> bool:
+        """No fresh signed word from ``source`` within ``stale_after`` (``freshness.is_stale``)."""
+        ts = self.timestamps.get(source)
+        return is_stale(ts.issued if ts else None, ts.expires if ts else None, self.started,
+                        self.store.clock() if now is None else now, self.stale_after)
+
+    def check_freshness(self, now: Optional[float] = None, stale_after: Optional[float] = None) -> dict:
+        """Drop expired lists from the lists in force (``on_lists``), and mark sources stale.
+
+        Returns {"dropped": idents dropped now, "stale": stale sources, "expired": idents dropped at
+        expiry and not replaced yet, "fault": stale or expired (the LED shows a fault)}. Logs each change once.
+        """
+        now = self.store.clock() if now is None else now
+        if stale_after is not None:
+            self.stale_after = stale_after
+        with self._commit:
+            _kept, dropped = split_expired(self.lists, now)
+            for ident, lst in sorted(dropped.items()):
+                del self.lists[ident]
+                self.data.pop(ident, None)
+                st = self._status(ident)
+                st.version = None
+                st.dropped = {"version": lst.version, "expired_at": lst.manifest["expires"], "at": int(now)}
+                log.warning("list %s v%d expired at %s: dropped from the lists in force (as a restart "
+                            "would); the hub must publish a fresh version", ident, lst.version,
+                            iso(lst.manifest["expires"]))
+            if dropped and self.on_lists:
+                self.on_lists(dict(self.lists))
+        stale = []
+        for source in self.sources_in_play():
+            s = self.stale(source, now)
+            if s:
+                stale.append(source)
+            if s != self._stale.get(source, False):
+                ts = self.timestamps.get(source)
+                if s:
+                    log.warning("source %s is stale: no fresh signed timestamp for over %.1f h (last issued %s); "
+                                "the broker may be withholding updates", source, self.stale_after / 3600.0,
+                                iso(ts.issued) if ts else "never")
+                else:
+                    log.info("source %s is fresh again (timestamp seq %d)", source, ts.seq if ts else 0)
+            self._stale[source] = s
+        if dropped and self.on_status:
+            try:
+                self.on_status()
+            except Exception:
+                log.exception("status callback failed")
+        expired = sorted(i for i, st in self.status.items() if st.dropped is not None and i not in self.lists)
+        return {"dropped": sorted(dropped), "stale": stale, "expired": expired, "fault": bool(stale or expired)}
 
     def _ident_of_topic(self, topic: Optional[str]) -> str:
         base = self.topics.lists_filter()[:-1]  # "<p>/lists/"
@@ -459,7 +662,7 @@ class Updater:
     def snapshot(self) -> dict:
         """Status of every list, for the status file and topic."""
         out = {}
-        now = time.time()
+        now = self.store.clock()
         for ident, st in sorted(self.status.items()):
             d = st.as_dict()
             lst = self.lists.get(ident)
@@ -467,9 +670,20 @@ class Updater:
                 d["created"] = lst.manifest["created"]
                 d["expires"] = lst.manifest["expires"]
                 d["age_s"] = int(now - lst.manifest["created"])
-                # still in force until a fresh version comes (fail-open), but say so
+                # in force until the next freshness check drops it, and said so
                 d["expired"] = lst.manifest["expires"] <= now
                 d["signal"] = lst.signal
                 d["entries"] = lst.manifest["filter"]["entries"]
+            elif st.dropped is not None:
+                d["expired"] = True
+            source, name = ident.split("/", 1) if "/" in ident else (ident, "")
+            ts = self.timestamps.get(source)
+            named = ts.lists.get(name) if ts is not None else None
+            d["last_timestamp"] = ts.issued if ts is not None else None
+            d["timestamp_expires"] = ts.expires if ts is not None else None
+            d["timestamp_version"] = named
+            d["behind"] = named is not None and (lst.version if lst is not None else 0) < named
+            d["stale"] = self.stale(source, now)
+            d["timestamp_refusal"] = self.timestamp_refusals.get(source)
             out[ident] = d
         return out

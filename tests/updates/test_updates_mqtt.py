@@ -324,3 +324,37 @@ def test_missing_chunk_is_tried_again_and_then_installed(mosquitto, hub, tmp_pat
         assert st.via == "snapshot"
     finally:
         dev.close()
+
+
+def _retained(broker, topic):
+    got = []
+    with MqttClient(broker.url, "spy-ts") as spy:
+        spy.subscribe(topic, lambda m: got.append(m.payload)).wait(5)
+        wait_for(lambda: got)
+    return got[0]
+
+
+def test_hub_publishes_a_signed_timestamp_that_the_device_follows(mosquitto, hub, tmp_path, capsys):
+    from agent.updates.timestamp import verify_timestamp
+    from tools.hub_cli import main as hub_main
+
+    folder = only([hub.v1, hub.v2], tmp_path / "p")
+    topic = Topics().timestamp("hl1")
+    argv = ["publish", "--broker", mosquitto.url, "--lists", folder, "--chunk-size", str(CHUNK),
+            "--sign-key", hub.key_path]
+    assert hub_main(argv) == 0
+    first = verify_timestamp(_retained(mosquitto, topic), hub.trust(), topic_source="hl1")
+    assert first.lists == {"sha": 2} and first.expires - first.issued == 8 * 3600
+    assert hub_main(argv) == 0  # a restarted hub continues above the seq on the broker
+    second = verify_timestamp(_retained(mosquitto, topic), hub.trust(), topic_source="hl1")
+    assert second.seq > first.seq
+    dev = Device(mosquitto, tmp_path, hub.trust(), held=[hub.v1])
+    try:
+        st = dev.wait_outcome(2)
+        assert (st.version, st.via) == (2, "delta")
+        wait_for(lambda: "hl1" in dev.updater.timestamps)
+        snap = dev.updater.snapshot()[IDENT]
+        assert snap["last_timestamp"] == second.issued and snap["timestamp_version"] == 2
+        assert snap["stale"] is False and snap["behind"] is False
+    finally:
+        dev.close()
