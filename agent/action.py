@@ -72,9 +72,15 @@ class Action:
         if state == "blocked":
             self._blocked_at = self.clock()
 
-    def idle(self, *, lists_in_force: int, broker_away_for: Optional[float]) -> None:
-        """Back to ok once a block has been shown; fault with no list in force or the broker long away."""
-        if not lists_in_force or (broker_away_for is not None and broker_away_for > BROKER_GRACE_SECONDS):
+    def idle(self, *, lists_in_force: int, broker_away_for: Optional[float],
+             lists_stale: Optional[bool] = None) -> None:
+        """Back to ok once a block has been shown; fault with no list in force, the broker long away,
+        or lists stale (no fresh signed word from a source, or a list expired: agent.updates).
+        ``lists_stale`` None keeps the last value given, so callers that do not know it leave it be."""
+        if lists_stale is not None:
+            self._lists_stale = bool(lists_stale)
+        stale = getattr(self, "_lists_stale", False)
+        if not lists_in_force or stale or (broker_away_for is not None and broker_away_for > BROKER_GRACE_SECONDS):
             self.show("fault")
         elif (self._blocked_at is None or self.clock() - self._blocked_at > BLOCK_SHOWN_SECONDS
               or self.led is None or self.led.state != "blocked"):

@@ -321,6 +321,8 @@ class Agent:
     def _on_lists(self, lists) -> None:
         self.action.show("updating")
         self.scanner.swap(list(lists.values()))  # one step: scans see the old or the new tuple
+        log.info("lists in force: %s", ", ".join("%s v%d" % (k, v.version) for k, v in sorted(lists.items()))
+                 or "none (nothing is blocked until a list arrives)")
         self._led_idle()
 
     # -- status
@@ -365,7 +367,8 @@ class Agent:
         write_atomic(os.path.join(self.state_dir, "status.json"), json.dumps(st, indent=1, sort_keys=True).encode())
         if self.client is not None and self.client.connected:
             public = {"client": self.client_id, "online": not final, "agent": __version__,
-                      "lists": {k: {"version": v.get("version"), "last_refusal": v.get("last_refusal")}
+                      "lists": {k: {"version": v.get("version"), "last_refusal": v.get("last_refusal"),
+                                    "stale": v.get("stale"), "expired": v.get("expired"), "behind": v.get("behind")}
                                 for k, v in st["lists"].items()},
                       "spool_depth": st["reports"]["spool_depth"]}
             self.client.publish(self.topics.status(self.client_id), json.dumps(public, sort_keys=True).encode(),
@@ -379,6 +382,19 @@ class Agent:
                     n = self.policy.reconfirm()
                     if n:
                         log.info("%d hit(s) confirmed by the hub after it was unreachable; reported", n)
+                # freshness (agent.updates): expired lists leave the scanner as at a restart; a source
+                # without fresh signed word for lists.stale_hours is stale; either shows a fault
+                if self.updater is not None:
+                    fresh = self.updater.check_freshness(stale_after=self.conf["lists"]["stale_hours"] * 3600)
+                    self.action.idle(lists_in_force=len(self.scanner.lists), lists_stale=fresh["fault"],
+                                     broker_away_for=None if self.client.connected else time.time() - self.started_at)
+                else:  # lists.dir only: the same expiry rule, refusals listed as at a start
+                    from agent.updates.freshness import expire_lists
+                    kept, gone = expire_lists({l.ident: l for l in self.scanner.lists}, time.time())
+                    if gone:
+                        self.refused.extend(gone)
+                        self._on_lists(kept)
+                        self.action.idle(lists_in_force=len(kept), broker_away_for=None, lists_stale=True)
                 self._led_idle()
                 self.write_status()
                 if self.watchdog is not None:
