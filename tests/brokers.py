@@ -16,17 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.waiting import free_port
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
 FIRMWARE_CONF = Path(__file__).resolve().parent.parent / "firmware" / "mosquitto"
-
-
-def free_port(host="127.0.0.1"):
-    """A TCP port that was free a moment ago on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def _port_open(host, port):

@@ -8,11 +8,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import time
 from typing import List, Optional
 
 from agent.confirm.wire import Entry
 from agent.lists.trust import TrustStore
+from tests.waiting import wait_for  # noqa: F401  (imported from here by tests)
 from tools.build import build_list, generate_keys, load_private_key
 
 
@@ -58,14 +58,3 @@ def only(paths, folder) -> str:
     for p in paths:
         shutil.copy(p, folder)
     return folder
-
-
-def wait_for(cond, timeout: float = 15.0, interval: float = 0.02):
-    """Poll ``cond`` until truthy; return its value or raise AssertionError on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(interval)
-    raise AssertionError("condition not met within %.1fs" % timeout)

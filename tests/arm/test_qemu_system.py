@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -22,17 +21,12 @@ import pytest
 
 from agent.hashing import samples
 from tests.arm.conftest import QEMU_DIR, require_root_and_tools, rootfs
+from tests.waiting import free_port
 
 serial = pytest.importorskip("serial")
 pytestmark = pytest.mark.slow
 
 BOOT_TIMEOUT = 600  # TCG on 2 shared cores: allow for a busy machine
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Uart:

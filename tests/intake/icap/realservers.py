@@ -10,34 +10,14 @@ import http.server
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 
 from tests import paths
+from tests.waiting import free_port, wait_port  # noqa: F401  (imported from here by tests)
 
 ROOT = str(paths.ROOT)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 20.0, proc=None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError("process exited with %s before listening on %d" % (proc.returncode, port))
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError("nothing listening on 127.0.0.1:%d after %.0fs" % (port, timeout))
 
 
 def find_binary(name: str, *extra: str):
