@@ -499,15 +499,10 @@ class _Session:
         else:  # a body without its HTTP head (-noreshdr): echo the body alone
             await self.send(P.body_only_response_head(istag, req.body_kind, keep_alive=req.keep_alive))
         if req.has_body:
-            await self.send(encode_chunk(have))
             if state == "body":
-                while True:
-                    event = await self.next_event()
-                    if isinstance(event, P.BodyData):
-                        await self.send(encode_chunk(event.data))
-                    elif isinstance(event, P.BodyEnd):
-                        break
-            await self.send(LAST_CHUNK)
+                await self.stream_rest(have)
+            else:
+                await self.send(encode_chunk(have) + LAST_CHUNK)
         self.finish(req)
 
     async def drain_rest(self) -> None:
