@@ -5,8 +5,8 @@
 Hit ``i`` always yields the same report id (derived from ``--seed`` and i), modelling "the same
 hit": a driver restarted after SIGKILL resumes at ``--start`` and may redo a hit whose line it had
 not printed; its report is then the same report (spooled once, stored once by the hub). It prints
-``hit <i>`` once report i is durably spooled, and ``drained`` when the spool is empty; it exits 0
-then. The simulated client context of each hit (address, user agent, cookie) never enters a report:
+``hit <i>`` once report i is durably spooled, and ``drained`` when the spool is empty, i.e. when the hub acknowledged every report (``--ack hub``,
+the default); it exits 0 then. The simulated client context of each hit (address, user agent, cookie) never enters a report:
 the privacy check looks for it in every payload.
 """
 from __future__ import annotations
@@ -52,10 +52,15 @@ def main(argv=None):
     p.add_argument("--seed", default="no-loss")
     p.add_argument("--client-id", default="driver-device")
     p.add_argument("--drain-timeout", type=float, default=120.0)
+    p.add_argument("--ack", choices=("hub", "broker"), default="hub",
+                   help="keep each report until the hub acknowledges it (default) or the broker does")
+    p.add_argument("--resend-after", type=float, default=2.0, help="first resend of an unacknowledged report")
+    p.add_argument("--resend-max", type=float, default=4.0, help="resend interval cap")
     a = p.parse_args(argv)
     spool = ReportSpool(a.spool, max_reports=100000, max_bytes=64 * 1024 * 1024)
     client = MqttClient(a.broker, a.client_id, reconnect=(1, 2)).start()
-    reporter = Reporter(client, spool, Topics(), ack_delay=0.1).start()
+    reporter = Reporter(client, spool, Topics(), ack_delay=0.1, ack=a.ack, resend_after=a.resend_after,
+                        resend_max=a.resend_max).start()
     t0 = time.monotonic()
     for i in range(a.start, a.total):
         reporter.submit(hit_report(a.seed, i))

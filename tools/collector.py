@@ -186,7 +186,7 @@ class Collector:
     A stored report (new or duplicate) is acknowledged to the device on ``ack/<token>`` once committed.
     """
 
-    def __init__(self, client, store, topics, group="hub", sources=None, log_every=1000):
+    def __init__(self, client, store, topics, group="hub", sources=None, log_every=1000, after_commit=None):
         self.client = client
         self.store = store
         self.topics = topics
@@ -198,6 +198,7 @@ class Collector:
         self.acked = 0
         self.refusals = dict.fromkeys(REFUSALS, 0)
         self.log_every = log_every
+        self.after_commit = after_commit  # fault injection for tests: runs between commit and ack
         self.subscribed = None  # SubscribeAck: wait(timeout) until the broker confirmed
 
     def start(self):
@@ -248,6 +249,8 @@ class Collector:
             self.stored += 1
         else:
             self.duplicates += 1
+        if self.after_commit is not None:
+            self.after_commit(self)
         if token is not None:
             # after the commit; lost (SIGKILL now) only means the device sends it again: stored
             # once, acknowledged again
@@ -333,6 +336,21 @@ def _export(args):
     return 0
 
 
+def _fault_hook():
+    """GATEWATCH_COLLECTOR_KILL_AFTER=N (fault runs only): SIGKILL this process right after the Nth
+    commit, before the device's ack and the broker's PUBACK: the window where a crash must not lose
+    or duplicate a report."""
+    n = os.environ.get("GATEWATCH_COLLECTOR_KILL_AFTER")
+    if not n:
+        return None
+    limit = int(n)
+
+    def hook(col):
+        if col.stored + col.duplicates >= limit:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return hook
+
+
 def _collect(args):
     from agent.mqtt import MqttClient, MqttError, Topics
 
@@ -348,7 +366,7 @@ def _collect(args):
                         tls={"ca_certs": args.ca} if args.ca else None, clean_session=False,
                         reconnect=(1, 5))
     collector = Collector(client, store, Topics(args.prefix), group=args.group,
-                          sources=sources or None).start()
+                          sources=sources or None, after_commit=_fault_hook()).start()
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())

@@ -274,3 +274,15 @@ def test_collector_session_survives_broker_restart(tmp_path, group):
     finally:
         store.close()
         broker.kill()
+
+
+@pytest.mark.slow
+def test_fault_run_loses_and_duplicates_nothing(tmp_path):
+    """Collector down, broker SIGKILLed, collector SIGKILLed mid-commit, agent SIGKILLed, broker
+    restarted: every report reaches the hub exactly once (bench/bench_reports.py --faults: 1,000+)."""
+    from tests.reports.faultrun import run_faults
+    fig = run_faults(tmp_path, total=300, rate=150.0)
+    assert fig["agent_rc"] == 0 and fig["drained"], fig
+    assert fig["collector_killed_rc"] == -9, fig
+    assert (fig["lost"], fig["duplicated"], fig["unexpected"]) == (0, 0, 0), fig
+    assert fig["stored"] == 300 and fig["left_in_spool"] == 0, fig
