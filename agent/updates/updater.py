@@ -27,15 +27,12 @@ import base64
 import hashlib
 import json
 import logging
-import os
 import queue
-import re
 import struct
 import threading
 import time
 from typing import Callable, Dict, List, Optional
 
-from agent.atomicfile import fsync_dir, write_atomic
 from agent.core import delta as core_delta
 from agent.core import listfile
 from agent.core.errors import GatewatchError, TrustError

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import shutil
-import threading
 
 import pytest
 
