@@ -6,6 +6,7 @@ payload published during the run is captured on '#' and checked for the simulate
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -113,6 +114,16 @@ def test_no_report_lost_across_broker_outage_and_agent_sigkill(tmp_path):
             forbidden = [report_driver.CLIENT_IP, report_driver.USER_AGENT, report_driver.COOKIE,
                          "c00k1e5ecret", "u:pw", "GET /img"]
             assert cap.assert_clean(forbidden, "/reports/") > 0
+            # topics: reports/<source>/<random token>, acks ack/<token>; never the client id
+            import re
+            topics = {t for t, _ in cap.messages if "/reports/" in t or "/ack/" in t}
+            assert topics and all(re.fullmatch(r"gatewatch/v1/(reports/hotline-[ab]|ack)/[0-9a-f]{16}", t)
+                                  for t in topics), sorted(topics)[:5]
+            assert not any("driver-device" in t for t in topics)
+            tokens = {t.rsplit("/", 1)[1] for t in topics}
+            assert len(tokens) == 2  # one per agent process (a restart draws a new token)
+            acks = [json.loads(p) for t, p in cap.messages if "/ack/" in t]
+            assert acks and all(set(a) == {"ids"} for a in acks)  # report ids only
     finally:
         collector.send_signal(signal.SIGTERM)
         try:
