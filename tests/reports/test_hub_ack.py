@@ -8,7 +8,6 @@ the spool; PUBACK (even MQTT 5's 0x10 "no matching subscribers") only schedules 
 from __future__ import annotations
 
 import json
-import logging
 import queue
 import time
 
