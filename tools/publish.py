@@ -428,24 +428,32 @@ def main(args) -> int:
     return 0
 
 
+def _pause(seconds: float) -> None:
+    """The wait between ``--every`` rounds (a seam for tests)."""
+    time.sleep(seconds)
+
+
 def _keep_publishing(client, topics, args, signers) -> int:
     """``--every``: refresh the timestamps, and republish when the folder's newest versions change."""
     published = newest_versions(args.lists)
     try:
         while True:
-            time.sleep(args.every)
+            _pause(args.every)
             try:
                 now = newest_versions(args.lists)
             except ConfigError as exc:  # a half-written folder: keep the last word, say why
                 log.warning("not republishing: %s", exc)
                 now = published
-            if now != published:
-                _print(publish_lists(client, topics, args.lists, args.chunk_size, args.timeout, signers=signers),
-                       args.json)
-                published = now
-            else:
-                publish_timestamps(client, topics, published, signers, args.timeout)
-                log.info("timestamps refreshed: %s", ", ".join(sorted(set(published) & set(signers))))
+            try:
+                if now != published:
+                    _print(publish_lists(client, topics, args.lists, args.chunk_size, args.timeout,
+                                         signers=signers), args.json)
+                    published = now
+                else:
+                    publish_timestamps(client, topics, published, signers, args.timeout)
+                    log.info("timestamps refreshed: %s", ", ".join(sorted(set(published) & set(signers))))
+            except PublishError as exc:  # the broker is away: the client reconnects, try again next round
+                log.warning("%s; trying again in %.0fs", exc, args.every)
     except KeyboardInterrupt:
         return 0
 

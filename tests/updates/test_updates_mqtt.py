@@ -358,3 +358,31 @@ def test_hub_publishes_a_signed_timestamp_that_the_device_follows(mosquitto, hub
         assert snap["stale"] is False and snap["behind"] is False
     finally:
         dev.close()
+
+
+def test_hub_every_refreshes_timestamps_and_publishes_new_versions(mosquitto, hub, tmp_path, monkeypatch, capsys):
+    """`publish --every`: each round signs a newer timestamp; a new version in the folder is published."""
+    import shutil
+
+    from agent.updates.timestamp import verify_timestamp
+    from tools import publish as pub
+    from tools.hub_cli import main as hub_main
+
+    folder = only([hub.v1], tmp_path / "p")
+    topic = Topics().timestamp("hl1")
+    seqs = []
+    rounds = []
+
+    def fake_sleep(_s):
+        seqs.append(verify_timestamp(_retained(mosquitto, topic), hub.trust(), topic_source="hl1"))
+        rounds.append(1)
+        if len(rounds) == 2:
+            shutil.copy(hub.v2, folder)  # the hub built v2
+        if len(rounds) == 4:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(pub, "_pause", fake_sleep)
+    assert hub_main(["publish", "--broker", mosquitto.url, "--lists", folder, "--chunk-size", str(CHUNK),
+                     "--sign-key", hub.key_path, "--every", "1"]) == 0
+    assert [s.lists for s in seqs] == [{"sha": 1}, {"sha": 1}, {"sha": 2}, {"sha": 2}]
+    assert all(a.seq < b.seq for a, b in zip(seqs, seqs[1:]))
+    assert json.loads(_retained(mosquitto, Topics().manifest("hl1", "sha")))["version"] == 2
