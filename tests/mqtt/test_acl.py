@@ -147,6 +147,7 @@ def test_device_writes_reports_requests_and_own_status_only(fleet):
         assert hub.subscribe(T.confirm_req_shared(), seen.put).wait(5)
         assert hub.subscribe(T.status_filter(), seen.put).wait(5)
         assert hub.subscribe("gatewatch/v1/confirm/resp/#", seen.put).wait(5)
+        assert hub.subscribe("gatewatch/v1/ack/#", seen.put).wait(5)
         d2.subscribe("gatewatch/v1/reports/#", d2_seen.put).wait(5)
         d2.subscribe(T.confirm_req(), d2_seen.put).wait(5)
         d2.subscribe(T.status_filter(), d2_seen.put).wait(5)
@@ -156,7 +157,9 @@ def test_device_writes_reports_requests_and_own_status_only(fleet):
                    (T.status("gw-0001"), b"status-1")]
         denied = [(T.status("gw-0002"), b"forged-status"),
                   (T.confirm_resp("gw-0002", "r9"), b"forged-answer"),
-                  ("gatewatch/v1/other", b"x")]
+                  ("gatewatch/v1/other", b"x"),
+                  ("gatewatch/v1/reports/hl1/0123456789abcdef/more", b"deeper than a report topic"),
+                  (T.ack("0123456789abcdef"), b'{"ids":[]}')]
         wait_all([d1.publish(t, p, qos=1) for t, p in allowed + denied], 5)
         got = {(m.topic, m.payload) for m in drain(seen, 1.0)}
         assert got == set(allowed)
