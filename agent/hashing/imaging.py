@@ -317,21 +317,45 @@ def _open(data: bytes, fmt: str, limits: Limits) -> Image.Image:
 BANDED_MIN_PIXELS = 1 << 22
 
 
+# Modes whose samples are wider than 8 bits. Pillow's convert() clips them to 0..255 rather than scaling,
+# which turns a 16-bit greyscale PNG (decoded as I;16) into flat white; mode I holds the same 0..65535
+# samples in Pillow versions that decode 16-bit PNGs to it.
+_WIDE_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def _wide_to_luma(img: Image.Image) -> np.ndarray:
+    """float32 luminance 0..255 of a 16-bit greyscale image: each sample / 257, not clipped.
+
+    A sample v of 0..65535 is v / 257 on PDQ's 0..255 scale, so an 8-bit image stored as 16 bits
+    (v * 257) gives back exactly its 8-bit values and real 16-bit detail is kept rather than rounded.
+    (16-bit RGB(A) and grey-alpha PNGs reach us as 8-bit RGB/RGBA: Pillow keeps their high byte.)
+    """
+    a = np.asarray(img)
+    if a.dtype.kind == "f":
+        a = np.nan_to_num(a)
+    return np.clip(a, 0, 65535).astype(np.float32) * np.float32(1.0 / 257.0)
+
+
 def _pixels(img: Image.Image):
     """The decoded image as PDQ input: uint8 L (HxW) or RGB (HxWx3), array or band-wise source."""
     img.load()
     w, h = img.size
+    wide = img.mode in _WIDE_GREY
     direct = img.mode in ("L", "RGB")
     if w * h < BANDED_MIN_PIXELS:
+        if wide:
+            return _wide_to_luma(img)
         return np.asarray(img) if direct else _to_rgb(img)
-    if not direct:
+    if not direct and not wide:
         img.info.pop("transparency", None)  # see _to_rgb
 
     def rows(start: int, stop: int) -> np.ndarray:
         band = img.crop((0, start, w, stop))
+        if wide:
+            return _wide_to_luma(band)
         return np.asarray(band if direct else band.convert("RGB"))
 
-    return pdq.RowSource((h, w) if img.mode == "L" else (h, w, 3), rows)
+    return pdq.RowSource((h, w) if img.mode == "L" or wide else (h, w, 3), rows)
 
 
 def _luma_fast(img: Image.Image, fmt: str):

@@ -497,3 +497,87 @@ def test_large_png_is_not_copied_whole_into_python_memory(monkeypatch):
     assert banded.pdq == whole.pdq
     theirs, _ = ref_pdq(data)
     assert pdq.hamming(banded.pdq, theirs) <= 2
+
+
+# --- high bit depths and the modes with alpha or a palette ----------------------------------------
+
+
+def _png(arr, color_type, extra=b""):
+    """A PNG of ``arr`` (HxW or HxWxC, uint16 -> 16-bit, uint8 -> 8-bit) written by hand: Pillow cannot
+    write 16-bit RGB(A) or grey+alpha, and these are what scanners and raw converters produce."""
+    h, w = arr.shape[:2]
+    depth = 16 if arr.dtype == np.uint16 else 8
+    dt = ">u2" if depth == 16 else "u1"
+    raw = b"".join(b"\x00" + arr[y].astype(dt).tobytes() for y in range(h))
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0))
+            + extra + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module")
+def deep(photo):
+    """8-bit references and their 16-bit versions (v * 257 plus sub-8-bit detail)."""
+    rgb8 = np.asarray(photo)
+    grey8 = np.asarray(photo.convert("L"))
+    rng = np.random.default_rng(5)
+    low = rng.integers(0, 257, grey8.shape).astype(np.uint16)  # the bits an 8-bit copy does not keep
+    grey16 = np.minimum(grey8.astype(np.uint16) * 257 + low, 65535).astype(np.uint16)
+    rgb16 = rgb8.astype(np.uint16) * 257
+    opaque = np.full(grey8.shape, 65535, np.uint16)
+    return {
+        "ref-rgb": imaging.hash_image(samples.encode(photo, "PNG"), fast=False),
+        "ref-grey": imaging.hash_image(samples.encode(photo.convert("L"), "PNG"), fast=False),
+        "grey16": _png(grey16, 0),
+        "grey16-trns": _png(grey16, 0, png_chunk(b"tRNS", struct.pack(">H", 0))),
+        "grey16-alpha": _png(np.dstack([grey16, opaque]), 4),
+        "rgb16": _png(rgb16, 2),
+        "rgba16": _png(np.dstack([rgb16, opaque]), 6),
+    }
+
+
+@pytest.mark.parametrize("name", ["grey16", "grey16-trns", "grey16-alpha", "rgb16", "rgba16"])
+@pytest.mark.parametrize("fast", [True, False])
+def test_16_bit_pngs_hash_like_their_8_bit_versions(deep, name, fast):
+    """16-bit greyscale decodes to I;16, which Pillow's convert() clips to flat white: PDQ must see v/257."""
+    ref = deep["ref-rgb" if name.startswith("rgb") else "ref-grey"]
+    h = imaging.hash_image(deep[name], fast=fast)
+    assert (h.width, h.height) == (640, 480)
+    assert pdq.hamming(h.pdq, ref.pdq) <= 4, name
+    assert h.pdq_quality >= ref.pdq_quality - 5, "a flat image would have quality 0"
+
+
+def test_16_bit_greyscale_is_not_flat(deep):
+    with Image.open(io.BytesIO(deep["grey16"])) as im:
+        assert im.mode.startswith("I;16")  # the mode the bug was in
+    unrelated = imaging.hash_image(samples.encode(samples.generate_image(99, (640, 480)), "PNG"))
+    h = imaging.hash_image(deep["grey16"])
+    assert h.pdq_quality > 50
+    assert pdq.hamming(h.pdq, unrelated.pdq) > 64
+
+
+def test_16_bit_greyscale_band_by_band_gives_the_same_hash(monkeypatch, deep):
+    whole = imaging.hash_image(deep["grey16"], fast=False, dihedral=True)
+    monkeypatch.setattr(imaging, "BANDED_MIN_PIXELS", 1)
+    banded = imaging.hash_image(deep["grey16"], fast=False, dihedral=True)
+    assert banded.pdq == whole.pdq
+    assert [d.hash for d in banded.dihedral] == [d.hash for d in whole.dihedral]
+
+
+def test_a_dark_16_bit_image_keeps_its_detail():
+    """Values 0..255 stored in 16 bits are a nearly black image: scaled, not clipped, its structure stays."""
+    img = samples.generate_image(14, (320, 240)).convert("L")
+    dark = _png(np.asarray(img).astype(np.uint16), 0)
+    ref = imaging.hash_image(samples.encode(img, "PNG"), fast=False)
+    assert pdq.hamming(imaging.hash_image(dark, fast=False).pdq, ref.pdq) <= 4
+
+
+@pytest.mark.parametrize("mode", ["LA", "PA", "P", "RGBA", "L"])
+def test_alpha_and_palette_modes_give_the_luminance_of_their_colours(mode):
+    img = samples.generate_image(15, (320, 240))
+    src = {"LA": img.convert("LA"), "PA": img.quantize(64).convert("PA"), "P": img.quantize(64),
+           "RGBA": img.convert("RGBA"), "L": img.convert("L")}[mode]
+    expect = np.asarray(src.convert("RGB")).astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    px = imaging._pixels(src)
+    luma = px if px.ndim == 2 else px.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    assert np.abs(luma - expect).max() < 1.0, mode
+    if mode in ("LA", "L"):
+        assert np.abs(luma - np.asarray(img.convert("L"))).max() < 1.0
