@@ -17,6 +17,12 @@ from agent.lists.assemble import assemble, lsh_params
 from agent.lists.trust import TrustStore, key_id
 from agent.lists.verify import verify_bytes
 
+HELP = "check the whole scanning path on this device with a built-in benign image"
+DESCRIPTION = """\
+Builds a throwaway list from a built-in generated picture (no real material), verifies and loads it,
+scans that picture (it must match, exact and perceptual) and another generated one (it must end
+clean). Prints the outcome; exit 0 when everything agreed, 1 otherwise."""
+
 
 def run_selftest() -> Tuple[bool, str]:
     """Run the self-test; return (ok, one-line detail)."""

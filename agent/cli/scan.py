@@ -20,6 +20,14 @@ from agent.lists.trust import TrustStore
 from agent.lists.verify import DEFAULT_MAX_BYTES
 from agent.matching.scanner import ScanResult, Scanner
 
+HELP = "scan files against signed lists and print one JSON verdict a line"
+DESCRIPTION = """\
+Each line has path and verdict (match, candidate, clean or error); hits add source, list, version,
+signal and distance where known; errors add a reason. Exit 0 when nothing matched, 1 when anything
+matched or was a candidate, 2 on usage or trust errors (a path that does not exist among them). A
+list that fails verification stops the scan before any file is read: the scan never runs silently
+without it."""
+
 
 def add_arguments(p) -> None:
     """Arguments of `gatewatch scan`."""

@@ -1,7 +1,10 @@
 """Subcommand registry shared by `gatewatch` and `gatewatch-hub`.
 
-Owns: finding subcommand modules and wiring them into argparse. A subcommand module has a docstring
-(its first line is the help text), ``add_arguments(parser)`` and ``main(args) -> int``. A module that
+Owns: finding subcommand modules and wiring them into argparse. A subcommand module has
+``add_arguments(parser)`` and ``main(args) -> int``, and says what it does for users in ``HELP`` (one
+line, the command list of ``--help``) and optionally ``DESCRIPTION`` (a paragraph for ``COMMAND
+--help``). Module docstrings are for developers and never reach ``--help``: a module without ``HELP``
+falls back to the first line of its ``main`` docstring (and then to no text at all). A module that
 does not exist is simply not offered; one that exists but fails to import is a real error and raises.
 """
 
@@ -10,10 +13,27 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import inspect
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from agent.core.errors import GatewatchError
+
+
+def help_texts(mod) -> Tuple[Optional[str], Optional[str]]:
+    """(one-line help, description) of a subcommand module, from HELP/DESCRIPTION or ``main``'s docstring."""
+    short = getattr(mod, "HELP", None)
+    if not isinstance(short, str) or not short.strip():
+        doc = inspect.getdoc(getattr(mod, "main", None)) or ""
+        short = doc.strip().splitlines()[0].strip() if doc.strip() else None
+    else:
+        short = short.strip()
+    description = getattr(mod, "DESCRIPTION", None)
+    if not isinstance(description, str) or not description.strip():
+        description = short
+    else:
+        description = description.strip()
+    return short, description
 
 
 def build_parser(prog: str, description: str, registry: Dict[str, str], version: str) -> argparse.ArgumentParser:
@@ -25,8 +45,8 @@ def build_parser(prog: str, description: str, registry: Dict[str, str], version:
         if importlib.util.find_spec(modname) is None:
             continue
         mod = importlib.import_module(modname)
-        doc = (mod.__doc__ or "").strip().splitlines()
-        p = sub.add_parser(name, help=doc[0] if doc else None, description=(mod.__doc__ or "").strip(),
+        short, long_text = help_texts(mod)
+        p = sub.add_parser(name, help=short, description=long_text,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)
         p.set_defaults(_module=mod)
