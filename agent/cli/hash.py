@@ -1,18 +1,22 @@
-"""Print the digests and PDQ hash of image files, one JSON object a line.
-
-Prints path, bytes, sha256, sha1, md5, pdq (64 hex) and pdq_quality; a file that cannot be hashed as
-an image prints its digests with pdq null and a reason. Exit 0 when every file was hashed, 1 otherwise.
-This is for the operator's own files: never paste its output anywhere for images that did not match.
-"""
+"""`gatewatch hash`: digests and PDQ of files, one JSON object a line (the file intake and imaging do the work)."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from agent.core.errors import ImageError
 from agent.intake.files import iter_files
 from agent.hashing.imaging import digests, hash_image
+
+HELP = "print the digests and PDQ hash of image files, one JSON object a line"
+DESCRIPTION = """\
+Prints path, bytes, sha256, sha1, md5, pdq (64 hex) and pdq_quality for each file (folders are read
+recursively); a file that cannot be hashed as an image prints its digests with pdq null and a reason.
+Exit 0 when every file was hashed, 1 when some could not be, 2 when a path does not exist or a folder
+holds no files. This is for the operator's own files: never paste its output anywhere for images that
+did not match."""
 
 
 def add_arguments(p) -> None:
@@ -22,9 +26,11 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
-    """Run `gatewatch hash`."""
+    """Print the digests and PDQ hash of image files."""
+    missing = [p for p in args.paths if not os.path.exists(p)]
+    empty = [p for p in args.paths if os.path.isdir(p) and not any(fs for _, _, fs in os.walk(p))]
     failed = 0
-    for path, data, err in iter_files(args.paths):
+    for path, data, err in iter_files([p for p in args.paths if p not in missing]):
         out = {"path": path}
         if err is not None:
             out.update(error=err)
@@ -39,4 +45,11 @@ def main(args) -> int:
                 out.update(pdq=None, pdq_quality=None, error=str(e))
                 failed += 1
         sys.stdout.write(json.dumps(out) + "\n")
+    if missing or empty:
+        # like scan: the other files were hashed, but a path that is not there is a usage error
+        for p in missing:
+            print("gatewatch hash: error: no such file or folder: %s" % p, file=sys.stderr)
+        for p in empty:
+            print("gatewatch hash: error: folder %s holds no files" % p, file=sys.stderr)
+        return 2
     return 1 if failed else 0

@@ -194,3 +194,47 @@ def test_build_from_hash_file(built, tmp_path):
                        tmp_path / "hashes.csv", "--key", built / "keys" / "hotline.key", "--out", tmp_path / "l")
     assert rc == 0, err
     assert json.loads(out)["entries"] == 4
+
+
+def test_build_refuses_a_key_of_another_source(built, tmp_path):
+    rc, out, err = hub("lists", "build", "--source", "other", "--list", "x", "--signal", "sha256", "--input",
+                       built / "known", "--key", built / "keys" / "hotline.key", "--out", tmp_path / "l")
+    assert rc == 2 and "signs for source 'hotline'" in err and "--source hotline" in err, err
+    assert not (tmp_path / "l").exists()
+
+
+def test_build_with_the_public_key_says_so(built, tmp_path):
+    rc, out, err = hub("lists", "build", "--source", "hotline", "--list", "x", "--signal", "sha256", "--input",
+                       built / "known", "--key", built / "keys" / "hotline.pub", "--out", tmp_path / "l")
+    assert rc == 2 and "this is a public key; --key takes the private key file (NAME.key)" in err, err
+    assert "Traceback" not in err and "PEM" not in err
+
+
+def test_build_from_pdq_space_lines_written_by_hash(built, tmp_path):
+    rows = lines(run("hash", built / "known")[1])
+    (tmp_path / "hashes.txt").write_text("".join("pdq %s\n" % r["pdq"] for r in rows))
+    rc, out, err = hub("lists", "build", "--source", "hotline", "--list", "spaced", "--signal", "pdq", "--input",
+                       tmp_path / "hashes.txt", "--key", built / "keys" / "hotline.key", "--out", tmp_path / "l")
+    assert rc == 0, err
+    assert json.loads(out)["entries"] == 4
+
+
+def test_hash_missing_path_and_empty_folder_exit_2(built, tmp_path):
+    (tmp_path / "empty").mkdir()
+    rc, out, err = run("hash", built / "known" / "k0.jpg", tmp_path / "missing.jpg", tmp_path / "empty")
+    assert rc == 2, err
+    assert "no such file or folder: %s" % (tmp_path / "missing.jpg") in err
+    assert "folder %s holds no files" % (tmp_path / "empty") in err
+    assert [os.path.basename(r["path"]) for r in lines(out)] == ["k0.jpg"], "the files that exist are hashed"
+
+
+def test_16_bit_greyscale_png_matches_its_8_bit_original(built, tmp_path):
+    from PIL import Image
+    import numpy as np
+    img = samples.generate_image(300)
+    grey = np.asarray(img.convert("L")).astype(np.uint16) * 257
+    Image.fromarray(grey).save(tmp_path / "deep.png")  # Pillow writes I;16 as a 16-bit PNG
+    (tmp_path / "grey8.png").write_bytes(samples.encode(img.convert("L"), "PNG"))
+    rows = {os.path.basename(r["path"]): r for r in lines(run("hash", "--full", tmp_path)[1])}
+    from agent.hashing import pdq
+    assert pdq.hamming(bytes.fromhex(rows["deep.png"]["pdq"]), bytes.fromhex(rows["grey8.png"]["pdq"])) <= 4
