@@ -178,7 +178,9 @@ def test_no_report_lost_with_the_real_daemon(tmp_path):
             st = _json.loads(r.stdout)
         except ValueError:
             return False
-        return os.path.exists(sock) and st.get("lists", {}).get("hl1/sha", {}).get("version") == 1
+        # the status of *this* agent process: a SIGKILLed one leaves its status.json and socket behind
+        return (os.path.exists(sock) and st.get("pid") == agent.pid and st.get("running", True)
+                and st.get("lists", {}).get("hl1/sha", {}).get("version") == 1)
 
     reported = [0]
 
