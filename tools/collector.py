@@ -42,6 +42,18 @@ from agent.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+HELP = "collect devices' reports into SQLite (stored once, acknowledged to the device) and export them per source"
+DESCRIPTION = """\
+collect: subscribes to every report topic, refuses (and counts) retained, oversized, invalid reports
+and reports for sources this hub does not serve (--source, --lists), stores each report once by id
+and acknowledges it to the device that sent it (docs/reports.md). --duration bounds the whole run,
+including the wait for the broker.
+export: one source's reports as CSV or JSON; a source without reports exits 2 and lists the known ones.
+
+  gatewatch-hub reports collect --broker mqtts://broker:8883 --db reports.db --lists lists/
+  gatewatch-hub reports export --db reports.db --source hotline --format csv --out hotline.csv
+"""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS reports (
     id          TEXT PRIMARY KEY,

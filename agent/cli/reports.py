@@ -18,6 +18,17 @@ import sys
 
 from agent.core.errors import ConfigError
 
+HELP = "export the unsent reports and pending (unconfirmed) hits this device holds"
+DESCRIPTION = """\
+For sites without a broker, or before handing a device over: prints what the state folder holds,
+oldest first. "unsent": the report of a confirmed hit, kept until a hub acknowledges it (sent once a
+broker is configured). "pending": a hit no hub could confirm; it holds report fields only (list,
+version, entry id if known, hosting as configured, hour), never a hash of the image, and is never
+sent as a report. Safe to run beside the running agent: it reads and writes nothing.
+
+  gatewatch reports export --state-dir /srv/gatewatch --format csv --out hits.csv
+"""
+
 COLUMNS = ("state", "id", "time", "source", "list", "version", "signal", "distance", "entry",
            "hosting_url", "hosting_host", "hosting_ip", "hosting_country", "device", "region", "agent")
 
@@ -47,6 +58,7 @@ def render(records, fmt):
 
 
 def main(args):
+    """Export the unsent reports and pending hits of a state folder."""
     from agent.reports.pending import read_records
 
     if not os.path.isdir(args.state_dir):
