@@ -30,6 +30,12 @@ import threading
 
 from agent import __version__
 
+
+try:
+    import termios
+    _TERMIOS_ERRORS = (termios.error,)
+except ImportError:  # pragma: no cover - no termios (Windows)
+    _TERMIOS_ERRORS = ()
 log = logging.getLogger("gatewatch.console")
 
 MAX_LINE = 256
@@ -251,8 +257,9 @@ class Console:
                 self.port.write(reply)
                 self.port.flush()
             return True
-        except (serial.SerialException, OSError, ValueError, AttributeError, TypeError) as exc:
-            # A closed pyserial port raises PortNotOpenError, or ValueError/TypeError from its fd.
+        except (serial.SerialException, OSError, ValueError, AttributeError, TypeError) + _TERMIOS_ERRORS as exc:
+            # A closed pyserial port raises PortNotOpenError, or ValueError/TypeError from its fd; a
+            # pty whose other end went away mid-write fails tcdrain() with termios.error (not an OSError).
             if self._stop.is_set():
                 return False
             self._drop_port(exc)
