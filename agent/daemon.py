@@ -25,7 +25,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List
 
 from agent import __version__
 from agent.atomicfile import write_atomic
@@ -148,7 +148,7 @@ class Agent:
                              device_secret=self.device_secret, firewall=self.firewall,
                              firewall_seconds=c["policy"]["firewall_seconds"], led=self.led)
         self.policy = Policy(policy_settings(c), self.confirmer.ask if self.confirmer else None,
-                             self.scanner.confirm, self.action.report)
+                             self.scanner.confirm, self.action.report, pending=self.pending)
         self.inspector = self.action.wrap(PolicyInspector(lambda: self.scanner, self.policy))
         if c["localapi"]["enabled"]:
             path = c["localapi"]["socket"] or os.path.join(self.state_dir, "gatewatch.sock")

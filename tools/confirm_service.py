@@ -22,6 +22,9 @@ from agent.confirm.client import MAX_KEYS_PER_LIST, MAX_LISTS, PROTOCOL
 from agent.core.errors import ConfigError, GatewatchError
 from agent.confirm.wire import EntryIndex
 
+HELP = "answer devices' confirmation requests with the hub's full entries"
+DESCRIPTION = 'Runs until SIGTERM/SIGINT. The database keeps only counts per list and hour, never a device id or a key.'
+
 log = logging.getLogger("gatewatch.serve")
 
 DEFAULT_TTL_POSITIVE = 86400.0

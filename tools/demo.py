@@ -24,6 +24,9 @@ import urllib.error
 import urllib.request
 from typing import Dict, List, Optional, Tuple
 
+HELP = 'run the whole system on this machine and print a summary'
+DESCRIPTION = 'Embedded broker, hub, agent and web origin; every image is generated and benign. --json prints one JSON object.'
+
 log = logging.getLogger("gatewatch.demo")
 
 

@@ -42,6 +42,9 @@ from agent.core.errors import ConfigError, GatewatchError
 from agent.lists.trust import TrustStore, check_name, key_id, parse_public_key
 from agent.updates import timestamp as ts_format
 
+HELP = 'publish built lists to the broker (retained manifests, chunks, deltas, signed timestamps)'
+DESCRIPTION = "Publishes every *.gwl in --lists as retained MQTT messages. No private key is needed for the lists (each list's signature protects it end to end); --sign-key signs the timestamps that let devices notice a frozen broker."
+
 log = logging.getLogger("gatewatch.publish")
 
 SCHEMA = 1

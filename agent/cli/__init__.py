@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import List, Optional
 
 from agent import __version__
-from agent.cli.subcommands import run
+from agent.cli import subcommands
 
 COMMANDS = {
     "hash": "agent.cli.hash",
@@ -19,6 +19,7 @@ COMMANDS = {
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the `gatewatch` console script."""
-    return run("gatewatch", "gatewatch device agent: hash and scan images against signed lists.",
-               COMMANDS, __version__, argv)
+    # subcommands.run, not a bare `run`: importing the submodule agent.cli.run rebinds that name
+    return subcommands.run("gatewatch", "gatewatch device agent: hash and scan images against signed lists.",
+                           COMMANDS, __version__, argv)
 

@@ -10,6 +10,8 @@ from agent.config import load_config
 from agent.core.errors import GatewatchError
 from agent.daemon import Agent
 
+DESCRIPTION = 'Runs until SIGTERM: loads and updates signed lists, confirms hits with the hub, sends reports, serves the ICAP/proxy intakes you enable. Settings: --config FILE (docs/config.md).'
+
 HELP = "run the agent (lists, updates, confirmation, reports, intakes) until stopped"
 
 

@@ -14,6 +14,9 @@ from typing import Optional
 
 from agent.core.errors import ConfigError, GatewatchError
 
+HELP = "show the running agent's lists, versions, refusals, spool depth and broker state"
+DESCRIPTION = 'Reads <state_dir>/status.json, which the agent writes; it never disturbs the running agent.'
+
 
 def read_status(state_dir: str) -> dict:
     """The last status the daemon wrote, or ConfigError saying why there is none."""

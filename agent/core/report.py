@@ -1,6 +1,6 @@
 """Anonymised hit reports: building, encoding and strict validation (MicroPython-safe).
 
-Owns the report schema of DESIGN.md "Reports": a JSON object with exactly these keys and nothing
+Owns the report schema (docs/reports.md): a JSON object with exactly these keys and nothing
 else, so that a field that could identify a subscriber cannot slip in unnoticed:
 
     schema   int, SCHEMA_VERSION

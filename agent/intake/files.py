@@ -7,6 +7,7 @@ hashing or verdicts.
 from __future__ import annotations
 
 import os
+import stat
 from typing import Iterable, Iterator, Optional, Tuple
 
 from agent.hashing.imaging import DEFAULT_LIMITS
@@ -27,10 +28,17 @@ def iter_files(paths: Iterable[str], max_bytes: int = DEFAULT_LIMITS.max_bytes
 
 def _read(path: str, max_bytes: int) -> Tuple[str, Optional[bytes], Optional[str]]:
     try:
-        size = os.path.getsize(path)
-        if size > max_bytes:
-            return path, None, "file of %d bytes exceeds limit %d" % (size, max_bytes)
-        with open(path, "rb") as f:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            # a FIFO or a device would block the walk (or never end): it is no image file
+            return path, None, "not a regular file"
+        if st.st_size > max_bytes:
+            return path, None, "file of %d bytes exceeds limit %d" % (st.st_size, max_bytes)
+        # O_NONBLOCK: a FIFO swapped in after the stat must not hang the scan either
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return path, None, "not a regular file"
             return path, f.read(max_bytes + 1), None
     except OSError as e:
         return path, None, "cannot read: %s" % (e.strerror or e)

@@ -39,7 +39,7 @@ def test_topics():
     assert t.delta_chunk("hl1", "pdq", 6, 7, 2) == "gatewatch/v1/lists/hl1/pdq/delta/6-7/2"
     assert t.confirm_resp("dev1", "r9") == "gatewatch/v1/confirm/resp/dev1/r9"
     assert t.confirm_req_shared() == "$share/hub/gatewatch/v1/confirm/req"
-    assert t.reports_shared("c") == "$share/c/gatewatch/v1/reports/+"
+    assert t.reports_shared("c") == "$share/c/gatewatch/v1/reports/#"
     assert t.source_of_report_topic("gatewatch/v1/reports/hl1") == "hl1"
     assert t.source_of_report_topic("gatewatch/v1/reports/hl1/x") is None
     assert Topics("x/y/").status("d") == "x/y/status/d"

@@ -10,7 +10,8 @@ import pytest
 from tests.paths import ROOT
 PAHO161 = ROOT / ".cache" / "paho161"
 MODULES = ["tests/mqtt/test_mqtt_client.py", "tests/mqtt/test_mqtt_tls.py", "tests/reports/test_reporter.py", "tests/hub/test_collector.py",
-           "tests/mqtt/test_acl.py", "tests/reports/test_no_loss.py"]
+           "tests/mqtt/test_acl.py", "tests/reports/test_no_loss.py", "tests/reports/test_hub_ack.py",
+           "tests/reports/test_pending.py"]
 
 
 @pytest.mark.slow
