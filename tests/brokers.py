@@ -178,17 +178,21 @@ def shipped_fleet_broker(tmp_path, users):
     local = {"listener", "password_file", "acl_file", "persistence_location", "certfile", "keyfile",
              "cafile", "capath", "tls_version", "require_certificate", "use_identity_as_username",
              "log_dest", "user", "include_dir", "pid_file"}
+    port = free_port()
     shipped = []
     for line in (FIRMWARE_CONF / "mosquitto.conf").read_text().splitlines():
         word = line.strip().split(" ", 1)[0]
-        if word and not word.startswith("#") and word not in local:
+        if word == "listener" and not any(x.startswith("listener ") for x in shipped):
+            # the test's listener takes the shipped one's place, so the listener options that
+            # follow it there (use_username_as_clientid) apply to it too
+            shipped.append("listener %d 127.0.0.1" % port)
+        elif word and not word.startswith("#") and word not in local:
             shipped.append(line.strip())
+    assert any(x.startswith("listener ") for x in shipped), "the shipped mosquitto.conf has no listener"
     folder = Path(tmp_path) / ("fleet-broker-%d" % time.monotonic_ns())
     (folder / "data").mkdir(parents=True)
-    port = free_port()
     pw = write_password_file(folder / "passwd", users)
     lines = shipped + [
-        "listener %d 127.0.0.1" % port,
         "password_file %s" % pw,
         "acl_file %s" % (FIRMWARE_CONF / "acl"),
         "persistence_location %s/" % (folder / "data"),
