@@ -1,15 +1,16 @@
 """Run the agent daemon: lists, updates, confirmation, reports, and the intakes, until SIGTERM.
 
-Owns the configuration (TOML, documented in docs/config.md, overridable by environment variables
-GATEWATCH_<SECTION>_<KEY>), the state folder, and starting and stopping every part in order. Each
-part owns its own job (agent.updates.updater, agent.confirm.client, agent.policy, agent.reports.reporter, agent.intake.localapi,
-the ICAP and proxy servers); this module only wires them together.
+Owns starting and stopping every part in order and the agent's status. Each part owns its own job
+(``agent.config`` the settings, ``agent.updates``, ``agent.confirm.client``, ``agent.policy``,
+``agent.action``, ``agent.reports``, the intakes); this module only wires them together.
 
 State folder (``agent.state_dir``)::
 
-    lists/         the last good signed list files (agent.updates.updater)
+    lists/         the last good signed list files (agent.lists.store)
+    versions.json  the highest version accepted per list, the last timestamp per source (agent.updates)
     trust/         *.pub trusted keys, used when ``lists.trust`` is empty
-    spool/         reports awaiting acknowledgement (agent.reports.spool)
+    spool/         reports awaiting the hub's acknowledgement (agent.reports.spool)
+    pending/       hits the hub could not confirm, report fields only (agent.reports.pending)
     client_id      this device's MQTT client id (generated once)
     device_secret  the key of the daily-rotating report pseudonym (generated once, 0600)
     status.json    written atomically by the daemon, read by `gatewatch status`
