@@ -39,6 +39,7 @@ import time
 
 from agent.core.report import MAX_REPORT_BYTES, ReportError, decode_report
 from agent.core.errors import ConfigError
+from tools.broker_args import add_broker_arguments, client_from_args, topics_from_args
 
 log = logging.getLogger(__name__)
 
@@ -286,20 +287,11 @@ def add_arguments(parser):
     sub = parser.add_subparsers(dest="reports_cmd", metavar="{collect,export}")
     sub.required = True
     c = sub.add_parser("collect", help="store reports from the broker in SQLite (runs until stopped)")
-    c.add_argument("--broker", required=True, help="mqtt://host:1883 or mqtts://host:8883")
+    add_broker_arguments(c, "gatewatch-collector-%s" % socket.gethostname())
     c.add_argument("--db", required=True, help="SQLite file (created if missing)")
-    c.add_argument("--prefix", default="gatewatch/v1", help="topic prefix (default: %(default)s)")
     c.add_argument("--group", default="", help="shared-subscription group to split reports between collectors; "
                         "default: none (a plain subscription: mosquitto 2.0.11 forgets shared "
                         "subscriptions when it restarts, which would drop reports)")
-    c.add_argument("--client-id", default="gatewatch-collector-%s" % socket.gethostname(),
-                   help="MQTT client id; keep it stable so the broker keeps the session (default: "
-                        "%(default)s)")
-    c.add_argument("--username", default=os.environ.get("GATEWATCH_HUB_USERNAME"),
-                   help="broker login (env GATEWATCH_HUB_USERNAME)")
-    c.add_argument("--password-env", default="GATEWATCH_HUB_PASSWORD",
-                   help="environment variable holding the broker password (default: %(default)s)")
-    c.add_argument("--ca", help="CA file for mqtts://")
     c.add_argument("--source", action="append", default=[],
                    help="a source (hotline) this hub serves; repeat or comma-separate. Reports for "
                         "other sources are refused (counted)")
@@ -364,7 +356,7 @@ def _fault_hook():
 
 
 def _collect(args):
-    from agent.mqtt import MqttClient, MqttError, Topics
+    from agent.mqtt import MqttError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     sources = served_sources(args.source, args.lists)
@@ -373,11 +365,9 @@ def _collect(args):
                           "--any-source; reports for other sources are refused")
     started = time.monotonic()
     store = ReportStore(args.db)
-    password = os.environ.get(args.password_env) if args.password_env else None
-    client = MqttClient(args.broker, args.client_id, username=args.username, password=password,
-                        tls={"ca_certs": args.ca} if args.ca else None, clean_session=False,
-                        reconnect=(1, 5))
-    collector = Collector(client, store, Topics(args.prefix), group=args.group,
+    # keep --client-id stable: the broker keeps the session (and queues reports) under it
+    client = client_from_args(args, clean_session=False, reconnect=(1, 5))
+    collector = Collector(client, store, topics_from_args(args), group=args.group,
                           sources=sources or None, after_commit=_fault_hook()).start()
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

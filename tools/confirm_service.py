@@ -21,6 +21,7 @@ from typing import Dict, Optional
 from agent.confirm.client import MAX_KEYS_PER_LIST, MAX_LISTS, PROTOCOL
 from agent.core.errors import ConfigError, GatewatchError
 from agent.confirm.wire import EntryIndex
+from tools.broker_args import add_broker_arguments, client_from_args, topics_from_args
 
 HELP = "answer devices' confirmation requests with the hub's full entries"
 DESCRIPTION = 'Runs until SIGTERM/SIGINT. The database keeps only counts per list and hour, never a device id or a key.'
@@ -178,17 +179,10 @@ class ConfirmService:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--broker", required=True, help="mqtt://[user:pass@]host:port or mqtts://...")
+    add_broker_arguments(parser, "gatewatch-hub-serve-%d" % os.getpid())
     parser.add_argument("--lists", required=True, help="a `lists build` output folder (its hub/ entries)")
     parser.add_argument("--db", required=True, help="SQLite file for per-list, per-hour counts")
-    parser.add_argument("--prefix", default="gatewatch/v1", help="topic prefix (default gatewatch/v1)")
     parser.add_argument("--group", default="hub", help="shared subscription group (default hub)")
-    parser.add_argument("--client-id", default="gatewatch-hub-serve-%d" % os.getpid())
-    parser.add_argument("--username")
-    parser.add_argument("--password")
-    parser.add_argument("--ca", help="CA file for mqtts://")
-    parser.add_argument("--cert", help="client certificate for mqtts://")
-    parser.add_argument("--key", help="client key for mqtts://")
     parser.add_argument("--ttl-positive", type=float, default=DEFAULT_TTL_POSITIVE,
                         help="seconds a device may cache a positive answer (default 86400)")
     parser.add_argument("--ttl-negative", type=float, default=DEFAULT_TTL_NEGATIVE,
@@ -197,15 +191,11 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     """Answer confirmation requests (the full entries behind a short key) until SIGTERM/SIGINT."""
-    from agent.mqtt import MqttClient, Topics
-    from tools.publish import tls_of
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stop = threading.Event()
     try:
-        client = MqttClient(args.broker, args.client_id, username=args.username, password=args.password,
-                            tls=tls_of(args))
-        service = ConfirmService(client, Topics(args.prefix), args.lists, ttl_positive=args.ttl_positive,
+        client = client_from_args(args)
+        service = ConfirmService(client, topics_from_args(args), args.lists, ttl_positive=args.ttl_positive,
                                  ttl_negative=args.ttl_negative, db=args.db, group=args.group)
         service.start()
         client.connect(timeout=30)

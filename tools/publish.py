@@ -41,6 +41,7 @@ from agent.core import listfile
 from agent.core.errors import ConfigError, GatewatchError
 from agent.lists.trust import TrustStore, check_name, key_id, parse_public_key
 from agent.updates import timestamp as ts_format
+from tools.broker_args import add_broker_arguments, client_from_args, topics_from_args
 
 HELP = 'publish built lists to the broker (retained manifests, chunks, deltas, signed timestamps)'
 DESCRIPTION = "Publishes every *.gwl in --lists as retained MQTT messages. No private key is needed for the lists (each list's signature protects it end to end); --sign-key signs the timestamps that let devices notice a frozen broker."
@@ -375,15 +376,8 @@ def publish_lists(client, topics, directory: str, chunk_size: int = DEFAULT_CHUN
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--broker", required=True, help="mqtt://[user:pass@]host:port or mqtts://...")
+    add_broker_arguments(parser, "gatewatch-hub-publish-%d" % os.getpid())
     parser.add_argument("--lists", required=True, help="folder of built .gwl files (`lists build` output)")
-    parser.add_argument("--prefix", default="gatewatch/v1", help="topic prefix (default gatewatch/v1)")
-    parser.add_argument("--client-id", default="gatewatch-hub-publish-%d" % os.getpid())
-    parser.add_argument("--username")
-    parser.add_argument("--password")
-    parser.add_argument("--ca", help="CA file for mqtts://")
-    parser.add_argument("--cert", help="client certificate for mqtts://")
-    parser.add_argument("--key", help="client key for mqtts://")
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK,
                         help="bytes per chunk, at most %d (default %d)" % (MAX_CHUNK, DEFAULT_CHUNK))
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the broker")
@@ -398,15 +392,8 @@ def add_arguments(parser) -> None:
                         help="how long a timestamp stays valid (default %g hours)" % DEFAULT_TIMESTAMP_HOURS)
 
 
-def tls_of(args) -> Optional[dict]:
-    """TLS settings from --ca/--cert/--key, or None."""
-    tls = {k: v for k, v in (("ca_certs", args.ca), ("certfile", args.cert), ("keyfile", args.key)) if v}
-    return tls or None
-
-
 def main(args) -> int:
     """Publish built lists to the broker: retained manifests, chunks, deltas."""
-    from agent.mqtt import MqttClient, Topics
 
     try:
         find_lists(args.lists)  # fail on a bad folder or chunk size before connecting
@@ -415,9 +402,8 @@ def main(args) -> int:
         if args.every < 0 or (args.every and not signers):
             raise ConfigError("--every needs at least one --sign-key (it refreshes the signed timestamps)"
                               if args.every > 0 else "--every must not be negative")
-        client = MqttClient(args.broker, args.client_id, username=args.username, password=args.password,
-                            tls=tls_of(args))
-        topics = Topics(args.prefix)
+        client = client_from_args(args)
+        topics = topics_from_args(args)
         with client.connect(timeout=args.timeout):
             for signer in signers.values():
                 signer.last_seq = previous_timestamp_seq(client, topics, signer)
