@@ -1,0 +1,167 @@
+"""agent.hashing.neural: the committed TFLite model, its manifest check, the loader and its robustness.
+
+Tests that run the network skip with a reason when no TFLite runtime (ai-edge-litert or tflite-runtime)
+is installed; the manifest, tamper and missing-runtime tests need none. Photos are scikit-image samples,
+none of which the model was trained on (models/neural-v1.json "held_out").
+"""
+
+import builtins
+import hashlib
+import io
+import json
+import os
+import shutil
+
+import pytest
+from PIL import Image
+
+from agent.core.errors import ConfigError
+from agent.hashing import neural, samples
+
+MODEL = os.path.join(neural.MODELS_DIR, neural.DEFAULT_MODEL + ".tflite")
+MANIFEST = os.path.join(neural.MODELS_DIR, neural.DEFAULT_MODEL + ".json")
+
+try:
+    neural.find_runtime()
+    _NO_RUNTIME = None
+except neural.RuntimeMissing as exc:
+    _NO_RUNTIME = str(exc)
+
+needs_runtime = pytest.mark.skipif(
+    _NO_RUNTIME is not None,
+    reason="no TFLite runtime installed (pip install ai-edge-litert, or tflite-runtime on armv7)",
+)
+
+
+@pytest.fixture(scope="module")
+def manifest():
+    with open(MANIFEST, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+@pytest.fixture(scope="module")
+def hasher():
+    return neural.NeuralHasher()
+
+
+@pytest.fixture(scope="module")
+def photos():
+    pytest.importorskip("skimage", reason="scikit-image (test extra) ships the held-out photos")
+    return dict(samples.sample_images())
+
+
+def _crop(img, frac):
+    w, h = img.size
+    dx, dy = int(round(w * frac / 2)), int(round(h * frac / 2))
+    return img.crop((dx, dy, w - dx, h - dy))
+
+
+def test_committed_model_matches_manifest(manifest):
+    with open(MODEL, "rb") as fh:
+        data = fh.read()
+    assert hashlib.sha256(data).hexdigest() == manifest["sha256"]
+    assert manifest["name"] == neural.DEFAULT_MODEL
+    assert len(data) <= 1024 * 1024, "goal: model <= 1 MB"
+    assert manifest["output_bits"] in (64, 128, 256)
+    assert manifest["input"]["height"] == manifest["input"]["width"] == 64
+    assert manifest["input"]["layout"] == "NHWC" and manifest["input"]["channels"] == 1
+    assert isinstance(manifest["threshold"], int)
+    assert "skimage" in manifest["training"]["data"]["held_out"] or "scikit-image" in manifest["training"]["data"][
+        "held_out"]
+
+
+def test_tampered_model_is_refused_with_a_clear_error(tmp_path):
+    shutil.copy(MANIFEST, tmp_path / os.path.basename(MANIFEST))
+    data = bytearray(open(MODEL, "rb").read())
+    data[len(data) // 2] ^= 0x01
+    (tmp_path / os.path.basename(MODEL)).write_bytes(bytes(data))
+    with pytest.raises(neural.ModelError, match="does not match its manifest"):
+        neural.NeuralHasher(models_dir=str(tmp_path))
+    with pytest.raises(ConfigError):  # ModelError is a ConfigError
+        neural.NeuralHasher(models_dir=str(tmp_path))
+
+
+def test_missing_model_or_manifest_is_a_clear_error(tmp_path):
+    with pytest.raises(neural.ModelError, match="manifest not found"):
+        neural.NeuralHasher(models_dir=str(tmp_path))
+    shutil.copy(MANIFEST, tmp_path / os.path.basename(MANIFEST))
+    with pytest.raises(neural.ModelError, match="model file not found"):
+        neural.NeuralHasher(models_dir=str(tmp_path))
+
+
+def test_missing_runtime_is_a_clear_typed_error(monkeypatch):
+    real_import = builtins.__import__
+
+    def no_tflite(name, *args, **kwargs):
+        if name.split(".")[0] in ("ai_edge_litert", "tflite_runtime", "tensorflow"):
+            raise ImportError("No module named %r (simulated)" % name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tflite)
+    with pytest.raises(neural.RuntimeMissing, match="pip install ai-edge-litert") as info:
+        neural.find_runtime()
+    assert isinstance(info.value, ConfigError)
+    with pytest.raises(neural.RuntimeMissing):
+        neural.NeuralHasher()
+
+
+def test_preprocess_trims_solid_padding_and_standardises():
+    img = samples.generate_image(11, (300, 200))
+    padded = Image.new("RGB", (360, 240), (0, 0, 0))
+    padded.paste(img, (30, 20))
+    a, b = neural.preprocess(img), neural.preprocess(padded)
+    assert a.shape == (1, 64, 64, 1) and a.dtype.name == "float32"
+    assert abs(float(a.mean())) < 1e-3 and abs(float(a.max())) <= neural.NORM_CLIP
+    assert float(abs(a - b).mean()) < 0.05  # the black border is gone
+
+
+@needs_runtime
+def test_identical_input_gives_identical_codes(hasher, manifest):
+    img = samples.generate_image(21, (400, 300))
+    c1, c2 = hasher.code(img), hasher.code(img)
+    assert c1 == c2 and len(c1) == manifest["output_bits"] // 8
+    again = neural.NeuralHasher()  # a second interpreter agrees
+    assert again.code(img) == c1
+    data = samples.encode(img, "PNG")
+    assert neural.neural_hash_bytes(data) == neural.neural_hash_bytes(data) == c1
+    code, margins = hasher.code_and_margins(img)
+    assert code == c1 and margins.shape == (manifest["output_bits"],) and (margins >= 0).all()
+
+
+@needs_runtime
+def test_bytes_that_are_not_an_image_are_an_image_error():
+    from agent.core.errors import ImageError
+
+    with pytest.raises(ImageError):
+        neural.neural_hash_bytes(b"<html>not an image</html>")
+    with pytest.raises(ImageError):
+        neural.neural_hash_bytes(samples.encode(samples.generate_image(3, (64, 48)), "JPEG")[:200])
+
+
+# Held-out photos (scikit-image samples, never trained on) used for the crop test.
+CROP_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle")
+
+
+@needs_runtime
+def test_ten_percent_crop_stays_within_threshold_and_unrelated_photos_do_not(hasher, manifest, photos):
+    threshold = manifest["threshold"]
+    codes = {}
+    for name in CROP_PHOTOS:
+        original = photos[name]
+        entry = neural.neural_hash_bytes(samples.encode(original, "JPEG", 90))
+        query = neural.neural_hash_bytes(samples.encode(_crop(original, 0.10), "JPEG", 90))
+        d = neural.hamming(entry, query)
+        assert d <= threshold, "%s: 10%% crop at distance %d > %d" % (name, d, threshold)
+        codes[name] = entry
+    for a in CROP_PHOTOS:
+        for b in CROP_PHOTOS:
+            if a < b:
+                d = neural.hamming(codes[a], codes[b])
+                assert d > threshold, "%s vs %s: unrelated photos at distance %d <= %d" % (a, b, d, threshold)
+
+
+def test_hamming():
+    assert neural.hamming(b"\x00\xff", b"\x01\xff") == 1
+    with pytest.raises(ValueError):
+        neural.hamming(b"\x00", b"\x00\x00")
+    assert io is not None
