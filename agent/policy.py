@@ -43,7 +43,7 @@ class PolicySettings:
 
     def __init__(self, mode: str = "block", exact_unconfirmed: str = "block",
                  candidate_unconfirmed: str = "allow", confirm_timeout: float = 2.0,
-                 report_url: str = "url", reconfirm_hours: float = 24.0, reconfirm_max: int = 1000):
+                 reconfirm_hours: float = 24.0, reconfirm_max: int = 1000):
         if mode not in MODES:
             raise ConfigError("policy.mode must be one of %s, not %r" % (", ".join(MODES), mode))
         for name, value in (("exact_unconfirmed", exact_unconfirmed),
@@ -52,13 +52,10 @@ class PolicySettings:
                 raise ConfigError("policy.%s must be 'block' or 'allow', not %r" % (name, value))
         if not isinstance(confirm_timeout, (int, float)) or not 0 < confirm_timeout <= 60:
             raise ConfigError("policy.confirm_timeout must be a number of seconds in (0, 60]")
-        if report_url not in ("url", "host", "none"):
-            raise ConfigError("policy.report_url must be 'url', 'host' or 'none', not %r" % (report_url,))
         self.mode = mode
         self.exact_unconfirmed = exact_unconfirmed
         self.candidate_unconfirmed = candidate_unconfirmed
         self.confirm_timeout = float(confirm_timeout)
-        self.report_url = report_url
         if not isinstance(reconfirm_hours, (int, float)) or reconfirm_hours < 0:
             raise ConfigError("policy.reconfirm_hours must be a non-negative number of hours")
         self.reconfirm_hours = float(reconfirm_hours)

@@ -88,22 +88,6 @@ _SIGN_COL = np.where(_EVEN, -1.0, 1.0)[None, :]
 _SIGN_CHECKER = np.where((np.add.outer(np.arange(16), np.arange(16)) % 2) == 1, -1.0, 1.0)
 
 
-def _box_transposed(rows: np.ndarray, window: int) -> np.ndarray:
-    """Return ``rows @ Box`` where ``Box`` is the reference's 1-D box filter (clipped window mean)."""
-    n = rows.shape[1]
-    half = (window + 2) // 2
-    left = window - half  # reference window of output k: [k - left, k + half - 1], clipped
-    k = np.arange(n)
-    count = np.minimum(n - 1, k + half - 1) - np.maximum(0, k - left) + 1
-    v = rows / count
-    csum = np.zeros((rows.shape[0], n + 1), dtype=np.float64)
-    np.cumsum(v, axis=1, out=csum[:, 1:])
-    # Column j of Box^T-weighted sum gathers outputs k with j in window(k): k in [j-half+1, j+left].
-    lo = np.maximum(0, k - (half - 1))
-    hi = np.minimum(n - 1, k + left)
-    return csum[:, hi + 1] - csum[:, lo]
-
-
 class _Axis(NamedTuple):
     starts: tuple  # per output row: first non-zero column
     weights: tuple  # per output row: float32 band of non-zero weights
@@ -111,22 +95,6 @@ class _Axis(NamedTuple):
     # np.add.reduceat: (output indices, band starts, float32 weight vector of length n). None when
     # bands overlap within a group (images under 64 px on this axis).
     groups: object
-
-
-def _reference_rows(n: int) -> np.ndarray:
-    """float64 64xn: the reference's decimate(box(box(x))) along one axis, as a dense matrix.
-
-    The straightforward construction, kept as the oracle the tests check the banded one against.
-    """
-    if n == _OUT:
-        # The reference copies a 64x64 input as is (the filter would be the identity anyway).
-        return np.eye(_OUT)
-    window = (n + 2 * _OUT - 1) // (2 * _OUT)
-    pick = ((np.arange(_OUT) + 0.5) * n / _OUT).astype(np.int64)
-    dense = np.zeros((_OUT, n), dtype=np.float64)
-    dense[np.arange(_OUT), pick] = 1.0
-    # Two X,Y passes in the reference; along one axis they are two box passes.
-    return _box_transposed(_box_transposed(dense, window), window)
 
 
 def _scale_of(n_full: int, n: int) -> int:
@@ -145,15 +113,10 @@ def _block_index(k: np.ndarray, n_full: int, n: int) -> np.ndarray:
     return np.minimum(n - 1, (k * n) // n_full)
 
 
-def _block_map(n_full: int, n: int) -> np.ndarray:
-    """_block_index for every full-resolution index."""
-    return _block_index(np.arange(n_full), n_full, n)
-
-
 def _reference_bands(n: int):
     """Per output row, over a local window of 2*window+1 input indices: (global indices, weights).
 
-    The same numbers as ``_reference_rows`` without building a 64xn matrix: the tent reaches at
+    The same numbers as the dense decimate(box(box(.))) matrix (the tests' oracle) without building it: the tent reaches at
     most window-1 pixels either side of the decimated sample, so each row is computed on its window.
     """
     window = (n + 2 * _OUT - 1) // (2 * _OUT)

@@ -146,11 +146,6 @@ class Reporter:
         self._wake.set()
         return ok
 
-    def wake(self):
-        """Tell the sender that the spool has new reports."""
-        self._dirty = True
-        self._wake.set()
-
     # sender ---------------------------------------------------------------------------------
     def start(self):
         """Start the sender thread."""

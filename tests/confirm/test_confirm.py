@@ -187,7 +187,7 @@ def test_policy_with_hub(mosquitto, world, tmp_path):
 def test_bad_settings_and_requests_refused(world, tmp_path):
     from agent.core.errors import ConfigError
 
-    for kw in ({"mode": "drop"}, {"exact_unconfirmed": "maybe"}, {"confirm_timeout": 0}, {"report_url": "ip"}):
+    for kw in ({"mode": "drop"}, {"exact_unconfirmed": "maybe"}, {"confirm_timeout": 0}, {"reconfirm_hours": -1}):
         with pytest.raises(ConfigError):
             PolicySettings(**kw)
     svc = ConfirmService(None, Topics(), world["hub"].out)

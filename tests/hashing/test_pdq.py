@@ -224,6 +224,41 @@ def test_property_agrees_with_reference_except_on_knife_edge_bits(h, w, cells, s
             assert mine.margins[i] <= 1e-4 * scale, (i, mine.margins[i])
 
 
+# Oracles: the straightforward constructions the banded run-time filter is checked against.
+def _box_transposed(rows, window):
+    """Return ``rows @ Box`` where ``Box`` is the reference's 1-D box filter (clipped window mean)."""
+    n = rows.shape[1]
+    half = (window + 2) // 2
+    left = window - half  # reference window of output k: [k - left, k + half - 1], clipped
+    k = np.arange(n)
+    count = np.minimum(n - 1, k + half - 1) - np.maximum(0, k - left) + 1
+    v = rows / count
+    csum = np.zeros((rows.shape[0], n + 1), dtype=np.float64)
+    np.cumsum(v, axis=1, out=csum[:, 1:])
+    # Column j of Box^T-weighted sum gathers outputs k with j in window(k): k in [j-half+1, j+left].
+    lo = np.maximum(0, k - (half - 1))
+    hi = np.minimum(n - 1, k + left)
+    return csum[:, hi + 1] - csum[:, lo]
+
+
+
+def _reference_rows(n):
+    """float64 64xn: the reference's decimate(box(box(x))) along one axis, as a dense matrix."""
+    if n == pdq._OUT:
+        return np.eye(pdq._OUT)  # the reference copies a 64x64 input as is
+    window = (n + 2 * pdq._OUT - 1) // (2 * pdq._OUT)
+    pick = ((np.arange(pdq._OUT) + 0.5) * n / pdq._OUT).astype(np.int64)
+    dense = np.zeros((pdq._OUT, n), dtype=np.float64)
+    dense[np.arange(pdq._OUT), pick] = 1.0
+    # Two X,Y passes in the reference; along one axis they are two box passes.
+    return _box_transposed(_box_transposed(dense, window), window)
+
+
+def _block_map(n_full, n):
+    """The reduced pixel that covers each full-resolution index."""
+    return pdq._block_index(np.arange(n_full), n_full, n)
+
+
 def _dense(ax, n):
     out = np.zeros((64, n))
     for i, (s, w) in enumerate(zip(ax.starts, ax.weights)):
@@ -234,13 +269,13 @@ def _dense(ax, n):
 @pytest.mark.parametrize("n", list(range(5, 140, 7)) + [255, 256, 257, 511, 768, 1023, 1411, 4000, 20000])
 def test_banded_filter_equals_the_dense_reference_construction(n):
     """The per-row local construction used at run time equals decimate(box(box(.))) built densely."""
-    ref = pdq._reference_rows(n)
+    ref = _reference_rows(n)
     np.testing.assert_allclose(_dense(pdq._axis(n, n), n), ref, atol=1e-6)
     np.testing.assert_allclose(ref.sum(axis=1), 1.0)
     for scale in (2, 4, 8):
         m = -(-n // scale)
         reduced = np.zeros((64, m))
-        np.add.at(reduced.T, pdq._block_map(n, m), ref.T)
+        np.add.at(reduced.T, _block_map(n, m), ref.T)
         np.testing.assert_allclose(_dense(pdq._axis(m, n), m), reduced, atol=1e-6)
 
 
