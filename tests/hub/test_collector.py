@@ -112,7 +112,7 @@ def test_reports_wait_at_the_broker_while_the_collector_is_away(tmp_path):
         broker.stop()   # and the broker restarts meanwhile, from its persistence
         broker.start()
         c = MqttClient(broker.url, "col-x", clean_session=False)
-        col = Collector(c, store, topics).start()
+        Collector(c, store, topics).start()
         c.connect()
         assert wait_until(lambda: store.count() == 30), store.count()
         c.stop()
