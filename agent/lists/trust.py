@@ -12,7 +12,7 @@ import base64
 import hashlib
 import os
 import re
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -91,20 +91,25 @@ class TrustStore:
         """Sources with at least one trusted key."""
         return sorted(self._keys)
 
-    def verify(self, lf: listfile.ListFile) -> str:
-        """Check the signature; return the key id that made it or raise TrustError."""
-        source = lf.manifest["source"]
-        keys = self._keys.get(source)
-        if not keys:
-            raise TrustError("list %s/%s is from source %r, which has no trusted key here"
-                             % (source, lf.manifest["list"], source))
-        signed = lf.signed_bytes()
-        for kid, key in keys.items():
+    def verify_signature(self, source: str, message: bytes, signature: bytes) -> Optional[str]:
+        """The id of the trusted key of ``source`` that signed ``message``, or None (no key, no match)."""
+        for kid, key in self._keys.get(source, {}).items():
             try:
-                key.verify(lf.signature, signed)
+                key.verify(signature, message)
                 return kid
             except InvalidSignature:
                 continue
-        raise TrustError("list %s/%s v%s: signature does not verify with any trusted key of %r "
-                         "(tampered, or signed by another key)"
-                         % (source, lf.manifest["list"], lf.manifest["version"], source))
+        return None
+
+    def verify(self, lf: listfile.ListFile) -> str:
+        """Check a list file's signature; return the key id that made it or raise TrustError."""
+        source = lf.manifest["source"]
+        if source not in self._keys:
+            raise TrustError("list %s/%s is from source %r, which has no trusted key here"
+                             % (source, lf.manifest["list"], source))
+        kid = self.verify_signature(source, lf.signed_bytes(), lf.signature)
+        if kid is None:
+            raise TrustError("list %s/%s v%s: signature does not verify with any trusted key of %r "
+                             "(tampered, or signed by another key)"
+                             % (source, lf.manifest["list"], lf.manifest["version"], source))
+        return kid

@@ -93,19 +93,6 @@ def _int(doc: dict, name: str, lo: int, hi: int) -> int:
     return v
 
 
-class _Signed:
-    """Adapter so that ``TrustStore.verify`` (made for list files) checks a timestamp signature:
-    same keys, same rule (only the source's own trusted keys), another signed message."""
-
-    def __init__(self, source: str, seq: int, signed: bytes, signature: bytes):
-        self.manifest = {"source": source, "list": "timestamp", "version": seq}
-        self.signature = signature
-        self._message = signed_message(signed)
-
-    def signed_bytes(self) -> bytes:
-        return self._message
-
-
 def parse_payload(payload: bytes):
     """Split a retained timestamp message into (signed bytes, signature, doc); checks the layout and
     every field's type and range, not the signature."""
@@ -181,9 +168,8 @@ def verify_timestamp(payload: bytes, trust: TrustStore, *, topic_source: Optiona
         raise TimestampRefused("timestamp of source %r arrived on the topic of source %r" % (source, topic_source))
     if source not in trust.sources():
         raise TimestampRefused("timestamp of source %r, which has no trusted key here" % source)
-    try:
-        kid = trust.verify(_Signed(source, doc["seq"], signed, signature))
-    except TrustError:
+    kid = trust.verify_signature(source, signed_message(signed), signature)
+    if kid is None:
         raise TimestampRefused("timestamp of %r seq %d: signature does not verify with any trusted key of %r "
                                "(tampered, or signed by another key)" % (source, doc["seq"], source))
     now = time.time() if now is None else now
