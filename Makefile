@@ -3,7 +3,7 @@ PYTHON ?= python3
 
 .PHONY: demo test install-test lint
 demo:
-	$(PYTHON) -m pip install -q --disable-pip-version-check -e ".[mqtt]"
+	$(PYTHON) -m pip install -q --disable-pip-version-check -e ".[mqtt]" --config-settings editable_mode=compat
 	$(PYTHON) -m tools.hub_cli demo
 
 install-test:

@@ -86,7 +86,9 @@ fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 
 echo "install: python package with extras"
-"$PY" -m pip install -q --disable-pip-version-check -e ".[test,mqtt,serial,progress]"
+# editable_mode=compat: a path entry, not an import hook, so a checkout's own tree (the working
+# folder, PYTHONPATH) still comes first where several checkouts share one Python (CI beside a developer's)
+"$PY" -m pip install -q --disable-pip-version-check -e ".[test,mqtt,serial,progress]" --config-settings editable_mode=compat
 
 for s in "$here"/post-*.sh; do
     [ -e "$s" ] || continue
