@@ -81,6 +81,25 @@ class BuiltList:
             return cls(path, f.read())
 
 
+def retained_payload(client, topic: str, wait: float) -> List[bytes]:
+    """The retained message on ``topic`` (a one-item list), or [] when none arrives within ``wait``."""
+    import threading
+
+    got: List[bytes] = []
+    event = threading.Event()
+
+    def on_message(msg):
+        got.append(msg.payload)
+        event.set()
+    ack = client.subscribe(topic, on_message, qos=1)
+    try:
+        ack.wait(10)
+        event.wait(wait)
+    finally:
+        client.unsubscribe(topic)
+    return got
+
+
 def find_lists(directory: str) -> Dict[Tuple[str, str], List[BuiltList]]:
     """Every ``*.gwl`` directly in ``directory``, grouped by (source, list), oldest version first."""
     if not os.path.isdir(directory):
@@ -180,21 +199,7 @@ def previous_announcement(client, topics, source: str, name: str, wait: float = 
 
     A broker sends retained messages right after the SUBACK, so this waits for the SUBACK and then
     at most ``wait`` seconds more."""
-    import threading
-
-    got: List[bytes] = []
-    event = threading.Event()
-    topic = topics.manifest(source, name)
-
-    def on_message(msg):
-        got.append(msg.payload)
-        event.set()
-    ack = client.subscribe(topic, on_message, qos=1)
-    try:
-        ack.wait(10)
-        event.wait(wait)
-    finally:
-        client.unsubscribe(topic)
+    got = retained_payload(client, topics.manifest(source, name), wait)
     try:
         doc = json.loads(got[0]) if got and got[0] else None
     except ValueError:
@@ -270,21 +275,7 @@ def load_signers(specs: Sequence[str], hours: float = DEFAULT_TIMESTAMP_HOURS) -
 def previous_timestamp_seq(client, topics, signer: TimestampSigner, wait: float = 0.25) -> int:
     """The seq of the timestamp of ``signer``'s source retained on the broker (0: none that verifies
     with its own key), so that a restarted hub continues above it."""
-    import threading
-
-    got: List[bytes] = []
-    event = threading.Event()
-    topic = topics.timestamp(signer.source)
-
-    def on_message(msg):
-        got.append(msg.payload)
-        event.set()
-    ack = client.subscribe(topic, on_message, qos=1)
-    try:
-        ack.wait(10)
-        event.wait(wait)
-    finally:
-        client.unsubscribe(topic)
+    got = retained_payload(client, topics.timestamp(signer.source), wait)
     if not got or not got[0]:
         return 0
     try:

@@ -428,11 +428,15 @@ class Updater:
                         "v%d" % held.version if held is not None else "no list")
             return "transient" if getattr(exc, "transient", False) else "refused"
         finally:
-            if self.on_status:
-                try:
-                    self.on_status()
-                except Exception:
-                    log.exception("status callback failed")
+            self._notify_status()
+
+    def _notify_status(self) -> None:
+        """Tell the daemon that the status changed; its failure never stops an update."""
+        if self.on_status:
+            try:
+                self.on_status()
+            except Exception:
+                log.exception("status callback failed")
 
     def floor(self, ident: str):
         """(version, why): the oldest version of ``ident`` this device may still accept."""
@@ -482,11 +486,7 @@ class Updater:
             log.warning("timestamp of %s refused: %s (nothing changes)", label, exc)
             return "refused"
         finally:
-            if self.on_status:
-                try:
-                    self.on_status()
-                except Exception:
-                    log.exception("status callback failed")
+            self._notify_status()
 
     def _catch_up(self, ident: str, version: int, held: Optional[int]) -> None:
         """The hub's timestamp names ``version``, newer than held: try its announcement again, or ask
