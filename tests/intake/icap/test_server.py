@@ -9,25 +9,8 @@ import pytest
 
 from agent.intake.icap.protocol import IcapLimits
 from agent.intake.icap.server import IcapServer
-from tests.intake.icap.support import (JPEG_HEAD, MARKER, LoopThread, MarkerInspector, connect, read_icap_response,
+from tests.intake.icap.support import (JPEG_HEAD, MARKER, MarkerInspector, connect, read_icap_response,
                                 respmod)
-
-
-@pytest.fixture
-def icap():
-    started = []
-
-    def make(inspector=None, **kw):
-        inspector = inspector or MarkerInspector()
-        server = IcapServer(inspector, **kw)
-        lt = LoopThread(server)
-        lt.inspector = inspector
-        started.append(lt)
-        return lt
-
-    yield make
-    for lt in started:
-        lt.stop()
 
 
 def exchange(port, first, rest=b"", sock=None):
