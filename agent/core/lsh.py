@@ -1,6 +1,6 @@
-"""Locality-sensitive keys for perceptual (PDQ) lists, and short keys for confirmation (MicroPython-safe).
+"""Locality-sensitive keys for perceptual lists (PDQ, neural), and short keys for confirmation (MicroPython-safe).
 
-Owns: how a 256-bit PDQ hash becomes Bloom keys, and the short-key strings a device sends to the hub.
+Owns: how a 256-bit PDQ hash or a 128-bit neural code becomes Bloom keys, and the short-key strings a device sends to the hub.
 Must not touch: numpy (``agent.matching.lsh_batch`` vectorises the same functions) or matching policy.
 
 A PDQ hash is 32 bytes as the reference prints it in hex; bit i (DCT coefficient i, row-major) is
@@ -9,52 +9,73 @@ so every band samples low and high frequencies alike); bit t of the band value i
 Two hashes within Hamming distance d < B share at least one band exactly (pigeonhole); multi-probe on
 the least reliable bits raises recall beyond that. Band j with value v becomes the Bloom key
 ``pack("<QQ", v, TAG | B << 8 | j)``.
+
+A neural code (agent.hashing.neural) is 16 bytes with the same bit numbering; its bands are cut the
+same way from its 128 bits, and its keys carry ``NEURAL_TAG`` instead of ``TAG``, so a neural band can
+never answer for a PDQ band (or a digest) even in a filter that held both. ``LAYOUT`` maps a perceptual
+signal to (hash bits, tag); every band function takes ``nbits``/``tag`` and defaults to PDQ's.
 """
 
 import struct
 
 TAG = 0x5044510000000000  # "PDQ" in the high bytes keeps band keys apart from digest keys
 HASH_BITS = 256
+NEURAL_TAG = 0x4E45550000000000  # "NEU": neural band keys never meet PDQ's
+NEURAL_BITS = 128
+LAYOUT = {"pdq": (HASH_BITS, TAG), "neural": (NEURAL_BITS, NEURAL_TAG)}
 
 
-def hash_int(h):
-    """The 256-bit integer of a 32-byte PDQ hash (bit i = coefficient i)."""
-    if len(h) != 32:
-        raise ValueError("a PDQ hash is 32 bytes, got %d" % len(h))
+def layout(signal):
+    """(hash bits, Bloom tag) of a perceptual signal; ValueError for any other."""
+    if signal not in LAYOUT:
+        raise ValueError("signal %r has no LSH band layout" % (signal,))
+    return LAYOUT[signal]
+
+
+def hash_int(h, nbits=HASH_BITS):
+    """The integer of an ``nbits``-bit hash (bit i = coefficient i); a PDQ hash by default."""
+    if len(h) * 8 != nbits:
+        raise ValueError("a %d-bit hash is %d bytes, got %d" % (nbits, nbits // 8, len(h)))
     return int.from_bytes(bytes(h), "big")
 
 
-def band_bits(bands, j):
+def band_bits(bands, j, nbits=HASH_BITS):
     """The hash bit indices that make up band j."""
-    return list(range(j, HASH_BITS, bands))
+    return list(range(j, nbits, bands))
 
 
-def band_values(h, bands):
-    """The B band values of a 32-byte hash."""
-    x = hash_int(h)
+def band_values(h, bands, nbits=HASH_BITS):
+    """The B band values of an ``nbits``-bit hash (32 bytes for PDQ, 16 for neural)."""
+    x = hash_int(h, nbits)
     out = []
     for j in range(bands):
         v = 0
         t = 0
-        for i in range(j, HASH_BITS, bands):
+        for i in range(j, nbits, bands):
             v |= ((x >> i) & 1) << t
             t += 1
         out.append(v)
     return out
 
 
-def band_key(bands, j, value):
+def band_key(bands, j, value, tag=TAG):
     """The 16-byte Bloom key of band j holding ``value``."""
-    return struct.pack("<QQ", value, TAG | (bands << 8) | j)
+    return struct.pack("<QQ", value, tag | (bands << 8) | j)
 
 
-def band_keys(h, bands):
+def band_keys(h, bands, nbits=HASH_BITS, tag=TAG):
     """The B Bloom keys of a hash (no probing)."""
-    return [band_key(bands, j, v) for j, v in enumerate(band_values(h, bands))]
+    return [band_key(bands, j, v, tag) for j, v in enumerate(band_values(h, bands, nbits))]
+
+
+def signal_band_keys(signal, h, bands):
+    """The B Bloom keys of a perceptual signal's hash, in that signal's layout."""
+    nbits, tag = layout(signal)
+    return band_keys(h, bands, nbits, tag)
 
 
 def short_key(signal, band, value, key_bits=64):
-    """The short key of a band hit: 'pdq:<band>:<hex of the low key_bits bits of the band value>'.
+    """The short key of a band hit: '<signal>:<band>:<hex of the low key_bits bits of the band value>'.
 
     The one definition for device and hub (the hub indexes its entries under the same keys), so
     a request never carries more bits of an image than the list's ``key_bits`` allow.
@@ -68,7 +89,8 @@ def short_keys(signal, h, lsh):
     if lsh is None:
         return [exact_short_key(signal, h)]
     bits = lsh.get("key_bits", 64)
-    return [short_key(signal, j, v, bits) for j, v in enumerate(band_values(h, lsh["bands"]))]
+    nbits = layout(signal)[0]
+    return [short_key(signal, j, v, bits) for j, v in enumerate(band_values(h, lsh["bands"], nbits))]
 
 
 def exact_short_key(signal, digest, nbytes=4):

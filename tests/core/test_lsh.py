@@ -64,3 +64,44 @@ def test_short_keys():
 def test_bad_hash_length():
     support.raises(ValueError, lsh.hash_int, b"\x00" * 31)
     support.raises(ValueError, lsh.band_keys, b"\x00" * 33, 8)
+
+
+def code_with_bits(bits):
+    x = 0
+    for i in bits:
+        x |= 1 << i
+    return x.to_bytes(16, "big")
+
+
+def test_neural_layout_and_tag():
+    # a neural code is 128 bits in PDQ's numbering; its band keys carry their own tag
+    assert lsh.layout("pdq") == (256, lsh.TAG)
+    assert lsh.layout("neural") == (128, lsh.NEURAL_TAG)
+    assert lsh.NEURAL_TAG != lsh.TAG
+    support.raises(ValueError, lsh.layout, "md5")
+    assert lsh.band_bits(4, 3, 128)[-1] == 127
+    assert len(lsh.band_bits(4, 0, 128)) == 32
+    for i in (0, 1, 63, 127):
+        v = lsh.band_values(code_with_bits([i]), 4, 128)
+        assert v[i % 4] == 1 << (i // 4), (i, v)
+        assert sum(1 for x in v if x) == 1
+    keys = lsh.signal_band_keys("neural", code_with_bits([5]), 4)
+    assert len(keys) == 4
+    assert int.from_bytes(keys[1][8:], "little") == lsh.NEURAL_TAG | (4 << 8) | 1
+    assert keys[1][:8] == (2).to_bytes(8, "little")  # bit 5 is band 1, position 1
+    # the same band values under PDQ's tag are other keys: the two signals never answer for each other
+    assert lsh.band_key(4, 1, 2) != keys[1]
+
+
+def test_neural_and_pdq_lengths_are_not_mixed():
+    support.raises(ValueError, lsh.band_values, b"\x00" * 32, 4, 128)
+    support.raises(ValueError, lsh.band_values, b"\x00" * 16, 4)
+    support.raises(ValueError, lsh.short_keys, "neural", b"\x00" * 32, {"bands": 4, "key_bits": 16})
+
+
+def test_neural_short_keys():
+    code = code_with_bits([0, 4, 125])
+    keys = lsh.short_keys("neural", code, {"bands": 4, "key_bits": 16})
+    assert keys == ["neural:0:3", "neural:1:0", "neural:2:0", "neural:3:0"]
+    keys = lsh.short_keys("neural", code, {"bands": 4, "key_bits": 64})
+    assert keys[1] == "neural:1:%x" % (1 << 31)
