@@ -242,7 +242,7 @@ def _write(path: str, data: bytes, created: List[Tuple[str, str]], mode: Optiona
 # Signal names as other tools write them (ThreatExchange indicator types, upper case) -> ours.
 _SIGNAL_ALIASES = {"hash_pdq": "pdq", "pdq": "pdq", "hash_md5": "md5", "md5": "md5",
                    "hash_sha256": "sha256", "sha256": "sha256", "sha-256": "sha256",
-                   "hash_sha1": "sha1", "sha1": "sha1", "sha-1": "sha1"}
+                   "hash_sha1": "sha1", "sha1": "sha1", "sha-1": "sha1", "neural": "neural"}
 _HEX_RE = re.compile(r"[0-9a-fA-F]+")
 _FIELDS_RE = re.compile(r"\s*,\s*|\s+")
 _LINE_FORMS = ("'<hex>', '%(s)s <hex>', '%(s)s,<hex>', a ThreatExchange .te row '<hex>,<count>,...', "
@@ -263,7 +263,8 @@ def _parse_hex(signal: str, text: str, where: str) -> bytes:
 
 
 def _signal_of_hex_length(n: int) -> List[str]:
-    return [s for s, length in HEX_LENGTHS.items() if length == n]
+    # an untagged 32-hex line is guessed to be md5, never a neural code (tag it 'neural,<hex>')
+    return [s for s, length in HEX_LENGTHS.items() if length == n and s != "neural"]
 
 
 def _te_file_kind(path: str) -> Optional[str]:
@@ -401,10 +402,17 @@ def hash_folder(path: str, signal: str, progress: bool = False) -> Tuple[List[En
 
     Skipped, with a message: files that cannot be read, that are not regular files (a FIFO would block),
     hidden files and folders ('.DS_Store', '.git') and the desktop's own Thumbs.db/desktop.ini, empty
-    files, and for PDQ anything that does not decode as an image or is too small.
+    files, and for PDQ and neural anything that does not decode as an image or is too small. Neural
+    codes come from the device's own pipeline (``hash_image(fast=True, neural=...)``), so an entry and
+    the same bytes fetched through a gateway give the same code.
     """
     from agent.hashing.imaging import DEFAULT_LIMITS, digests, hash_image
     from agent.core.errors import ImageError
+
+    hasher = None
+    if signal == "neural":
+        from agent.hashing import neural
+        hasher = neural.get_hasher()  # RuntimeMissing / ModelError (ConfigError): exit 2 with the reason
 
     if not os.path.isdir(path):
         raise ConfigError("--input %s is not a folder" % path)
@@ -445,6 +453,15 @@ def hash_folder(path: str, signal: str, progress: bool = False) -> Tuple[List[En
             continue
         if signal in EXACT_SIGNALS:
             h = dict(zip(EXACT_SIGNALS, digests(data)))[signal]
+        elif signal == "neural":
+            try:
+                h = hash_image(data, fast=True, neural=hasher).neural
+            except ImageError as e:
+                skipped.append("%s: %s" % (rel, e))
+                continue
+            if h is None:
+                skipped.append("%s: too small for a neural code" % rel)
+                continue
         else:
             try:
                 h = hash_image(data, fast=False).pdq
@@ -520,7 +537,10 @@ def build_list(*, source: str, name: str, signal: str, entries: Sequence[Entry],
         seen.setdefault(e.hash, e)
     unique = list(seen.values())
     n = len(unique)
-    params = lsh_params(signal, lsh)
+    model = None
+    if signal == "neural":
+        model = "neural-v1"  # agent.hashing.neural.DEFAULT_MODEL: the only model that ships
+    params = lsh_params(signal, lsh, model)
 
     prev = newest_built(out_dir, source, name) if os.path.isdir(out_dir) else None
     if version is None:
@@ -538,7 +558,7 @@ def build_list(*, source: str, name: str, signal: str, entries: Sequence[Entry],
         data = assemble(source=source, name=name, signal=signal, version=version, hashes=[e.hash for e in unique],
                         sign=key.sign, key_id=key_id(key.public_key()), created=now,
                         expires=int(now + expires_days * 86400), fp_rate=fp_rate, lsh=params, capacity=capacity,
-                        params=reuse)
+                        params=reuse, model=model)
         manifest = listfile.parse(data).manifest
     except ListFormatError as e:  # e.g. a filter over 2**32 bits: nothing is written
         raise ConfigError("cannot build %s/%s: %s" % (source, name, e))
@@ -550,6 +570,8 @@ def build_list(*, source: str, name: str, signal: str, entries: Sequence[Entry],
     hub_path = os.path.join(hub_dir, base + ".entries.json")
     hub_doc = {"source": source, "list": name, "signal": signal, "version": int(version),
                "lsh": params, "entries": [e.to_json() for e in unique]}
+    if model is not None:
+        hub_doc["model"] = model
     with _undo_on_error() as created:
         _makedirs(hub_dir, created)
         _write(hub_path, json.dumps(hub_doc, separators=(",", ":")).encode(), created, mode=0o600)

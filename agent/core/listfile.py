@@ -31,6 +31,7 @@ SIGNALS = ("sha256", "sha1", "md5", "pdq", "neural")
 REQUIRED = ("format", "source", "list", "signal", "version", "created", "expires", "key_id",
             "content_length", "content_sha256", "filter")
 FILTER_REQUIRED = ("type", "m", "k", "salt", "entries")
+PERCEPTUAL_BITS = {"pdq": 256, "neural": 128}  # hash bits of the signals that need an 'lsh' section
 
 
 def _u32(data, off):
@@ -144,15 +145,24 @@ def check_manifest(manifest):
         raise ListFormatError("content length %d does not fit a filter of %d bits"
                               % (manifest["content_length"], filt["m"]))
     lsh = manifest.get("lsh")
-    if manifest["signal"] == "pdq" and lsh is None:
-        raise ListFormatError("a pdq list needs its 'lsh' section (bands, flip_bits, depth, threshold)")
+    signal = manifest["signal"]
+    if signal in PERCEPTUAL_BITS and lsh is None:
+        raise ListFormatError("a %s list needs its 'lsh' section (bands, flip_bits, depth, threshold)" % signal)
     if lsh is not None:
-        check_lsh(lsh)
+        check_lsh(lsh, PERCEPTUAL_BITS.get(signal, 256))
+    if signal == "neural":
+        # codes of different networks are not comparable: the list names the model that made them
+        if "model" not in manifest:
+            raise ListFormatError("a neural list needs its 'model' field (the network that made its codes)")
+        _text("manifest field 'model'", manifest["model"], _NAME_CHARS, 1, 64)
+        if manifest["model"][0] in "._-":
+            raise ListFormatError("manifest field 'model' must start with a letter or digit")
     return manifest
 
 
-def check_lsh(lsh):
-    """Raise ListFormatError unless the LSH parameters are complete and within range."""
+def check_lsh(lsh, nbits=256):
+    """Raise ListFormatError unless the LSH parameters are complete and within range for an
+    ``nbits``-bit hash (256 for PDQ, 128 for neural)."""
     if not isinstance(lsh, dict):
         raise ListFormatError("manifest field 'lsh' is not an object")
     for name in ("bands", "flip_bits", "depth", "threshold"):
@@ -162,7 +172,11 @@ def check_lsh(lsh):
         if name in lsh:
             lo, hi = LSH_RANGES[name]
             _int_in("lsh field '%s'" % name, lsh[name], lo, hi)
-    band_width = (256 + lsh["bands"] - 1) // lsh["bands"]
+    if lsh["threshold"] > nbits:
+        raise ListFormatError("lsh threshold %d exceeds the %d bits of the hash" % (lsh["threshold"], nbits))
+    if lsh["bands"] > nbits:
+        raise ListFormatError("lsh bands %d exceed the %d bits of the hash" % (lsh["bands"], nbits))
+    band_width = (nbits + lsh["bands"] - 1) // lsh["bands"]
     if lsh["flip_bits"] > band_width:
         raise ListFormatError("lsh flip_bits %d exceeds the %d bits of a band" % (lsh["flip_bits"], band_width))
     n = probes_per_band(lsh["flip_bits"], lsh["depth"])

@@ -5,7 +5,7 @@ same short word travels everywhere unchanged.
 """
 
 EXACT_SIGNALS = ("sha256", "sha1", "md5")
-PERCEPTUAL_SIGNALS = ("pdq",)
+PERCEPTUAL_SIGNALS = ("pdq", "neural")  # neural: 128-bit code of agent.hashing.neural
 SIGNALS = EXACT_SIGNALS + PERCEPTUAL_SIGNALS
-HASH_BYTES = {"sha256": 32, "sha1": 20, "md5": 16, "pdq": 32}
+HASH_BYTES = {"sha256": 32, "sha1": 20, "md5": 16, "pdq": 32, "neural": 16}
 HEX_LENGTHS = dict((k, 2 * v) for k, v in HASH_BYTES.items())

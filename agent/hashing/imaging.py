@@ -59,7 +59,8 @@ FAST_MIN_SIDE = 256
 
 
 class ImageHashes(NamedTuple):
-    """Every signal computed for one image. ``pdq``/``margins``/``dihedral`` are None when unavailable."""
+    """Every signal computed for one image. ``pdq``/``margins``/``dihedral`` are None when unavailable;
+    ``neural``/``neural_margins`` only when a neural hasher was asked for (``hash_image(neural=...)``)."""
 
     sha256: bytes
     sha1: bytes
@@ -71,6 +72,9 @@ class ImageHashes(NamedTuple):
     format: str
     width: int
     height: int
+    neural: Optional[bytes] = None  # 16-byte code of agent.hashing.neural; never leaves the device
+    neural_margins: Optional[np.ndarray] = None
+    neural_model: Optional[str] = None
 
 
 _MAGIC = (
@@ -394,8 +398,13 @@ def _perceptual(pixels, full_shape, dihedral: bool) -> List[pdq.PdqResult]:
     return [pdq.pdq_from_luma(pixels, full_shape)]
 
 
-def hash_image(data: bytes, *, limits: Limits = DEFAULT_LIMITS, fast: bool = True, dihedral: bool = False) -> ImageHashes:
-    """Digests and PDQ of one image given as bytes; ImageError (with a reason) if it is not acceptable."""
+def hash_image(data: bytes, *, limits: Limits = DEFAULT_LIMITS, fast: bool = True, dihedral: bool = False,
+               neural=None) -> ImageHashes:
+    """Digests and PDQ of one image given as bytes; ImageError (with a reason) if it is not acceptable.
+
+    ``neural``: an ``agent.hashing.neural.NeuralHasher``; its code is computed from the same decoded
+    image (no second decode). An exception of the network itself is not an ImageError: it propagates.
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError("image data must be bytes, got %s" % type(data).__name__)
     data = bytes(data)
@@ -436,6 +445,9 @@ def hash_image(data: bytes, *, limits: Limits = DEFAULT_LIMITS, fast: bool = Tru
             raise ImageError(_decode_reason(exc, fmt)) from None
         # Decoding is done (errors surfaced above); a RowSource still reads bands from the image.
         results = _perceptual(pixels, full_shape, dihedral)
+        code = code_margins = None
+        if neural is not None and min(width, height) >= pdq.MIN_HASHABLE_DIM:
+            code, code_margins = neural.code_and_margins(img)
     finally:
         img.close()
 
@@ -454,5 +466,8 @@ def hash_image(data: bytes, *, limits: Limits = DEFAULT_LIMITS, fast: bool = Tru
         format=fmt,
         width=width,
         height=height,
+        neural=code,
+        neural_margins=code_margins,
+        neural_model=neural.manifest.get("name") if code is not None else None,
     )
 

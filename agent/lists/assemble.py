@@ -16,12 +16,14 @@ import numpy as np
 
 from agent.core import listfile
 from agent.core.bloom import Bloom, optimal_parameters
-from agent.core.errors import ConfigError
-from agent.core.signals import EXACT_SIGNALS, PERCEPTUAL_SIGNALS
+from agent.core import lsh as core_lsh
+from agent.core.errors import ConfigError, ListFormatError
+from agent.core.signals import EXACT_SIGNALS, HASH_BYTES, PERCEPTUAL_SIGNALS
 from agent.matching import bloom_batch
 from agent.matching import lsh_batch
 
 DEFAULT_FP_RATE = 1e-6
+DEFAULT_NEURAL_MODEL = "neural-v1"  # agent.hashing.neural.DEFAULT_MODEL (not imported: no TFLite at import)
 # LSH defaults, chosen by bench/bench_lsh.py (docs/benchmarks.md, "Perceptual lists").
 # min_quality 20: PDQ of flat or tiny images (quality near 0) is degenerate; textured pictures of low
 # contrast still hash usefully at 30-50, and the reference matches them, so the gate stays low.
@@ -30,34 +32,61 @@ DEFAULT_FP_RATE = 1e-6
 # only the low 16 bits of the band that hit, shared by ~N/65536 entries, so a Bloom false positive
 # reveals little of an image that did not match.
 DEFAULT_LSH = {"bands": 7, "flip_bits": 6, "depth": 2, "threshold": 31, "min_quality": 20, "key_bits": 16}
+# Neural (docs/neural.md, "LSH"): 4 bands of 32 bits, multi-probe up to 2 of the 8 weakest bits per
+# band (148 probes per image): 75% recall of edited photos, 3.5e-2 false candidates per image against
+# 1M entries. The threshold is the model manifest's (28 for neural-v1); min_quality gates on the PDQ
+# quality of the same decode (flat and tiny images all map to a few codes); key_bits as for PDQ.
+DEFAULT_NEURAL_LSH = {"bands": 4, "flip_bits": 8, "depth": 2, "min_quality": 20, "key_bits": 16}
 
 
 def entry_keys(signal: str, hashes: np.ndarray, lsh: Optional[dict]) -> np.ndarray:
     """Bloom keys for entries: digest prefixes for exact lists, LSH band keys for perceptual ones."""
     if signal in EXACT_SIGNALS:
         return np.ascontiguousarray(hashes[:, :16]).view("<u8").astype(np.uint64)
-    return lsh_batch.band_keys_many(hashes, lsh["bands"])
+    nbits, tag = core_lsh.layout(signal)
+    if hashes.shape[1] * 8 != nbits:
+        raise ConfigError("a %s hash is %d bytes, got %d" % (signal, nbits // 8, hashes.shape[1]))
+    return lsh_batch.band_keys_many(hashes, lsh["bands"], nbits, tag)
 
 
-def lsh_params(signal: str, lsh: Optional[dict]) -> Optional[dict]:
+def neural_threshold(model: str = "neural-v1") -> int:
+    """The match threshold the model's manifest states (models/<model>.json)."""
+    from agent.hashing.neural import load_manifest
+
+    return int(load_manifest(model)["threshold"])
+
+
+def lsh_params(signal: str, lsh: Optional[dict], model: Optional[str] = None) -> Optional[dict]:
     """The LSH section of a new list: the defaults overridden by ``lsh`` (None for exact lists)."""
     if signal not in PERCEPTUAL_SIGNALS:
         return None
-    params = dict(DEFAULT_LSH)
+    if signal == "neural":
+        params = dict(DEFAULT_NEURAL_LSH)
+        if "threshold" not in (lsh or {}):
+            params["threshold"] = neural_threshold(model or DEFAULT_NEURAL_MODEL)
+    else:
+        params = dict(DEFAULT_LSH)
     params.update(lsh or {})
-    listfile.check_lsh(params)
+    try:
+        listfile.check_lsh(params, core_lsh.layout(signal)[0])
+    except ListFormatError as e:
+        raise ConfigError("lsh parameters for %s: %s" % (signal, e))
     return params
 
 
 def assemble(*, source: str, name: str, signal: str, version: int, hashes: Sequence[bytes],
              sign: Callable[[bytes], bytes], key_id: str, created: int, expires: int,
              fp_rate: float = DEFAULT_FP_RATE, lsh: Optional[dict] = None, capacity: Optional[int] = None,
-             params: Optional[tuple] = None) -> bytes:
+             params: Optional[tuple] = None, model: Optional[str] = None) -> bytes:
     """The list file's bytes. ``params`` (m, k, salt, capacity) reuses a filter layout for small deltas."""
     if signal not in EXACT_SIGNALS + PERCEPTUAL_SIGNALS:
         raise ConfigError("signal %r is not supported; use one of %s"
                           % (signal, ", ".join(EXACT_SIGNALS + PERCEPTUAL_SIGNALS)))
     n = len(hashes)
+    want = HASH_BYTES[signal]
+    for h in hashes:
+        if len(h) != want:
+            raise ConfigError("a %s hash is %d bytes, got one of %d" % (signal, want, len(h)))
     keys_per_entry = lsh["bands"] if lsh else 1
     if params is None:
         cap = max(capacity or n, n, 1)
@@ -80,5 +109,7 @@ def assemble(*, source: str, name: str, signal: str, version: int, hashes: Seque
     }
     if lsh:
         manifest["lsh"] = lsh
+    if signal == "neural":
+        manifest["model"] = model or DEFAULT_NEURAL_MODEL
     mbytes = listfile.encode_manifest(manifest)
     return listfile.serialise(mbytes, sign(listfile.signed_part(mbytes)), content)

@@ -3,7 +3,8 @@
 Owns: the rules of docs/list-format.md ("Acceptance"): size cap, layout and field ranges
 (``agent.core.listfile``), a signature by the source's trusted key, unexpired, not created in the
 future, newer than the version held, content matching its signed digest, a signal this agent can
-match, and a filter that is not so full that it would match almost anything. Must not touch: files
+match (for a neural list: a TFLite runtime and the model it names, checked against its sha256), and
+a filter that is not so full that it would match almost anything. Must not touch: files
 of the state folder (``agent.lists.store``), the network, signing.
 """
 
@@ -16,7 +17,7 @@ from typing import Optional
 
 from agent.core import listfile
 from agent.core.bloom import Bloom
-from agent.core.errors import ListFormatError, TrustError
+from agent.core.errors import ConfigError, ListFormatError, TrustError
 from agent.core.signals import SIGNALS
 from agent.lists.trust import TrustStore
 
@@ -30,6 +31,22 @@ MAX_FILL = 0.75
 def iso(t: float) -> str:
     """UTC time for messages."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def neural_unavailable(model: str) -> Optional[str]:
+    """None when this agent can compute codes of the neural ``model``, else why not (no runtime, model
+    file missing or not matching its manifest). Loads the model once per process (agent.hashing.neural)."""
+    try:
+        from agent.hashing import neural
+    except ImportError as e:  # numpy/Pillow missing: the hasher cannot even be imported
+        return "neural hasher unavailable: %s" % e
+    try:
+        neural.get_hasher(model)
+    except ConfigError as e:  # RuntimeMissing, ModelError
+        return str(e)
+    except Exception as e:  # a runtime that fails to load the model: refuse the list, never crash the load
+        return "neural model %s failed to load: %s: %s" % (model, type(e).__name__, e)
+    return None
 
 
 def _ones(content: bytes) -> int:
@@ -55,6 +72,7 @@ class LoadedList:
         self.signal = m["signal"]
         self.version = m["version"]
         self.lsh = m.get("lsh")
+        self.model = m.get("model")  # the neural network a neural list's codes come from
         self.bloom = Bloom(f["m"], f["k"], bytes.fromhex(f["salt"]), bits=lf.content)
 
     @property
@@ -93,6 +111,11 @@ def verify_bytes(data: bytes, trust: TrustStore, *, now: Optional[float] = None,
     if m["signal"] not in SIGNALS:
         raise TrustError("%s holds %r hashes, which this agent cannot compute; it would never match"
                          % (what, m["signal"]))
+    if m["signal"] == "neural":
+        reason = neural_unavailable(m["model"])
+        if reason is not None:
+            raise TrustError("%s holds neural codes of model %s, which this agent cannot compute (%s); "
+                             "it would never match" % (what, m["model"], reason))
     fill = _ones(lf.content) / float(m["filter"]["m"])
     if fill > MAX_FILL:
         raise TrustError("%s: its filter is %.0f%% full (a list built by the hub is at most half full); "

@@ -1,8 +1,9 @@
 """The scanner: bytes in, a verdict out, asking every loaded list.
 
 Owns: turning one body into hashes and asking the lists (exact digests through Bloom filters,
-PDQ through LSH band keys with multi-probe), and the device-side confirmation decision given the
-hub's entries. Must not touch: sockets, MQTT, policy (what to do with a verdict) or reports.
+PDQ and neural codes through LSH band keys with multi-probe), and the device-side confirmation
+decision given the hub's entries. A neural code is computed only when a neural list is loaded, from
+the image already decoded for PDQ; like PDQ it stays on the device (only short keys leave it). Must not touch: sockets, MQTT, policy (what to do with a verdict) or reports.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from agent.matching import bloom_batch
 from agent.matching import lsh_batch as lsh_np
+from agent.core import lsh as core_lsh
 from agent.core.lsh import exact_short_key, hamming, short_key
-from agent.core.signals import EXACT_SIGNALS
-from agent.core.errors import ImageError
+from agent.core.signals import EXACT_SIGNALS, PERCEPTUAL_SIGNALS
+from agent.core.errors import ConfigError, ImageError
 from agent.hashing.imaging import DEFAULT_LIMITS, Limits, digests, hash_image
 from agent.confirm.wire import Entry, EntryIndex
 from agent.lists.verify import LoadedList
@@ -121,12 +123,22 @@ class Scanner:
                         hits.append(Hit(lst, (exact_short_key(lst.signal, d[lst.signal]),), distance=0))
                 except Exception as exc:  # one broken list must not hide the others' hits
                     self._fault(lst, exc)
-        perceptual = [lst for lst in lists if lst.signal == "pdq"]
+        perceptual = [lst for lst in lists if lst.signal in PERCEPTUAL_SIGNALS]
+        neural_lists = [lst for lst in perceptual if lst.signal == "neural"]
+        hasher = None
+        if neural_lists:
+            try:
+                hasher = _neural_hasher(neural_lists[0].model)
+            except ConfigError as exc:  # verify refuses such lists; one built by hand still must not raise
+                for lst in neural_lists:
+                    self._fault(lst, exc)
+                perceptual = [lst for lst in perceptual if lst.signal != "neural"]
         hashes = None
         reason = None
         if perceptual or (self.validate and not hits):
             try:
-                hashes = hash_image(data, limits=self.limits, fast=self.fast, dihedral=bool(perceptual))
+                hashes = hash_image(data, limits=self.limits, fast=self.fast,
+                                    dihedral=any(lst.signal == "pdq" for lst in perceptual), neural=hasher)
             except ImageError as e:
                 reason = str(e)
         if hashes is not None:
@@ -151,17 +163,25 @@ class Scanner:
 
     def _perceptual(self, lst: LoadedList, hashes) -> Optional[Hit]:
         params = lst.lsh or {}
+        # The PDQ quality of the same decode gates both signals: flat and tiny images carry no picture.
         if hashes.pdq is None or hashes.pdq_quality < params.get("min_quality", 0):
             return None
         bands = params["bands"]
-        variants = hashes.dihedral or [hashes]
+        nbits, tag = core_lsh.layout(lst.signal)
+        if lst.signal == "neural":
+            if hashes.neural is None:
+                return None
+            if hashes.neural_model != lst.model:
+                raise ValueError("list is of neural model %s, the scanner computes %s" % (lst.model, hashes.neural_model))
+            queries = [(hashes.neural, hashes.neural_margins)]  # no mirrored variants (docs/neural.md)
+        else:
+            queries = [(getattr(v, "hash", None) or getattr(v, "pdq"), getattr(v, "margins", None))
+                       for v in (hashes.dihedral or [hashes])]
         pairs: List[Tuple[int, int]] = []
-        for v in variants:
-            h = getattr(v, "hash", None) or getattr(v, "pdq")
-            pairs.extend(lsh_np.probes(h, getattr(v, "margins", None), bands,
-                                       params.get("flip_bits", 0), params.get("depth", 0)))
+        for h, margins in queries:
+            pairs.extend(lsh_np.probes(h, margins, bands, params.get("flip_bits", 0), params.get("depth", 0), nbits))
         pairs = list(dict.fromkeys(pairs))
-        found = bloom_batch.contains_many(lst.bloom, lsh_np.probe_keys(pairs, bands))
+        found = bloom_batch.contains_many(lst.bloom, lsh_np.probe_keys(pairs, bands, tag))
         if not found.any():
             return None
         keys = tuple(dict.fromkeys(short_key(lst.signal, j, v, params.get("key_bits", 64))
@@ -193,6 +213,13 @@ class Scanner:
         return result._replace(verdict="clean", hits=(), reason=None)
 
 
+def _neural_hasher(model: Optional[str]):
+    """The process-wide hasher of a neural list's model (loaded once; ConfigError when unavailable)."""
+    from agent.hashing import neural
+
+    return neural.get_hasher(model or neural.DEFAULT_MODEL)
+
+
 def closest(query_hashes: Sequence[bytes], entries: Iterable[Entry]) -> Tuple[Optional[Entry], Optional[int]]:
     """The entry nearest in Hamming distance to any of the query hashes (e.g. its dihedral variants)."""
     best, best_d = None, None
@@ -213,9 +240,15 @@ def confirm_hit(hit: Hit, entries, result: ScanResult) -> Hit:
             if e.hash == digest:
                 return hit._replace(confirmed=True, distance=0, entry_id=e.id)
         return hit
-    threshold = (hit.list.lsh or {}).get("threshold", 31)
-    variants = result.hashes.dihedral or [result.hashes]
-    queries = [getattr(v, "hash", None) or getattr(v, "pdq") for v in variants]
+    if signal == "neural":
+        # the list's own threshold (signed manifest); an entry that is not a 16-byte code never confirms
+        threshold = (hit.list.lsh or {}).get("threshold", 28)
+        queries = [result.hashes.neural] if result.hashes.neural is not None else []
+        entries = [e for e in entries if len(e.hash) == 16]
+    else:
+        threshold = (hit.list.lsh or {}).get("threshold", 31)
+        variants = result.hashes.dihedral or [result.hashes]
+        queries = [getattr(v, "hash", None) or getattr(v, "pdq") for v in variants]
     entry, d = closest(queries, entries)
     if entry is not None and d <= threshold:
         return hit._replace(confirmed=True, distance=d, entry_id=entry.id)

@@ -14,7 +14,7 @@ def _vectors():
 
 
 def test_every_signal_is_covered():
-    assert sorted(set(v["signal"] for v in _vectors())) == ["md5", "pdq", "sha1", "sha256"]
+    assert sorted(set(v["signal"] for v in _vectors())) == ["md5", "neural", "pdq", "sha1", "sha256"]
 
 
 def test_core_short_keys_equal_the_hubs():

@@ -28,6 +28,11 @@ def vectors():
             for i in range(2):
                 h = hashlib.sha256(b"gatewatch-pdq-vector-%d-%d" % (bands, i)).hexdigest()
                 out.append({"signal": "pdq", "lsh": lsh, "hash": h})
+    for key_bits in (16, 64):
+        lsh = {"bands": 4, "flip_bits": 8, "depth": 2, "threshold": 28, "key_bits": key_bits}
+        for i in range(2):
+            h = hashlib.md5(b"gatewatch-neural-vector-%d" % i).hexdigest()  # any 16 bytes stand in for a code
+            out.append({"signal": "neural", "lsh": lsh, "hash": h})
     for v in out:
         idx = EntryIndex({"source": "v", "list": "v", "signal": v["signal"], "version": 1, "lsh": v["lsh"],
                           "entries": [{"id": "x", "hash": v["hash"]}]})

@@ -76,7 +76,16 @@ def test_a_pdq_list_without_lsh_and_absurd_probing_are_refused(key, trust):
                      trust, now=NOW)
 
 
-def test_a_signal_this_agent_cannot_match_is_refused(key, trust):
-    # 'neural' is a known format word, but with no model here such a list would never match
-    with pytest.raises(TrustError, match="cannot compute"):
-        verify_bytes(signed(key, {"signal": "neural"}), trust, now=NOW)
+def test_a_signal_this_agent_cannot_match_is_refused(key, trust, monkeypatch):
+    # a neural list on a device without a TFLite runtime would never match: refused, with the reason
+    from agent.hashing import neural
+
+    def no_runtime():
+        raise neural.RuntimeMissing("no TFLite runtime installed for the neural hash (test)")
+
+    monkeypatch.setattr(neural, "find_runtime", no_runtime)
+    monkeypatch.setattr(neural, "_HASHERS", {})
+    data = signed(key, {"signal": "neural", "model": "neural-v1",
+                        "lsh": {"bands": 4, "flip_bits": 8, "depth": 2, "threshold": 28, "key_bits": 16}})
+    with pytest.raises(TrustError, match="cannot compute .*no TFLite runtime installed"):
+        verify_bytes(data, trust, now=NOW)
