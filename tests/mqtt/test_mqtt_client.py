@@ -41,7 +41,10 @@ def test_topics():
     assert t.confirm_req_shared() == "$share/hub/gatewatch/v1/confirm/req"
     assert t.reports_shared("c") == "$share/c/gatewatch/v1/reports/#"
     assert t.source_of_report_topic("gatewatch/v1/reports/hl1") == "hl1"
-    assert t.source_of_report_topic("gatewatch/v1/reports/hl1/x") is None
+    assert t.source_of_report_topic("gatewatch/v1/reports/hl1/0123abcd") == "hl1"  # <source>/<ack token>
+    assert t.parse_report_topic("gatewatch/v1/reports/hl1/0123abcd") == ("hl1", "0123abcd")
+    assert t.source_of_report_topic("gatewatch/v1/reports/hl1/x/y") is None
+    assert t.source_of_report_topic("gatewatch/v1/reports//x") is None
     assert Topics("x/y/").status("d") == "x/y/status/d"
     for bad in ("", "a/b", "+", "#", "a#"):
         with pytest.raises(TopicError):
