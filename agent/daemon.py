@@ -303,10 +303,14 @@ class Agent:
                 pass
         log.info("gatewatch agent stopped")
 
-    def run(self) -> int:
-        """Run until SIGTERM or SIGINT; exit 0 after a clean shutdown."""
+    def catch_signals(self) -> None:
+        """SIGTERM and SIGINT from now on ask for a clean stop (also while ``start()`` is running)."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._stop.set())
+
+    def run(self) -> int:
+        """Run until SIGTERM or SIGINT; exit 0 after a clean shutdown."""
+        self.catch_signals()
         try:
             while not self._stop.wait(1.0):
                 pass

@@ -47,6 +47,9 @@ def main(args) -> int:
     logging.basicConfig(level=getattr(logging, conf["agent"]["log_level"].upper()),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     agent = Agent(conf)
+    # before start(): a SIGTERM while the parts start (procd stopping a booting router, a test
+    # that saw the socket appear) must end in a clean stop, not the default kill
+    agent.catch_signals()
     try:
         agent.start()
     except GatewatchError as exc:

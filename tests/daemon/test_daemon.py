@@ -349,3 +349,16 @@ def test_run_with_only_refused_lists_names_each_one(tmp_path):
     stranger = Hub(tmp_path / "stranger", source="hl1", key_name="other")
     r = _run_cli("--state-dir", tmp_path / "state", "--lists", hub.out, "--trust", stranger.pub_path)
     assert r.returncode == 2 and "hl1+sha.v1.gwl" in r.stderr and "signature does not verify" in r.stderr, r.stderr
+
+
+def test_sigterm_while_starting_stops_cleanly(tmp_path):
+    # the local API socket appears in the middle of start(); a SIGTERM right then used to meet the
+    # default handler (exit -15) because signals were caught only once start() had returned
+    hub = Hub(tmp_path / "hub")
+    hub.build(random_entries(3, 2))
+    sock = str(tmp_path / "gw.sock")
+    proc = _start_agent(tmp_path, '[agent]\nstate_dir = "%s"\nhal = "emulated"\n' % (tmp_path / "state"),
+                        ["--lists", hub.out, "--trust", hub.pub_path, "--socket", sock])
+    wait_for(lambda: os.path.exists(sock), 30, interval=0.001)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0, _log(tmp_path)
