@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.intake.icap.realservers import CIcap, Squid, demo_lists, hub  # noqa: E402
+from tests.waiting import stop_process  # noqa: E402
 
 ENV = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            http_proxy="", HTTP_PROXY="", no_proxy="")
@@ -107,13 +107,7 @@ class Child:
         self.port = int(line.rsplit(":", 1)[1])
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
 
 
 def bench_lists(work: Path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 import time
 
@@ -26,6 +27,43 @@ CLIENT_IP = "192.168.77.23"
 USER_AGENT = "Mozilla/5.0 (GatewatchTestBrowser/1.0)"
 COOKIE = "sessionid=c00k1e5ecret"
 
+
+
+class DriverProcess:
+    """This module run as a child process (the agent side of the no-loss runs); collects the hit
+    numbers it prints. ``extra`` adds command-line arguments of :func:`main`."""
+
+    def __init__(self, broker_url, spool, start, total, rate, extra=()):
+        import subprocess
+        import threading
+        from tests.paths import ROOT
+        self.hits, self.lines = [], []
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p]))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.report_driver", "--broker", broker_url, "--spool", str(spool),
+             "--total", str(total), "--start", str(start), "--rate", str(rate)] + list(extra),
+            cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+            if line.startswith("hit "):
+                self.hits.append(int(line.split()[1]))
+
+    def wait_hits(self, n, timeout=60):
+        """Wait until the child has printed ``n`` hits (or exited); assert that it did."""
+        deadline = time.monotonic() + timeout
+        while len(self.hits) < n and time.monotonic() < deadline and self.proc.poll() is None:
+            time.sleep(0.01)
+        assert len(self.hits) >= n, self.lines[-20:]
+
+    def kill(self):
+        """SIGKILL: a power cut for the agent."""
+        self.proc.kill()
+        self.proc.wait()
+        self._reader.join(5)
 
 def report_id(seed, i):
     """The deterministic id of hit ``i``."""

@@ -34,3 +34,16 @@ def wait_for(cond, timeout: float = 15.0, interval: float = 0.02):
             return v
         time.sleep(interval)
     raise AssertionError("condition not met within %.1fs" % timeout)
+
+
+def stop_process(proc, grace: float = 10.0) -> None:
+    """SIGTERM ``proc`` if it still runs, give it ``grace`` seconds, then SIGKILL; always reaped."""
+    import signal
+    import subprocess
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

@@ -13,12 +13,12 @@ against distinct ids anyway) and the agent's spool must be empty.
 """
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -29,36 +29,14 @@ ROOT = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p]))
 
 
-class Driver:
-    """The agent process; collects the hit numbers it prints."""
-
-    def __init__(self, broker_url, spool, start, total, rate, seed, ack="hub"):
-        self.hits, self.lines = [], []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.report_driver", "--broker", broker_url, "--spool", str(spool),
-             "--total", str(total), "--start", str(start), "--rate", str(rate), "--seed", seed,
-             "--resend-after", "1", "--resend-max", "3", "--drain-timeout", "150" if ack == "hub" else "20",
-             "--ack", ack],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip())
-            if line.startswith("hit "):
-                self.hits.append(int(line.split()[1]))
-
-    def wait_hits(self, n, timeout=90):
-        deadline = time.monotonic() + timeout
-        while len(self.hits) < n and time.monotonic() < deadline and self.proc.poll() is None:
-            time.sleep(0.01)
-        assert len(self.hits) >= n, self.lines[-20:]
-
-    def kill(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-        self._reader.join(5)
+def Driver(broker_url, spool, start, total, rate, seed, ack="hub"):
+    """The agent process, resending fast (tests.report_driver.DriverProcess)."""
+    d = report_driver.DriverProcess(
+        broker_url, spool, start, total, rate,
+        ["--seed", seed, "--resend-after", "1", "--resend-max", "3",
+         "--drain-timeout", "150" if ack == "hub" else "20", "--ack", ack])
+    d.wait_hits = functools.partial(d.wait_hits, timeout=90)
+    return d
 
 
 class CollectorProc:

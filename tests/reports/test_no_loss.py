@@ -12,7 +12,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -32,39 +31,9 @@ TOTAL = 1200
 # restored and its session queues them. test_collector_session_survives_broker_restart pins both.
 
 
-class Driver:
-    """The agent process; collects the hit numbers it prints."""
-
-    def __init__(self, broker_url, spool, start):
-        self.hits = []
-        self.lines = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.report_driver", "--broker", broker_url, "--spool", str(spool),
-             "--total", str(TOTAL), "--start", str(start), "--rate", "400"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env=dict(os.environ, PYTHONPATH=os.pathsep.join(
-                [p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p])))
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip())
-            if line.startswith("hit "):
-                self.hits.append(int(line.split()[1]))
-
-    def wait_hits(self, n, timeout=60):
-        deadline = time.monotonic() + timeout
-        while len(self.hits) < n and time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.01)
-        assert len(self.hits) >= n, self.lines[-20:]
-
-    def kill(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-        self._reader.join(5)
+def Driver(broker_url, spool, start):
+    """The agent process for these runs (tests.report_driver.DriverProcess)."""
+    return report_driver.DriverProcess(broker_url, spool, start, TOTAL, 400)
 
 
 def hub_ids(db):

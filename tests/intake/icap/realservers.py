@@ -9,13 +9,12 @@ import functools
 import http.server
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
 
 from tests import paths
-from tests.waiting import free_port, wait_port  # noqa: F401  (imported from here by tests)
+from tests.waiting import free_port, stop_process, wait_port  # noqa: F401  (imported from here by tests)
 
 ROOT = str(paths.ROOT)
 
@@ -131,13 +130,7 @@ class Squid:
             return ""
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, 15)
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -170,13 +163,7 @@ class AgentProcess:
         self.proc.wait(10)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, 10)
 
 
 def hub(*args: str) -> str:
@@ -263,13 +250,7 @@ class CIcap:
         wait_port(self.port, 20, self.proc)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, 10)
         self.log.close()
 
 
@@ -353,13 +334,7 @@ class E2Guardian:
         return "http://127.0.0.1:%d" % self.port
 
     def stop(self, remove: bool = True):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(3)  # it can linger in worker shutdown; nothing to save: kill
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, 3)  # it can linger in worker shutdown; nothing to save: kill
         self.log.close()
         if remove:
             shutil.rmtree(self.dir, ignore_errors=True)
