@@ -29,6 +29,12 @@ try:
 
     class ConfigError(GatewatchError, ValueError):
         """A configuration value or command-line argument is invalid."""
+
+    class ConfirmError(GatewatchError, ValueError):
+        """A confirmation message, sealed record, proof or token is malformed or does not verify."""
+
+    class CryptoUnavailable(GatewatchError, RuntimeError):
+        """The group arithmetic private confirmation needs (libsodium's ristretto255) is missing."""
 except TypeError:  # pragma: no cover - MicroPython: one built-in base only, so the root alone
     class ListFormatError(GatewatchError):
         """A list file or filter is malformed: bad magic, truncated, inconsistent parameters."""
@@ -47,3 +53,9 @@ except TypeError:  # pragma: no cover - MicroPython: one built-in base only, so 
 
     class ConfigError(GatewatchError):
         """A configuration value or command-line argument is invalid."""
+
+    class ConfirmError(GatewatchError):
+        """A confirmation message, sealed record, proof or token is malformed or does not verify."""
+
+    class CryptoUnavailable(GatewatchError):
+        """The group arithmetic private confirmation needs (libsodium's ristretto255) is missing."""
