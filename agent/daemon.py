@@ -148,8 +148,11 @@ class Agent:
         self.action = Action(spool=self.spool, reporter=self.reporter, hosting=r["hosting"], region=r["region"],
                              device_secret=self.device_secret, firewall=self.firewall,
                              firewall_seconds=c["policy"]["firewall_seconds"], led=self.led)
+        from agent.allow import AllowLists
+        # allow lists arrive like every list; the policy reads those in force from the scanner's set
         self.policy = Policy(policy_settings(c), self.confirmer.ask if self.confirmer else None,
-                             self.scanner.confirm, self.action.report, pending=self.pending)
+                             self.scanner.confirm, self.action.report, pending=self.pending,
+                             allow=AllowLists(lambda: self.scanner.lists))
         self.inspector = self.action.wrap(PolicyInspector(lambda: self.scanner, self.policy))
         if c["localapi"]["enabled"]:
             path = c["localapi"]["socket"] or os.path.join(self.state_dir, "gatewatch.sock")
@@ -340,7 +343,7 @@ class Agent:
             d.setdefault("created", lst.manifest["created"])
             d.setdefault("expires", lst.manifest["expires"])
             d.setdefault("signal", lst.signal)
-            d.setdefault("entries", lst.manifest["filter"]["entries"])
+            d.setdefault("entries", lst.entries)
             d["version"] = lst.version
         out = {
             "agent": __version__, "pid": os.getpid(), "client_id": self.client_id,

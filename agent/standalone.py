@@ -116,7 +116,8 @@ def run(make_server, argv: Optional[List[str]], prog: str, what: str, default_po
             raise ConfigError("no list in %s passed verification%s" % (
                 args.lists, "".join("\n  %s: %s" % r for r in folder.refused) or " (the folder holds no .gwl file)"))
         # the same decision path as the daemon, with no hub: exact hits block, candidates pass
-        policy = Policy(PolicySettings(mode=args.mode))
+        from agent.allow import AllowLists
+        policy = Policy(PolicySettings(mode=args.mode), allow=AllowLists(lambda: folder.scanner.lists))
         inspector = PolicyInspector(lambda: folder.scanner, policy)
         page_kw = {"image_mode": args.image_block}
         if args.contact_url:

@@ -493,6 +493,17 @@ def _progress(items, enabled: bool, desc: str):
 
 # ---------------------------------------------------------------- building
 
+def check_list_name(name: str) -> str:
+    """A block list's name: the safe alphabet, and not the name every source's allow list has."""
+    from agent.core.allowlist import LIST_NAME
+
+    check_name("list", name)
+    if name == LIST_NAME:
+        raise ConfigError("list name %r is reserved for the source's allow list: build that with "
+                          "`gatewatch-hub allow build`, and give this list another name" % name)
+    return name
+
+
 def newest_built(out_dir: str, source: str, name: str) -> Optional[listfile.ListFile]:
     """The newest list file already built for source/name in out_dir (unverified: it is our own)."""
     versions = []
@@ -524,7 +535,7 @@ def build_list(*, source: str, name: str, signal: str, entries: Sequence[Entry],
     check runs before anything is written; if writing fails, what was written is removed again.
     """
     check_name("source", source)
-    check_name("list", name)
+    check_list_name(name)
     if signal not in EXACT_SIGNALS + PERCEPTUAL_SIGNALS:
         raise ConfigError("signal %r is not supported; use one of %s"
                           % (signal, ", ".join(EXACT_SIGNALS + PERCEPTUAL_SIGNALS)))

@@ -14,8 +14,10 @@ from agent.core.signals import EXACT_SIGNALS, PERCEPTUAL_SIGNALS
 from agent.lists.assemble import DEFAULT_FP_RATE
 from agent.lists.trust import check_name
 from agent.lists.verify import DEFAULT_MAX_BYTES
+from tools.allow import allow_stats
 from tools.build import (DEFAULT_EXPIRES_DAYS, MAX_CAPACITY, MAX_VERSION, check_build_options, check_key_source,
-                         check_out_dir, build_list, filter_stats, hash_folder, load_private_key, read_hash_text)
+                         check_list_name, check_out_dir, build_list, filter_stats, hash_folder, load_private_key,
+                         read_hash_text)
 
 HELP = "build and sign lists, inspect list files"
 BUILD_DESCRIPTION = """\
@@ -88,7 +90,7 @@ def main(args) -> int:
         return inspect(args.file)
     # Every check that needs no work runs first: nothing is hashed, and nothing written, for a typo.
     check_name("source", args.source)
-    check_name("list", args.list_name)
+    check_list_name(args.list_name)
     check_build_options(fp_rate=args.fp_rate, expires_days=args.expires_days, capacity=args.capacity,
                         version=args.version)
     key = load_private_key(args.key)
@@ -144,5 +146,5 @@ def inspect(path: str) -> int:
             hint = " (this is a key file; inspect a .gwl list file)"
         raise ConfigError("%s: %s%s" % (path, e, hint))
     print(json.dumps({"manifest": lf.manifest, "signature_bytes": len(lf.signature),
-                      "stats": filter_stats(lf)}, indent=2, sort_keys=True))
+                      "stats": filter_stats(lf) if lf.allow is None else allow_stats(lf)}, indent=2, sort_keys=True))
     return 0

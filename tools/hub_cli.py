@@ -11,6 +11,7 @@ from agent.cli.subcommands import run
 COMMANDS = {
     "keys": "tools.cmd_keys",
     "lists": "tools.cmd_lists",
+    "allow": "tools.cmd_allow",
     "publish": "tools.publish",
     "serve": "tools.confirm_service",
     "reports": "tools.collector",

@@ -670,7 +670,7 @@ class Updater:
                 # in force until the next freshness check drops it, and said so
                 d["expired"] = lst.manifest["expires"] <= now
                 d["signal"] = lst.signal
-                d["entries"] = lst.manifest["filter"]["entries"]
+                d["entries"] = lst.entries
             elif st.dropped is not None:
                 d["expired"] = True
             source, name = ident.split("/", 1) if "/" in ident else (ident, "")
