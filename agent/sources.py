@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Dict, Iterable, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterable, NamedTuple, Sequence, Tuple
 
 from agent.core.errors import ConfigError
 

@@ -30,7 +30,7 @@ from agent.core.signals import HEX_LENGTHS
 from agent.lists.store import list_file_name
 from agent.lists.trust import check_name, key_id
 from tools.build import (DEFAULT_EXPIRES_DAYS, _makedirs, _undo_on_error, _write, check_build_options,
-                         check_key_source, check_out_dir, load_private_key, newest_built)
+                         check_key_source, check_out_dir, load_private_key, next_version)
 
 DEFAULT_MODEL = "neural-v1"  # agent.hashing.neural.DEFAULT_MODEL: the network neural entries come from
 _HEX_RE = re.compile(r"[0-9a-f]+")
@@ -169,13 +169,7 @@ def _build(input_path, out_dir, source, key_path, *, expires_days=DEFAULT_EXPIRE
         warn(warning)
     check_out_dir(out_dir)
     entries = read_allow_input(input_path)
-    prev = newest_built(out_dir, source, allowlist.LIST_NAME) if os.path.isdir(out_dir) else None
-    if version is None:
-        version = prev.manifest["version"] + 1 if prev else 1
-    elif prev is not None and version <= prev.manifest["version"]:
-        raise ConfigError("version %d is not newer than v%d already built in %s"
-                          % (version, prev.manifest["version"], out_dir))
-    check_build_options(version=version)
+    version, _prev = next_version(out_dir, source, allowlist.LIST_NAME, version)
     now = int(time.time() if now is None else now)
     try:
         data = assemble_allow(source=source, version=version, entries=entries, sign=key.sign,

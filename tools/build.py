@@ -524,6 +524,19 @@ def newest_built(out_dir: str, source: str, name: str) -> Optional[listfile.List
                           % (path, e))
 
 
+def next_version(out_dir: str, source: str, name: str, version: Optional[int] = None):
+    """(the version to build, the newest already built or None): ``version`` if given and newer than
+    what ``out_dir`` holds, else the newest + 1 (or 1); ConfigError for a version that is not newer."""
+    prev = newest_built(out_dir, source, name) if os.path.isdir(out_dir) else None
+    if version is None:
+        version = prev.manifest["version"] + 1 if prev else 1
+    elif prev is not None and version <= prev.manifest["version"]:
+        raise ConfigError("version %d is not newer than v%d already built in %s"
+                          % (version, prev.manifest["version"], out_dir))
+    check_build_options(version=version)
+    return version, prev
+
+
 def build_list(*, source: str, name: str, signal: str, entries: Sequence[Entry], key: Ed25519PrivateKey,
                out_dir: str, fp_rate: float = DEFAULT_FP_RATE, version: Optional[int] = None,
                expires_days: float = DEFAULT_EXPIRES_DAYS, capacity: Optional[int] = None,
@@ -553,13 +566,7 @@ def build_list(*, source: str, name: str, signal: str, entries: Sequence[Entry],
         model = "neural-v1"  # agent.hashing.neural.DEFAULT_MODEL: the only model that ships
     params = lsh_params(signal, lsh, model)
 
-    prev = newest_built(out_dir, source, name) if os.path.isdir(out_dir) else None
-    if version is None:
-        version = prev.manifest["version"] + 1 if prev else 1
-    elif prev is not None and version <= prev.manifest["version"]:
-        raise ConfigError("version %d is not newer than v%d already built in %s"
-                          % (version, prev.manifest["version"], out_dir))
-    check_build_options(version=version)
+    version, prev = next_version(out_dir, source, name, version)
     pf = prev.manifest["filter"] if prev else None
     reuse = None
     if (pf and prev.manifest["signal"] == signal and pf.get("capacity", 0) >= n

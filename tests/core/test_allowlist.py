@@ -27,12 +27,7 @@ def manifest(content, n, **over):
     m = {"format": 1, "source": "hl1", "list": "allow", "signal": "allow", "version": 2,
          "created": 1700000000, "expires": 1900000000, "key_id": "k1", "content_length": len(content),
          "content_sha256": "00" * 32, "allow": {"entries": n, "model": "neural-v1"}}
-    for k in over:
-        if over[k] is None:
-            del m[k]
-        else:
-            m[k] = over[k]
-    return m
+    return support.overridden(m, over)
 
 
 def file_bytes(content=None, n=None, **over):
@@ -133,9 +128,7 @@ def test_a_block_list_may_not_take_the_allow_name():
 
 
 def test_every_single_byte_truncation_is_refused():
-    data = file_bytes()
-    for n in range(len(data)):
-        support.raises(errors.ListFormatError, listfile.parse, data[:n])
+    support.refuses_every_prefix(listfile.parse, file_bytes(), errors.ListFormatError)
 
 
 def test_every_flipped_content_byte_is_refused_or_still_well_formed():
