@@ -167,3 +167,27 @@ def test_cli(tmp_path, hub):
                         "--signal", "sha256", "--input", bad, "--key", hub.key_path, "--out", out],
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 2 and "reserved" in r.stderr
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("allow", {"entries": "1"}, "allow field 'entries'"),
+    ("allow", {"entries": True}, "allow field 'entries'"),
+    ("allow", {"entries": 1.0}, "allow field 'entries'"),
+    ("allow", [1], "'allow' section"),
+    ("filter", {"type": "bloom", "m": 128, "k": 3, "salt": "11" * 16, "entries": 1}, "no 'filter'"),
+    ("list", "fp", "named 'allow'"),
+    ("version", "3", "version"),
+])
+def test_a_validly_signed_allow_list_with_wrong_types_is_refused(hub, field, value, words):
+    # a hub bug or a stolen key: the signature verifies, the fields still do not pass
+    from agent.core import listfile
+    from agent.core.allowlist import AllowEntry, encode_content
+    from agent.lists.trust import key_id
+    content = encode_content([AllowEntry("sha256", hash=bytes(32))])
+    m = {"format": 1, "source": "hl1", "list": "allow", "signal": "allow", "version": 3, "created": 1,
+         "expires": 4000000000, "key_id": key_id(hub.key.public_key()), "content_length": len(content),
+         "content_sha256": hashlib.sha256(content).hexdigest(), "allow": {"entries": 1}, field: value}
+    raw = listfile.encode_manifest(m)
+    data = listfile.serialise(raw, hub.key.sign(listfile.signed_part(raw)), content)
+    with pytest.raises(TrustError, match="malformed.*" + words.replace("(", r"\(").replace(")", r"\)")):
+        verify_bytes(data, hub.trust())
