@@ -15,6 +15,7 @@ COMMANDS = {
     "serve": "tools.confirm_service",
     "reports": "tools.collector",
     "demo": "tools.demo",
+    "log": "tools.cmd_log",
 }
 
 

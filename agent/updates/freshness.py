@@ -21,6 +21,7 @@ import re
 from typing import Dict, Optional, Tuple
 
 from agent.atomicfile import write_atomic
+from agent.lists.store import beside
 
 log = logging.getLogger("gatewatch.updater")
 
@@ -33,12 +34,9 @@ _SOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def default_path(lists_dir: str) -> str:
-    """``<state>/versions.json`` for the state folder's ``<state>/lists``: beside it, not inside.
-    A store folder under another name (tests, the fleet simulator) gets ``<folder>.versions.json``
-    beside it, so that two stores never share a record."""
-    lists_dir = os.path.abspath(lists_dir).rstrip(os.sep)
-    parent, base = os.path.split(lists_dir)
-    return os.path.join(parent, FILE_NAME if base == "lists" else base + "." + FILE_NAME)
+    """``<state>/versions.json`` for the state folder's ``<state>/lists``: beside it, not inside
+    (``agent.lists.store.beside``)."""
+    return beside(lists_dir, FILE_NAME)
 
 
 class VersionRecord:
