@@ -262,9 +262,18 @@ class LogStore:
         return device.parse_head(wire)
 
     # -- what devices get
-    def proof_for(self, leaf: bytes, what: str = "list") -> bytes:
-        """The proof of ``leaf`` under the newest head; ConfigError when it is not (yet) in the log."""
-        head = self.newest_head()
+    def head_of_size(self, size: int) -> Optional[device.TreeHead]:
+        """The head this log signed at ``size`` leaves, or None."""
+        for line in self.steps():
+            head = device.parse_head(device.parse_step(line)["head"])
+            if head.size == size:
+                return head
+        return None
+
+    def proof_for(self, leaf: bytes, what: str = "list", size: Optional[int] = None) -> bytes:
+        """The proof of ``leaf`` under the newest head (or the head of ``size``); ConfigError when it is
+        not (yet) in the log."""
+        head = self.newest_head() if size is None else self.head_of_size(size)
         i = self.index_of(leaf)
         if i is None or head is None or i >= head.size:
             s, n, _sig, v, _d = merkle.parse_leaf(leaf)
