@@ -324,3 +324,73 @@ def test_list_store_installs_the_proof_and_loads_it_at_restart(hub, tmp_path):
     assert sorted(os.listdir(store.directory)) == ["hl1+sha.v2.gwl", "hl1+sha.v2.proof"]
     again = ListStore(store.directory, trust)
     assert again.load()["hl1/sha"].version == 2 and again.refused == []
+
+
+def test_fuzzed_proofs_steps_and_leaves_only_ever_refuse(hub):
+    """Random byte flips, truncations and JSON value swaps of genuine messages: every one is either
+    accepted as what it is or refused with a LogRefused/ProofError, never another exception."""
+    import random
+
+    rnd = random.Random(1234)
+    v = LogVerifier(hub.trust())
+    m3, s3 = _lst(hub.v[3])
+    genuine = _read(hub.v[3][:-4] + ".proof")
+    step = LogStore(hub.log.folder).steps()[-1]
+    leaf = leaf_of_file(_read(hub.v[3]))[0]
+    junk = [None, True, -1, 2 ** 70, 1.5, "", "\u0661\u0662", [], {}, [[]], "ff" * 32, ["ff" * 32] * 65]
+
+    def mutate(payload: bytes, binary: bool = False) -> bytes:
+        r = rnd.random() * (0.6 if binary else 1.0)
+        if r < 0.4:
+            b = bytearray(payload)
+            for _ in range(rnd.randint(1, 4)):
+                b[rnd.randrange(len(b))] = rnd.randrange(256)
+            return bytes(b)
+        if r < 0.6:
+            return payload[:rnd.randrange(len(payload))]
+        doc = json.loads(payload)
+        key = rnd.choice(sorted(doc))
+        doc[key] = rnd.choice(junk)
+        return json.dumps(doc).encode()
+
+    refused = 0
+    for _ in range(600):
+        try:
+            v.check_list(m3, s3, mutate(genuine))
+        except LogRefused:
+            refused += 1
+        try:
+            v.offer_step(mutate(step))
+        except LogRefused:
+            refused += 1
+        try:
+            merkle.parse_leaf(mutate(leaf, binary=True))
+        except merkle.ProofError:
+            refused += 1
+    assert refused > 1000 and not v.fault()
+    assert v.check_list(m3, s3, genuine).size == 3  # and the genuine proof still passes
+
+
+def test_standalone_folder_reloads_when_the_proof_arrives(hub, tmp_path):
+    """`python -m agent.intake.icap --lists DIR`: a list without its proof is not in force; once the
+    proof is put next to it, the next look loads it."""
+    from agent.standalone import FolderLists
+
+    folder = only([hub.v[3]], tmp_path / "standalone")
+    proof = os.path.join(folder, os.path.basename(hub.v[3])[:-4] + ".proof")
+    kept = _read(proof)
+    os.unlink(proof)
+    fl = FolderLists(folder, [hub.pub_path, hub.log_pub_path])
+    assert list(fl.scanner.lists) == [] and "without a log proof" in fl.refused[0].reason
+    with open(proof, "wb") as f:
+        f.write(kept)
+    assert fl.reload() and [lst.version for lst in fl.scanner.lists] == [3] and fl.refused == []
+
+
+def test_status_shows_the_log_and_a_fork():
+    from agent.cli.status import render
+
+    st = {"agent": "x", "running": True, "log": {"hub": {"size": 7, "fork": {"reason": "log hub is forked: ..."},
+                                                         "last_refusal": None}}}
+    text = render(st)
+    assert "log      hub" in text and "head size 7  FORKED" in text and "fork: log hub is forked" in text
