@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional
 
-from agent.atomicfile import write_atomic
+from agent.atomicfile import read_capped, write_atomic
 from agent.core import listfile, merkle
 from agent.core.errors import GatewatchError, ProofError
 from agent.lists.trust import TrustStore, check_name
@@ -257,12 +257,11 @@ class FolderSteps:
         path = os.path.join(self.directory, steps_file_name(log_name))
         out: Dict[int, bytes] = {}
         try:
-            with open(path, "rb") as f:
-                raw = f.read(MAX_STEPS_FILE + 1)
-        except OSError:
+            raw = read_capped(path, MAX_STEPS_FILE)
+        except (OSError, ValueError) as exc:
+            log.warning("not reading %s: %s", path, getattr(exc, "strerror", None) or exc)
             return out
-        if len(raw) > MAX_STEPS_FILE:
-            log.warning("%s is over %d bytes; not reading it", path, MAX_STEPS_FILE)
+        if raw is None:
             return out
         for line in raw.splitlines():
             try:
@@ -294,16 +293,9 @@ class LogState:
 
     def _load(self) -> None:
         try:
-            with open(self.path, "rb") as f:
-                raw = f.read(MAX_STATE_BYTES + 1)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            self._bad("cannot read: %s" % (exc.strerror or exc))
-            return
-        try:
-            if len(raw) > MAX_STATE_BYTES:
-                raise ValueError("over %d bytes" % MAX_STATE_BYTES)
+            raw = read_capped(self.path, MAX_STATE_BYTES)
+            if raw is None:
+                return
             doc = json.loads(raw)
             if type(doc) is not dict or doc.get("format") != FORMAT or type(doc.get("logs")) is not dict:
                 raise ValueError("not a format %d log state" % FORMAT)
@@ -317,6 +309,9 @@ class LogState:
                               if k.isdigit() and k.isascii() and type(v) is str}
                 if type(item.get("fork")) is dict:
                     forks[name] = item["fork"]
+        except OSError as exc:
+            self._bad("cannot read: %s" % (exc.strerror or exc))
+            return
         except (ValueError, GatewatchError) as exc:
             self._bad("malformed (%s)" % exc)
             return

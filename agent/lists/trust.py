@@ -61,6 +61,17 @@ def parse_public_key(text: str, origin: str = "public key") -> Tuple[Ed25519Publ
     return key, check_name("source", parts[2])
 
 
+def _signer(keys: Dict[str, Ed25519PublicKey], message: bytes, signature: bytes) -> Optional[str]:
+    """The id of the first of ``keys`` whose signature ``signature`` over ``message`` is, or None."""
+    for kid, key in keys.items():
+        try:
+            key.verify(signature, message)
+            return kid
+        except InvalidSignature:
+            continue
+    return None
+
+
 def log_key_line(public: Ed25519PublicKey, log: str, sources: Iterable[str]) -> str:
     """The one-line file of a log key: the log's name and the sources whose lists must be in it."""
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -143,13 +154,7 @@ class TrustStore:
 
     def verify_log_signature(self, log: str, message: bytes, signature: bytes) -> Optional[str]:
         """The id of the trusted key of ``log`` that signed ``message``, or None."""
-        for kid, key in self._log_keys.get(log, {}).items():
-            try:
-                key.verify(signature, message)
-                return kid
-            except InvalidSignature:
-                continue
-        return None
+        return _signer(self._log_keys.get(log, {}), message, signature)
 
     def sources(self) -> List[str]:
         """Sources with at least one trusted key."""
@@ -157,13 +162,7 @@ class TrustStore:
 
     def verify_signature(self, source: str, message: bytes, signature: bytes) -> Optional[str]:
         """The id of the trusted key of ``source`` that signed ``message``, or None (no key, no match)."""
-        for kid, key in self._keys.get(source, {}).items():
-            try:
-                key.verify(signature, message)
-                return kid
-            except InvalidSignature:
-                continue
-        return None
+        return _signer(self._keys.get(source, {}), message, signature)
 
     def verify(self, lf: listfile.ListFile) -> str:
         """Check a list file's signature; return the key id that made it or raise TrustError."""

@@ -20,7 +20,7 @@ import os
 import re
 from typing import Dict, Optional, Tuple
 
-from agent.atomicfile import write_atomic
+from agent.atomicfile import read_capped, write_atomic
 from agent.lists.store import beside
 
 log = logging.getLogger("gatewatch.updater")
@@ -56,16 +56,9 @@ class VersionRecord:
 
     def _load(self) -> None:
         try:
-            with open(self.path, "rb") as f:
-                raw = f.read(MAX_BYTES + 1)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            self._bad("cannot read: %s" % (exc.strerror or exc))
-            return
-        try:
-            if len(raw) > MAX_BYTES:
-                raise ValueError("over %d bytes" % MAX_BYTES)
+            raw = read_capped(self.path, MAX_BYTES)
+            if raw is None:
+                return
             doc = json.loads(raw)
             if not isinstance(doc, dict) or doc.get("format") != FORMAT:
                 raise ValueError("not a format %d record" % FORMAT)
@@ -79,6 +72,9 @@ class VersionRecord:
             for source, payload in stamps.items():
                 if not _SOURCE_RE.match(source) or not source.isascii() or type(payload) is not str:
                     raise ValueError("bad timestamp entry %r" % (source,))
+        except OSError as exc:
+            self._bad("cannot read: %s" % (exc.strerror or exc))
+            return
         except ValueError as exc:
             self._bad("malformed (%s)" % exc)
             return
