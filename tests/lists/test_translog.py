@@ -394,3 +394,29 @@ def test_status_shows_the_log_and_a_fork():
                                                          "last_refusal": None}}}
     text = render(st)
     assert "log      hub" in text and "head size 7  FORKED" in text and "fork: log hub is forked" in text
+
+
+def test_daemon_from_a_folder_needs_proofs_and_keeps_the_newest_head(hub, tmp_path):
+    """`gatewatch run --lists DIR` (lists.dir, no broker): lists with proofs are in force, one without
+    is refused and listed; the newest head lands in <state>/log-heads.json."""
+    from agent.config import defaults
+    from agent.daemon import Agent
+
+    folder = only([hub.v[2]], tmp_path / "dir")
+    stray = hub.build(random_entries(20, 31), version=1, out=str(tmp_path / "stray"), name="other", logged=False)
+    shutil.copy(stray, folder)
+    conf = defaults()
+    conf["agent"].update(state_dir=str(tmp_path / "state"), hal="emulated", status_interval=0.2)
+    conf["localapi"]["enabled"] = False
+    conf["lists"].update(dir=folder, trust=[hub.pub_path, hub.log_pub_path])
+    agent = Agent(conf).start()
+    try:
+        st = agent.status()
+        assert [lst.ident for lst in agent.scanner.lists] == ["hl1/sha"]
+        assert [r["file"] for r in st["lists_refused"]] == ["hl1+other.v1.gwl"]
+        assert "without a log proof" in st["lists_refused"][0]["reason"]
+        assert st["log"]["hub"]["size"] == 3 and st["log"]["hub"]["fork"] is None
+    finally:
+        agent.stop()
+    state = json.loads(_read(str(tmp_path / "state" / "log-heads.json")))
+    assert translog.parse_head(state["logs"]["hub"]["head"]).size == 3
