@@ -44,7 +44,7 @@ SETTINGS: Dict[str, List[Tuple[str, Any, str]]] = {
         ("keepalive", 30, "MQTT keepalive in seconds"),
     ],
     "lists": [
-        ("trust", [], "trusted public key files (PATH or SOURCE=PATH); empty: every *.pub in <state_dir>/trust"),
+        ("trust", [], "trusted public key files, list-signing and log keys (PATH or SOURCE=PATH); empty: every *.pub in <state_dir>/trust"),
         ("dir", "", "run from this folder of list files instead of (or before) the broker; never written"),
         ("max_bytes", 64 * 1024 * 1024, "largest list file or update accepted, in bytes"),
         ("fetch_timeout", 30.0, "seconds to wait for all chunks of an update before refusing it"),

@@ -16,6 +16,7 @@ COMMANDS = {
     "serve": "tools.confirm_service",
     "reports": "tools.collector",
     "demo": "tools.demo",
+    "log": "tools.cmd_log",
 }
 
 
