@@ -1,7 +1,7 @@
 """Atomic file replacement: temp file, fsync, rename, fsync of the directory.
 
 Owns: the one way gatewatch replaces a file so that a power cut leaves the old or the new content,
-never a mix. Must not touch what the bytes mean.
+never a mix, and the bounded read of such a state file back. Must not touch what the bytes mean.
 """
 
 from __future__ import annotations
@@ -39,3 +39,16 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
     os.close(fd)
     os.replace(tmp, path)
     fsync_dir(directory)
+
+
+def read_capped(path: str, max_bytes: int):
+    """The bytes of a state file, or None when there is none; ValueError when it is over ``max_bytes``
+    (read no further), OSError when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(max_bytes + 1)
+    except FileNotFoundError:
+        return None
+    if len(raw) > max_bytes:
+        raise ValueError("over %d bytes" % max_bytes)
+    return raw

@@ -44,7 +44,7 @@ SETTINGS: Dict[str, List[Tuple[str, Any, str]]] = {
         ("keepalive", 30, "MQTT keepalive in seconds"),
     ],
     "lists": [
-        ("trust", [], "trusted public key files (PATH or SOURCE=PATH); empty: every *.pub in <state_dir>/trust"),
+        ("trust", [], "trusted public key files, list-signing and log keys (PATH or SOURCE=PATH); empty: every *.pub in <state_dir>/trust"),
         ("dir", "", "run from this folder of list files instead of (or before) the broker; never written"),
         ("max_bytes", 64 * 1024 * 1024, "largest list file or update accepted, in bytes"),
         ("fetch_timeout", 30.0, "seconds to wait for all chunks of an update before refusing it"),
@@ -59,6 +59,17 @@ SETTINGS: Dict[str, List[Tuple[str, Any, str]]] = {
         ("confirm_timeout", 2.0, "seconds to wait for the hub's confirmation"),
         ("firewall_seconds", 0, "also block the hosting address in the HAL firewall for this long; 0: off"),
         ("reconfirm_hours", 24.0, "ask the hub again about unconfirmed hits for this long (reported only if confirmed); 0: off"),
+        # per source (agent.sources): SOURCE=VALUE items, as lists.trust takes SOURCE=PATH
+        ("source_action", [], "SOURCE=ACTION items (block, report-only, monitor): that source's hits get this "
+         "action instead of mode"),
+        ("source_trust", [], "SOURCE=TRUST items: full (its hits act on their own) or corroborate (only when a "
+         "source of another country confirms the image too); unnamed sources: full"),
+        ("source_country", [], "SOURCE=CC items: each source's country (ISO 3166-1 alpha-2, e.g. hl1=DE), for "
+         "min_countries and corroborate"),
+        ("min_countries", 1, "a hit blocks or reports only when lists of sources of this many different "
+         "countries confirm it (sources without a country never count); 1: off"),
+        ("allow_others", [], "sources whose allow lists also override other sources' hits (\"*\": every trusted "
+         "source); a source's own allow list always overrides its own hits"),
     ],
     "confirm": [
         ("cache_max", 10000, "answers kept in the confirmation cache"),
@@ -136,6 +147,8 @@ def _coerce(section: str, key: str, value: Any, default: Any, from_env: bool) ->
         return value
     if isinstance(default, (int, float)):
         try:
+            if from_env and not value.strip().isascii():  # int('٢') is 2: a number here is ASCII digits
+                raise ValueError(value)
             v = type(default)(value) if from_env else value
         except ValueError:
             raise ConfigError("%s must be a number, not %r" % (where, value))
@@ -189,11 +202,12 @@ def load_config(path: Optional[str] = None, environ: Optional[Dict[str, str]] = 
 def policy_settings(conf):
     """The PolicySettings of a configuration (raises ConfigError on a bad value)."""
     from agent.policy import PolicySettings
+    from agent.sources import rules_from_policy
 
     p = conf["policy"]
     return PolicySettings(mode=p["mode"], exact_unconfirmed=p["exact_unconfirmed"],
                           candidate_unconfirmed=p["candidate_unconfirmed"], confirm_timeout=p["confirm_timeout"],
-                          reconfirm_hours=p["reconfirm_hours"])
+                          reconfirm_hours=p["reconfirm_hours"], sources=rules_from_policy(p))
 
 
 _PORT_RE = re.compile(r"^[0-9]{1,5}$")

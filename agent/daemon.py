@@ -8,6 +8,7 @@ State folder (``agent.state_dir``)::
 
     lists/         the last good signed list files (agent.lists.store)
     versions.json  the highest version accepted per list, the last timestamp per source (agent.updates)
+    log-heads.json the newest transparency-log head seen per log, fork evidence (agent.lists.translog)
     trust/         *.pub trusted keys, used when ``lists.trust`` is empty
     spool/         reports awaiting the hub's acknowledgement (agent.reports.spool)
     pending/       hits the hub could not confirm, report fields only (agent.reports.pending)
@@ -118,7 +119,7 @@ class Agent:
         self.refused = list(self.store.refused)
         if c["lists"]["dir"]:
             # a folder given by the operator: read, never written; the same rule as the state folder
-            folder = load_folder(c["lists"]["dir"], self.trust, max_bytes=max_bytes)
+            folder = load_folder(c["lists"]["dir"], self.trust, max_bytes=max_bytes, log_verifier=self.store.log)
             self.refused.extend(folder.refused)
             for ident, lst in folder.lists.items():
                 if ident not in lists or lst.version > lists[ident].version:
@@ -148,8 +149,11 @@ class Agent:
         self.action = Action(spool=self.spool, reporter=self.reporter, hosting=r["hosting"], region=r["region"],
                              device_secret=self.device_secret, firewall=self.firewall,
                              firewall_seconds=c["policy"]["firewall_seconds"], led=self.led)
+        from agent.allow import AllowLists
+        # allow lists arrive like every list; the policy reads those in force from the scanner's set
         self.policy = Policy(policy_settings(c), self.confirmer.ask if self.confirmer else None,
-                             self.scanner.confirm, self.action.report, pending=self.pending)
+                             self.scanner.confirm, self.action.report, pending=self.pending,
+                             allow=AllowLists(lambda: self.scanner.lists))
         self.inspector = self.action.wrap(PolicyInspector(lambda: self.scanner, self.policy))
         if c["localapi"]["enabled"]:
             path = c["localapi"]["socket"] or os.path.join(self.state_dir, "gatewatch.sock")
@@ -340,7 +344,7 @@ class Agent:
             d.setdefault("created", lst.manifest["created"])
             d.setdefault("expires", lst.manifest["expires"])
             d.setdefault("signal", lst.signal)
-            d.setdefault("entries", lst.manifest["filter"]["entries"])
+            d.setdefault("entries", lst.entries)
             d["version"] = lst.version
         out = {
             "agent": __version__, "pid": os.getpid(), "client_id": self.client_id,
@@ -351,6 +355,7 @@ class Agent:
             "lists": lists,
             "lists_refused": [{"file": r.file, "reason": r.reason} for r in self.refused],
             "list_faults": dict(self.scanner.faults),
+            "log": self.store.log.status(),  # transparency logs: head held, fork evidence, last refusal
             "policy": dict(self.policy.counters.as_dict(), mode=self.policy.settings.mode),
             "reports": dict(self.reporter.stats() if self.reporter is not None else
                             {"spool_depth": self.spool.stats()["depth"], "spool_dropped": self.spool.stats()["dropped"]},
@@ -375,7 +380,8 @@ class Agent:
                       "lists": {k: {"version": v.get("version"), "last_refusal": v.get("last_refusal"),
                                     "stale": v.get("stale"), "expired": v.get("expired"), "behind": v.get("behind")}
                                 for k, v in st["lists"].items()},
-                      "spool_depth": st["reports"]["spool_depth"]}
+                      "spool_depth": st["reports"]["spool_depth"],
+                      "log_fork": any(v.get("fork") for v in st["log"].values())}
             self.client.publish(self.topics.status(self.client_id), json.dumps(public, sort_keys=True).encode(),
                                 qos=1, retain=True)
 
@@ -391,7 +397,8 @@ class Agent:
                 # without fresh signed word for lists.stale_hours is stale; either shows a fault
                 if self.updater is not None:
                     fresh = self.updater.check_freshness(stale_after=self.conf["lists"]["stale_hours"] * 3600)
-                    self.action.idle(lists_in_force=len(self.scanner.lists), lists_stale=fresh["fault"],
+                    self.action.idle(lists_in_force=len(self.scanner.lists),
+                                     lists_stale=fresh["fault"] or self.store.log.fault(),
                                      broker_away_for=None if self.client.connected else time.time() - self.started_at)
                 else:  # lists.dir only: the same expiry rule, refusals listed as at a start
                     from agent.updates.freshness import expire_lists
@@ -400,6 +407,8 @@ class Agent:
                         self.refused.extend(gone)
                         self._on_lists(kept)
                         self.action.idle(lists_in_force=len(kept), broker_away_for=None, lists_stale=True)
+                    elif self.store.log.fault():  # a forked log: the last good lists stay, the LED says so
+                        self.action.idle(lists_in_force=len(self.scanner.lists), broker_away_for=None, lists_stale=True)
                 self._led_idle()
                 self.write_status()
                 if self.watchdog is not None:

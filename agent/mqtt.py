@@ -138,6 +138,24 @@ class Topics:
         """Retained signed timestamp of one source: the current version of each of its lists."""
         return self._t("lists", _check_segment("source", source), "timestamp")
 
+    # the transparency log (docs/transparency.md)
+    def log_proof(self, source, list_name, version):
+        """Retained inclusion proof of list ``version`` under the log's newest head (next to its chunks)."""
+        return self._t("lists", _check_segment("source", source), _check_segment("list", list_name),
+                       "v%d" % int(version), "proof")
+
+    def log_head(self, log):
+        """Retained newest step of a log: its newest signed tree head and the proof from the one before."""
+        return self._t("log", _check_segment("log", log), "head")
+
+    def log_head_filter(self):
+        """The newest head of every log (devices subscribe to this)."""
+        return self._t("log", "+", "head")
+
+    def log_step(self, log, from_size):
+        """Retained step of a log from its head of ``from_size`` leaves to the next head (never changes)."""
+        return self._t("log", _check_segment("log", log), "step", "%d" % int(from_size))
+
     # confirmation
     def confirm_req(self):
         """Where devices publish confirmation requests."""

@@ -18,6 +18,9 @@ Defaults, and why:
   hash or key of the image), so that a restart does not lose it for the operator's export.
 - Faults (a scan error, a confirmer crash) allow: fail-open on the network path, because an agent
   fault must never take a household or a school offline.
+- Allow lists and per-source rules (``agent.sources.settle``) apply to the hits about to act, after
+  confirmation (or to local exact hits while the hub is away): an allowed or uncorroborated hit is
+  neither blocked nor reported, only counted (``allowed``, ``uncorroborated``) and logged.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ class PolicySettings:
 
     def __init__(self, mode: str = "block", exact_unconfirmed: str = "block",
                  candidate_unconfirmed: str = "allow", confirm_timeout: float = 2.0,
-                 reconfirm_hours: float = 24.0, reconfirm_max: int = 1000):
+                 reconfirm_hours: float = 24.0, reconfirm_max: int = 1000, sources=None):
         if mode not in MODES:
             raise ConfigError("policy.mode must be one of %s, not %r" % (", ".join(MODES), mode))
         for name, value in (("exact_unconfirmed", exact_unconfirmed),
@@ -60,6 +63,9 @@ class PolicySettings:
             raise ConfigError("policy.reconfirm_hours must be a non-negative number of hours")
         self.reconfirm_hours = float(reconfirm_hours)
         self.reconfirm_max = int(reconfirm_max)
+        # per-source action, trust, countries, the two-countries rule, allow overrides (agent.sources)
+        from agent.sources import DEFAULT_RULES
+        self.sources = sources if sources is not None else DEFAULT_RULES
 
 
 class Counters:
@@ -76,6 +82,8 @@ class Counters:
         self.reconfirmed = 0  # unconfirmed hits the hub confirmed later (and so reported)
         self.pending = 0  # unconfirmed hits waiting to be asked again
         self.pending_dropped = 0  # given up: too old, or the queue was full
+        self.allowed = 0  # hits an allow list overrode: neither blocked nor reported (agent.allow)
+        self.uncorroborated = 0  # hits held back by policy.min_countries or a source's trust (agent.sources)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -90,11 +98,12 @@ class Policy:
     (``Scanner.confirm``): verdict match with confirmed hits, clean when refuted, candidate when
     some list went unanswered.
     ``report(result, url)``: queue a report for a confirmed hit (the spool).
+    ``allow``: the allow lists in force (``agent.allow.AllowLists``), or None.
     """
 
     def __init__(self, settings: PolicySettings, confirmer: Optional[Callable] = None,
                  scanner_confirm: Optional[Callable] = None, report: Optional[Callable] = None,
-                 clock: Callable[[], float] = time.monotonic, pending=None):
+                 clock: Callable[[], float] = time.monotonic, pending=None, allow=None):
         self.settings = settings
         self.confirmer = confirmer
         self.scanner_confirm = scanner_confirm
@@ -104,6 +113,7 @@ class Policy:
         self._pending: "collections.deque" = collections.deque()
         self._pending_lock = threading.Lock()
         self.pending_store = pending  # add(result, url) -> record id; resolve(record id)
+        self.allow = allow
 
     def decide(self, result, url: Optional[str] = None) -> Decision:
         """The decision for one ScanResult of a body fetched from ``url``."""
@@ -127,11 +137,14 @@ class Policy:
         except Exception as exc:  # fail-open: a confirmer fault is "hub unreachable", never a crash
             log.warning("confirmation failed: %s", exc)
             confirmed = None
-        exact = any(h.list.signal in EXACT_SIGNALS for h in getattr(result, "hits", ()))
-        mode = self.settings.mode
         if confirmed is False:
             self.counters.refuted += 1
             return Decision("allow", "refuted-by-hub", result, url)
+        settled = self.settle(result)  # allow lists and per-source rules, on the hits about to act
+        if settled.verdict != "act":
+            return Decision("allow", settled.reason, result, url)
+        result, mode = settled.result, settled.mode
+        exact = any(h.list.signal in EXACT_SIGNALS for h in getattr(result, "hits", ()))
         if confirmed is True:
             self.counters.confirmed += 1
             if mode != "monitor" and self.report is not None:
@@ -146,17 +159,28 @@ class Policy:
             return Decision("allow", "match-confirmed-%s" % mode, result, url)
         # the hub could not be asked: no report now; block only as configured; ask again later
         self.counters.unconfirmed += 1
-        self._remember(result, url)
+        self._remember(result, url, mode)
         rule = self.settings.exact_unconfirmed if exact else self.settings.candidate_unconfirmed
         if mode == "block" and rule == "block":
             self.counters.blocked += 1
             return Decision("block", "match-unconfirmed", result, url)
         return Decision("allow", "unconfirmed-%s" % ("match" if exact else "candidate"), result, url)
 
+    def settle(self, result):
+        """``agent.sources.settle`` with the allow lists in force; counts what it held back."""
+        from agent.sources import settle
+
+        settled = settle(result, self.settings.sources, self.allow.index() if self.allow is not None else None,
+                         self.settings.mode)
+        if settled.verdict == "allowed":
+            self.counters.allowed += 1
+        elif settled.verdict == "uncorroborated":
+            self.counters.uncorroborated += 1
+        return settled
 
     # -- unconfirmed hits, asked again when the hub is back
-    def _remember(self, result, url) -> None:
-        if self.report is None or self.settings.mode == "monitor" or not self.settings.reconfirm_hours:
+    def _remember(self, result, url, mode: Optional[str] = None) -> None:
+        if self.report is None or (mode or self.settings.mode) == "monitor" or not self.settings.reconfirm_hours:
             return
         with self._pending_lock:
             if len(self._pending) >= self.settings.reconfirm_max:
@@ -204,6 +228,11 @@ class Policy:
                 break
             decided = self.scanner_confirm(result, answered)
             if decided.verdict == "match" and any(h.confirmed for h in decided.hits):
+                settled = self.settle(decided)  # an allow list may have arrived meanwhile
+                if settled.verdict != "act" or settled.mode == "monitor":
+                    self._resolve(record)  # confirmed, but not to be reported: counted by settle
+                    continue
+                decided = settled.result
                 try:
                     self.report(decided, url)
                     self.counters.reported += 1

@@ -20,6 +20,7 @@ from typing import List, Optional
 from agent.config import parse_listen
 from agent.core.errors import ConfigError, GatewatchError
 from agent.lists.store import load_folder
+from agent.lists.translog import LogVerifier
 from agent.lists.trust import TrustStore
 
 log = logging.getLogger("gatewatch.standalone")
@@ -40,6 +41,8 @@ class FolderLists:
             raise ConfigError("list folder %s does not exist" % directory)
         self.directory = directory
         self.trust = TrustStore.from_specs(trust_specs)
+        # the newest log heads seen, kept across reloads (in memory: a standalone service has no state folder)
+        self.log = LogVerifier(self.trust, clock=clock)
         self.clock = clock
         self.scanner = Scanner([])
         self.refused: list = []
@@ -48,7 +51,7 @@ class FolderLists:
         self.reload()
 
     def _folder_stamp(self):
-        names = sorted(n for n in os.listdir(self.directory) if n.endswith(".gwl"))
+        names = sorted(n for n in os.listdir(self.directory) if n.endswith((".gwl", ".proof", ".heads")))
         return tuple((n, os.stat(os.path.join(self.directory, n)).st_mtime_ns) for n in names)
 
     def reload(self) -> bool:
@@ -57,7 +60,7 @@ class FolderLists:
         now = self.clock()
         if stamp == self._stamp and not any(l.expired(now) for l in self.scanner.lists):
             return False
-        result = load_folder(self.directory, self.trust, now=now)
+        result = load_folder(self.directory, self.trust, now=now, log_verifier=self.log)
         self._stamp = stamp
         self.refused = result.refused
         lists = list(result.lists.values())
@@ -116,7 +119,8 @@ def run(make_server, argv: Optional[List[str]], prog: str, what: str, default_po
             raise ConfigError("no list in %s passed verification%s" % (
                 args.lists, "".join("\n  %s: %s" % r for r in folder.refused) or " (the folder holds no .gwl file)"))
         # the same decision path as the daemon, with no hub: exact hits block, candidates pass
-        policy = Policy(PolicySettings(mode=args.mode))
+        from agent.allow import AllowLists
+        policy = Policy(PolicySettings(mode=args.mode), allow=AllowLists(lambda: folder.scanner.lists))
         inspector = PolicyInspector(lambda: folder.scanner, policy)
         page_kw = {"image_mode": args.image_block}
         if args.contact_url:

@@ -17,9 +17,14 @@ from tools.build import build_list, generate_keys, load_private_key
 
 
 class Hub:
-    """A hub's key and build folder for one source, with helpers to build versions of a list."""
+    """A hub's key and build folder for one source, with helpers to build versions of a list.
 
-    def __init__(self, folder, source: str = "hl1", key_name: str = "hub"):
+    ``log=True`` also keeps a transparency log (``tools.translog``): every build is appended to it,
+    proofs land next to the lists, and ``trust()`` includes the log key (so devices require proofs).
+    Without it (the default) devices need no proof: today's behaviour.
+    """
+
+    def __init__(self, folder, source: str = "hl1", key_name: str = "hub", log: bool = False):
         self.folder = str(folder)
         self.source = source
         os.makedirs(self.folder, exist_ok=True)
@@ -27,17 +32,30 @@ class Hub:
         self.key_path, self.pub_path = priv, pub
         self.key = load_private_key(priv)
         self.out = os.path.join(self.folder, "built")
+        self.log = None
+        if log:
+            from tools.translog import LogStore, generate_log_keys
+
+            lpriv, self.log_pub_path = generate_log_keys(os.path.join(self.folder, "keys-log"), "hub-log", "hub",
+                                                         [source])
+            self.log_key = load_private_key(lpriv)
+            with open(self.log_pub_path, "r", encoding="utf-8") as f:
+                self.log = LogStore.create(os.path.join(self.folder, "log"), "hub", f.read())
 
     def trust(self) -> TrustStore:
-        return TrustStore.from_specs([self.pub_path])
+        return TrustStore.from_specs([self.pub_path] + ([self.log_pub_path] if self.log is not None else []))
 
     def build(self, entries: List[Entry], *, name: str = "sha", version: Optional[int] = None,
               capacity: int = 5000, out: Optional[str] = None, key=None, now=None,
-              expires_days: float = 30, signal: str = "sha256") -> str:
-        """Build and sign one version; returns the device file path."""
+              expires_days: float = 30, signal: str = "sha256", logged: bool = True) -> str:
+        """Build and sign one version (appended to the log, if the hub keeps one, unless ``logged`` is
+        False); returns the device file path."""
         path, _hub, _m = build_list(source=self.source, name=name, signal=signal, entries=entries,
                                     key=key or self.key, out_dir=out or self.out, version=version,
                                     capacity=capacity, now=now, expires_days=expires_days)
+        if self.log is not None and logged:
+            self.log.append([path], self.log_key)
+            self.log.write_folder(os.path.dirname(path))
         return path
 
 
@@ -52,9 +70,14 @@ def random_entries(n: int, seed: int, signal: str = "sha256") -> List[Entry]:
 
 
 def only(paths, folder) -> str:
-    """A fresh folder holding copies of ``paths`` (a hub output with just those versions)."""
+    """A fresh folder holding copies of ``paths`` (a hub output with just those versions), with their
+    log proofs and the log's heads when there are any."""
     folder = str(folder)
     os.makedirs(folder, exist_ok=True)
     for p in paths:
         shutil.copy(p, folder)
+        for extra in [p[:-4] + ".proof"] + [os.path.join(os.path.dirname(p), n) for n in os.listdir(os.path.dirname(p))
+                                            if n.endswith(".heads")]:
+            if os.path.exists(extra):
+                shutil.copy(extra, folder)
     return folder

@@ -493,6 +493,17 @@ def _progress(items, enabled: bool, desc: str):
 
 # ---------------------------------------------------------------- building
 
+def check_list_name(name: str) -> str:
+    """A block list's name: the safe alphabet, and not the name every source's allow list has."""
+    from agent.core.allowlist import LIST_NAME
+
+    check_name("list", name)
+    if name == LIST_NAME:
+        raise ConfigError("list name %r is reserved for the source's allow list: build that with "
+                          "`gatewatch-hub allow build`, and give this list another name" % name)
+    return name
+
+
 def newest_built(out_dir: str, source: str, name: str) -> Optional[listfile.ListFile]:
     """The newest list file already built for source/name in out_dir (unverified: it is our own)."""
     versions = []
@@ -513,6 +524,19 @@ def newest_built(out_dir: str, source: str, name: str) -> Optional[listfile.List
                           % (path, e))
 
 
+def next_version(out_dir: str, source: str, name: str, version: Optional[int] = None):
+    """(the version to build, the newest already built or None): ``version`` if given and newer than
+    what ``out_dir`` holds, else the newest + 1 (or 1); ConfigError for a version that is not newer."""
+    prev = newest_built(out_dir, source, name) if os.path.isdir(out_dir) else None
+    if version is None:
+        version = prev.manifest["version"] + 1 if prev else 1
+    elif prev is not None and version <= prev.manifest["version"]:
+        raise ConfigError("version %d is not newer than v%d already built in %s"
+                          % (version, prev.manifest["version"], out_dir))
+    check_build_options(version=version)
+    return version, prev
+
+
 def build_list(*, source: str, name: str, signal: str, entries: Sequence[Entry], key: Ed25519PrivateKey,
                out_dir: str, fp_rate: float = DEFAULT_FP_RATE, version: Optional[int] = None,
                expires_days: float = DEFAULT_EXPIRES_DAYS, capacity: Optional[int] = None,
@@ -524,7 +548,7 @@ def build_list(*, source: str, name: str, signal: str, entries: Sequence[Entry],
     check runs before anything is written; if writing fails, what was written is removed again.
     """
     check_name("source", source)
-    check_name("list", name)
+    check_list_name(name)
     if signal not in EXACT_SIGNALS + PERCEPTUAL_SIGNALS:
         raise ConfigError("signal %r is not supported; use one of %s"
                           % (signal, ", ".join(EXACT_SIGNALS + PERCEPTUAL_SIGNALS)))
@@ -542,13 +566,7 @@ def build_list(*, source: str, name: str, signal: str, entries: Sequence[Entry],
         model = "neural-v1"  # agent.hashing.neural.DEFAULT_MODEL: the only model that ships
     params = lsh_params(signal, lsh, model)
 
-    prev = newest_built(out_dir, source, name) if os.path.isdir(out_dir) else None
-    if version is None:
-        version = prev.manifest["version"] + 1 if prev else 1
-    elif prev is not None and version <= prev.manifest["version"]:
-        raise ConfigError("version %d is not newer than v%d already built in %s"
-                          % (version, prev.manifest["version"], out_dir))
-    check_build_options(version=version)
+    version, prev = next_version(out_dir, source, name, version)
     pf = prev.manifest["filter"] if prev else None
     reuse = None
     if (pf and prev.manifest["signal"] == signal and pf.get("capacity", 0) >= n

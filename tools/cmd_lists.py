@@ -14,8 +14,10 @@ from agent.core.signals import EXACT_SIGNALS, PERCEPTUAL_SIGNALS
 from agent.lists.assemble import DEFAULT_FP_RATE
 from agent.lists.trust import check_name
 from agent.lists.verify import DEFAULT_MAX_BYTES
+from tools.allow import allow_stats
 from tools.build import (DEFAULT_EXPIRES_DAYS, MAX_CAPACITY, MAX_VERSION, check_build_options, check_key_source,
-                         check_out_dir, build_list, filter_stats, hash_folder, load_private_key, read_hash_text)
+                         check_list_name, check_out_dir, build_list, filter_stats, hash_folder, load_private_key,
+                         read_hash_text)
 
 HELP = "build and sign lists, inspect list files"
 BUILD_DESCRIPTION = """\
@@ -77,6 +79,9 @@ def add_arguments(p) -> None:
     b.add_argument("--capacity", type=_whole(1, MAX_CAPACITY), metavar="N",
                    help="entries the filter is sized for (headroom keeps later versions delta-able)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.add_argument("--log", metavar="DIR", help="append the new version to this transparency log (log init) and write "
+                   "the proofs of --out's lists and the log's heads into --out; needs --log-key")
+    b.add_argument("--log-key", metavar="KEY", help="the log's private key (NAME-log.key from log init)")
     i = sub.add_parser("inspect", help="print a list file's manifest and filter statistics",
                        description="Print a list file's manifest and filter statistics (it verifies nothing).")
     i.add_argument("file", metavar="FILE", help="a list file (*.gwl)")
@@ -88,11 +93,12 @@ def main(args) -> int:
         return inspect(args.file)
     # Every check that needs no work runs first: nothing is hashed, and nothing written, for a typo.
     check_name("source", args.source)
-    check_name("list", args.list_name)
+    check_list_name(args.list_name)
     check_build_options(fp_rate=args.fp_rate, expires_days=args.expires_days, capacity=args.capacity,
                         version=args.version)
     key = load_private_key(args.key)
     warning = check_key_source(args.key, key, args.source)
+    log_store, log_key = _open_log(args)
     if not os.path.exists(args.input):
         raise ConfigError("--input %s does not exist" % args.input)
     check_out_dir(args.out)
@@ -116,13 +122,38 @@ def main(args) -> int:
         source=args.source, name=args.list_name, signal=args.signal, entries=entries, key=key,
         out_dir=args.out, fp_rate=args.fp_rate, version=args.version, expires_days=args.expires_days,
         capacity=args.capacity)
+    logged = None
+    if log_store is not None:
+        indices, _head = log_store.append([device], log_key)
+        log_store.write_folder(args.out)
+        logged = {"log": log_store.name, "index": indices[0]}
     size = os.path.getsize(device)
     if size > DEFAULT_MAX_BYTES:
         print("warning: %s is %d bytes, over the %d-byte cap devices use by default: raise their cap, "
               "or build with a higher --fp-rate or fewer entries" % (device, size, DEFAULT_MAX_BYTES), file=sys.stderr)
     print(json.dumps({"device_list": device, "hub_entries": hub, "version": manifest["version"],
-                      "entries": manifest["filter"]["entries"], "bytes": manifest["content_length"]}))
+                      "entries": manifest["filter"]["entries"], "bytes": manifest["content_length"],
+                      **({"log": logged} if logged else {})}))
     return 0
+
+
+def _open_log(args):
+    """(log store, log key) for --log/--log-key, checked before any work; (None, None) without --log."""
+    if not args.log and not args.log_key:
+        return None, None
+    if not (args.log and args.log_key):
+        raise ConfigError("--log and --log-key go together: the log folder and the key that signs its heads")
+    from tools.translog import LogStore
+
+    store = LogStore(args.log)
+    key = load_private_key(args.log_key)
+    if args.source not in store.sources:
+        raise ConfigError("log %s holds the lists of %s, not of %r (its key names the sources devices require "
+                          "in it)" % (store.name, ", ".join(store.sources), args.source))
+    from agent.lists.trust import key_id
+    if key_id(key.public_key()) != store.key_id:
+        raise ConfigError("--log-key %s is not the key of log %s" % (args.log_key, store.name))
+    return store, key
 
 
 def inspect(path: str) -> int:
@@ -144,5 +175,5 @@ def inspect(path: str) -> int:
             hint = " (this is a key file; inspect a .gwl list file)"
         raise ConfigError("%s: %s%s" % (path, e, hint))
     print(json.dumps({"manifest": lf.manifest, "signature_bytes": len(lf.signature),
-                      "stats": filter_stats(lf)}, indent=2, sort_keys=True))
+                      "stats": filter_stats(lf) if lf.allow is None else allow_stats(lf)}, indent=2, sort_keys=True))
     return 0

@@ -16,6 +16,7 @@ import http.server
 import json
 import logging
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -131,7 +132,8 @@ def demo_images():
 
 
 def build_hub_lists(folder: str, known_bytes: List[bytes]):
-    """Keys and the signed demo lists (sha256 and pdq) of the known images; returns (out dir, pub key)."""
+    """Keys and the signed demo lists (sha256 and pdq) of the known images, each appended to the hub's
+    transparency log; returns (out dir, pub key). The log folder and its key sit beside them."""
     from agent.hashing.imaging import hash_image
     from agent.confirm.wire import Entry
     from tools.build import build_list, generate_keys, load_private_key
@@ -144,7 +146,24 @@ def build_hub_lists(folder: str, known_bytes: List[bytes]):
     build_list(source="demo-hotline", name="sha256", signal="sha256", entries=sha, key=key, out_dir=out,
                capacity=1000)
     build_list(source="demo-hotline", name="pdq", signal="pdq", entries=pdq, key=key, out_dir=out, capacity=1000)
+    demo_log(folder, out)
     return out, pub
+
+
+def demo_log(folder: str, lists_dir: str):
+    """The hub's transparency log (log folder, its own key) with every demo list appended; returns it.
+    Devices given its .pub accept the demo lists only with their proofs."""
+    from tools.build import load_private_key
+    from tools.translog import LogStore, generate_log_keys
+
+    priv, pub = generate_log_keys(os.path.join(folder, "keys"), "demo-log", "demo", ["demo-hotline"])
+    with open(pub, "r", encoding="utf-8") as f:
+        log_store = LogStore.create(os.path.join(folder, "log"), "demo", f.read())
+    from agent.lists.store import gwl_files
+
+    log_store.append(gwl_files(lists_dir), load_private_key(priv))
+    log_store.write_folder(lists_dir)
+    return log_store
 
 
 def _proxy_available() -> bool:
@@ -174,8 +193,10 @@ def run_demo(workdir: str, timeout: float = 60.0) -> dict:
     agent = None
     try:
         # the hub: publish the signed lists, answer confirmations, collect reports
+        from tools.translog import LogStore
+        log_store = LogStore(os.path.join(workdir, "hub", "log"))
         with MqttClient(broker.url, "demo-hub-publisher") as c:
-            publish_lists(c, topics, lists_dir)
+            publish_lists(c, topics, lists_dir, translog=log_store)  # with the log's heads and proofs
         hub = MqttClient(broker.url, "demo-hub").connect()
         stoppers[:0] = [hub.stop]
         store = ReportStore(os.path.join(workdir, "hub", "reports.sqlite"))
@@ -198,6 +219,8 @@ def run_demo(workdir: str, timeout: float = 60.0) -> dict:
         os.makedirs(os.path.join(state, "trust"))
         with open(pub, "rb") as src, open(os.path.join(state, "trust", "demo-hotline.pub"), "wb") as dst:
             dst.write(src.read())
+        # the log key too: the agent then accepts a demo list only with its proof that it is in the log
+        shutil.copy(os.path.join(workdir, "hub", "keys", "demo-log.pub"), os.path.join(state, "trust"))
         conf["agent"].update(state_dir=state, client_id="demo-agent", hal="emulated", status_interval=1.0)
         conf["broker"]["url"] = broker.url
         conf["localapi"]["socket"] = os.path.join(state, "gatewatch.sock")
@@ -253,6 +276,7 @@ def run_demo(workdir: str, timeout: float = 60.0) -> dict:
             "reports_sent": sent, "reports_received": store.count(),
             "via": via, "hal": getattr(backend, "name", None), "broker": "embedded amqtt on 127.0.0.1",
             "lists": {k: v.version for k, v in sorted(agent.updater.lists.items())},
+            "log": {name: {"size": lg["size"], "fork": lg["fork"]} for name, lg in agent.store.log.status().items()},
             "led_history": list(getattr(agent.led, "history", [])),  # the emulated HAL records it
             "items": items, "seconds": round(time.monotonic() - t0, 2),
         }
@@ -273,6 +297,9 @@ def render(s: dict) -> str:
     lines = ["gatewatch-hub demo: embedded broker, hub, agent (%s HAL), local web origin; fetched through the %s"
              % (s["hal"] or "no", "agent's HTTP proxy" if s["via"] == "proxy" else "agent's local check API"),
              "lists received over MQTT: %s" % ", ".join("%s v%d" % kv for kv in s["lists"].items())]
+    for name, lg in sorted(s.get("log", {}).items()):
+        lines.append("transparency log %s: tree head of size %s held, every list proven in it%s"
+                     % (name, lg["size"], "; FORKED" if lg["fork"] else ""))
     for i in s["items"]:
         lines.append("  %-28s %-6s %s" % (i["path"], i["action"].upper(), i.get("reason") or ""))
     lines.append("fetched %d, blocked %d, allowed %d; reports sent %d, received at the hub %d (%.1fs)"

@@ -11,10 +11,12 @@ from agent.cli.subcommands import run
 COMMANDS = {
     "keys": "tools.cmd_keys",
     "lists": "tools.cmd_lists",
+    "allow": "tools.cmd_allow",
     "publish": "tools.publish",
     "serve": "tools.confirm_service",
     "reports": "tools.collector",
     "demo": "tools.demo",
+    "log": "tools.cmd_log",
 }
 
 

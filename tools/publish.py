@@ -23,6 +23,11 @@ signed timestamp on ``<p>/lists/<source>/timestamp`` (retained; format in
 ``seq``, an expiry a few hours out. ``--every SECONDS`` keeps the publisher running and refreshes
 the timestamps that often (and republishes a list whose newest version in the folder changed), so a
 device can tell a broker that stopped passing on updates (a freeze) from a quiet hub.
+
+With ``--log DIR`` (the hub's transparency log, ``tools.translog``) it first publishes the log's new
+steps and newest head (``<p>/log/<log>/step/<size>``, ``<p>/log/<log>/head``), then with each list
+the proof that its newest version is in the log (``<p>/lists/<source>/<list>/v<N>/proof``, before
+the manifest); a newest version that is not in the log is refused (append it first).
 """
 
 from __future__ import annotations
@@ -313,7 +318,7 @@ def newest_versions(directory: str) -> Dict[str, Dict[str, int]]:
 
 def publish_lists(client, topics, directory: str, chunk_size: int = DEFAULT_CHUNK,
                   timeout: float = 60.0, clear_stale: bool = True,
-                  signers: Optional[Dict[str, TimestampSigner]] = None) -> List[dict]:
+                  signers: Optional[Dict[str, TimestampSigner]] = None, translog=None) -> List[dict]:
     """Publish the newest version of every list in ``directory`` (with a delta from the one before),
     then the signed timestamp of every source that has a signer in ``signers``.
 
@@ -323,11 +328,16 @@ def publish_lists(client, topics, directory: str, chunk_size: int = DEFAULT_CHUN
     from agent.mqtt import wait_all
 
     groups = find_lists(directory)
+    proofs = log_proofs(translog, groups) if translog is not None else {}  # refuses lists not in the log first
+    if translog is not None:
+        publish_log(client, topics, translog, timeout)
     anns = []
     for key in sorted(groups):
         items = groups[key]
         plan = Plan(items[-1], items[-2] if len(items) > 1 else None, chunk_size)
         msgs = plan.messages(topics)
+        if key in proofs:  # with the chunks, before the manifest that a device acts on
+            msgs.insert(-1, (topics.log_proof(key[0], key[1], items[-1].version), proofs[key]))
         previous = previous_announcement(client, topics, key[0], key[1]) if clear_stale else None
         # chunks first and acknowledged, then the manifest that announces them
         acks = [client.publish(t, p, qos=1, retain=True) for t, p in msgs[:-1]]
@@ -338,7 +348,8 @@ def publish_lists(client, topics, directory: str, chunk_size: int = DEFAULT_CHUN
         if clear_stale:
             # only now: a device that is still fetching by the old manifest gets a fresh one first
             current = {t for t, _ in msgs}
-            stale = [t for t in dict.fromkeys(stale_topics(topics, items, chunk_size, previous)) if t not in current]
+            stale = [t for t in dict.fromkeys(stale_topics(topics, items, chunk_size, previous)
+                                              + stale_proof_topics(topics, items, previous)) if t not in current]
             acks = [client.publish(t, b"", qos=1, retain=True) for t in stale]
             if wait_all(acks, timeout) != len(acks):
                 raise PublishError("broker did not acknowledge clearing old %s/%s chunks" % key)
@@ -366,6 +377,51 @@ def publish_lists(client, topics, directory: str, chunk_size: int = DEFAULT_CHUN
     return anns
 
 
+# ----------------------------------------------------------------------------- the transparency log
+
+def log_proofs(translog, groups) -> Dict[Tuple[str, str], bytes]:
+    """(source, list) -> the proof of its newest version under the log's newest head, for the sources the
+    log holds; ConfigError naming the first newest version that is not in the log."""
+    from tools.translog import leaf_of_file
+
+    out = {}
+    for key in sorted(groups):
+        if key[0] in translog.sources:
+            out[key] = translog.proof_for(leaf_of_file(groups[key][-1].data)[0])
+    return out
+
+
+def publish_log(client, topics, translog, timeout: float = 60.0) -> int:
+    """Publish (retained) the log's steps that the broker does not hold yet and its newest head; returns
+    how many messages went out. Raises PublishError if the broker does not acknowledge."""
+    from agent.lists import translog as device
+    from agent.mqtt import wait_all
+
+    after = 0
+    got = retained_payload(client, topics.log_head(translog.name), 0.25)
+    if got and got[0]:
+        try:  # the newest head the broker holds, if it is this log's own
+            after = device.verify_head(device.parse_step(got[0])["head"], translog.trust()).size
+        except GatewatchError:
+            after = 0
+    msgs = translog.messages(topics, after)
+    acks = [client.publish(t, p, qos=1, retain=True) for t, p in msgs]
+    if wait_all(acks, timeout) != len(acks):
+        raise PublishError("broker did not acknowledge the log %s's heads within %.0fs" % (translog.name, timeout))
+    return len(msgs)
+
+
+def stale_proof_topics(topics, items: List[BuiltList], previous: Optional[dict]) -> List[str]:
+    """The log proofs of versions no longer announced (cleared like their chunks)."""
+    out = [topics.log_proof(old.source, old.list, old.version) for old in items[:-1]]
+    try:
+        if previous:
+            out.append(topics.log_proof(previous["source"], previous["list"], int(previous["version"])))
+    except (KeyError, TypeError, ValueError, GatewatchError):
+        pass
+    return out
+
+
 def add_arguments(parser) -> None:
     add_broker_arguments(parser, "gatewatch-hub-publish-%d" % os.getpid())
     parser.add_argument("--lists", required=True, help="folder of built .gwl files (`lists build` output)")
@@ -379,6 +435,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--every", type=float, default=0, metavar="SECONDS",
                         help="keep running: refresh the timestamps this often (%d is a good value), and "
                         "republish a list when a newer version appears in --lists; 0 (default): once" % DEFAULT_EVERY)
+    parser.add_argument("--log", metavar="DIR", help="the hub's transparency log (log init): publish its heads and "
+                        "each list's proof; a list version not in the log is refused")
     parser.add_argument("--timestamp-hours", type=float, default=DEFAULT_TIMESTAMP_HOURS,
                         help="how long a timestamp stays valid (default %g hours)" % DEFAULT_TIMESTAMP_HOURS)
 
@@ -398,7 +456,8 @@ def main(args) -> int:
         with client.connect(timeout=args.timeout):
             for signer in signers.values():
                 signer.last_seq = previous_timestamp_seq(client, topics, signer)
-            anns = publish_lists(client, topics, args.lists, args.chunk_size, args.timeout, signers=signers)
+            anns = publish_lists(client, topics, args.lists, args.chunk_size, args.timeout, signers=signers,
+                                 translog=_log_of(args))
             _print(anns, args.json)
             if args.every > 0:
                 return _keep_publishing(client, topics, args, signers)
@@ -406,6 +465,15 @@ def main(args) -> int:
         print("gatewatch-hub publish: %s" % exc, file=sys.stderr)
         return 2
     return 0
+
+
+def _log_of(args):
+    """The transparency log of ``--log`` (read afresh: a build may have appended), or None."""
+    if not getattr(args, "log", None):
+        return None
+    from tools.translog import LogStore
+
+    return LogStore(args.log)
 
 
 def _pause(seconds: float) -> None:
@@ -427,7 +495,7 @@ def _keep_publishing(client, topics, args, signers) -> int:
             try:
                 if now != published:
                     _print(publish_lists(client, topics, args.lists, args.chunk_size, args.timeout,
-                                         signers=signers), args.json)
+                                         signers=signers, translog=_log_of(args)), args.json)
                     published = now
                 else:
                     publish_timestamps(client, topics, published, signers, args.timeout)

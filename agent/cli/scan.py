@@ -1,9 +1,10 @@
 """Scan files against signed lists and print one JSON verdict a line.
 
-Each line has path and verdict (match, candidate, clean or error); hits add source, list, version,
+Each line has path and verdict (match, candidate, clean, allowed or error); hits add source, list, version,
 signal and distance where known; errors add a reason. Exit 0 when nothing matched, 1 when anything
 matched or was a candidate, 2 on usage or trust errors (a path that does not exist among them). A list that fails verification stops the scan
-before any file is read: the scan never runs silently without it.
+before any file is read: the scan never runs silently without it. Allow lists in the folder apply to
+their own source's hits, as on a device with the default ``policy.allow_others``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import sys
 
+from agent.allow import AllowIndex
 from agent.core.errors import ConfigError, TrustError
 from agent.intake.files import iter_files
 from agent.confirm.wire import EntryIndex
@@ -22,8 +24,9 @@ from agent.matching.scanner import ScanResult, Scanner
 
 HELP = "scan files against signed lists and print one JSON verdict a line"
 DESCRIPTION = """\
-Each line has path and verdict (match, candidate, clean or error); hits add source, list, version,
-signal and distance where known; errors add a reason. Exit 0 when nothing matched, 1 when anything
+Each line has path and verdict (match, candidate, clean, allowed or error); hits add source, list,
+version, signal and distance where known; errors add a reason; an image every hit of which its
+source's allow list covers is 'allowed' (with allowed_by). Exit 0 when nothing matched, 1 when anything
 matched or was a candidate, 2 on usage or trust errors (a path that does not exist among them). A
 list that fails verification stops the scan before any file is read: the scan never runs silently
 without it."""
@@ -55,6 +58,7 @@ def main(args) -> int:
         raise ConfigError("no list files (*.gwl) in %s" % args.lists)
     hub = EntryIndex.load_dir(args.confirm_with) if args.confirm_with else None
     scanner = Scanner(lists, fast=not args.full, validate=True)
+    allow = AllowIndex(lists)
     hit = False
     for path, data, err in iter_files(args.paths):
         if err is not None:
@@ -63,8 +67,15 @@ def main(args) -> int:
             result = scanner.scan_bytes(data)
             if hub is not None:
                 result = scanner.confirm(result, hub)
+        allowed = allow.allowed(result, result.hits, lambda mine, theirs: mine == theirs) if allow else {}
+        if allowed:
+            left = tuple(h for n, h in enumerate(result.hits) if n not in allowed)
+            result = result._replace(hits=left) if left else result._replace(verdict="allowed")
         hit = hit or result.verdict in ("match", "candidate")
-        sys.stdout.write(json.dumps(result.to_json(path)) + "\n")
+        row = result.to_json(path)
+        if result.verdict == "allowed":
+            row["allowed_by"] = sorted({m.list for m in allowed.values()})
+        sys.stdout.write(json.dumps(row) + "\n")
         sys.stdout.flush()
     if missing:
         # like grep: the other files were scanned, but a path that is not there is a usage error

@@ -80,6 +80,12 @@ def render(st: dict) -> str:
         r = d.get("last_refusal")
         if r:
             lines.append("         last refusal: %s (kept v%s)" % (r.get("reason"), r.get("kept_version")))
+    for name, lg in sorted((st.get("log") or {}).items()):  # transparency logs (docs/transparency.md)
+        lines.append("log      %-24s head size %s  %s" % (name, lg.get("size") if lg.get("size") is not None else "-",
+                                                          "FORKED" if lg.get("fork") else "ok"))
+        for what in ("fork", "last_refusal"):
+            if lg.get(what):
+                lines.append("         %s: %s" % (what.replace("_", " "), lg[what].get("reason")))
     rep = st.get("reports") or {}
     lines.append("reports  spool depth %s, dropped %s, delivered %s" % (
         rep.get("spool_depth"), rep.get("spool_dropped"), rep.get("delivered", "-")))

@@ -35,6 +35,9 @@ try:
 
     class CryptoUnavailable(GatewatchError, RuntimeError):
         """The group arithmetic private confirmation needs (libsodium's ristretto255) is missing."""
+
+    class ProofError(TrustError):
+        """A transparency-log proof or tree head is malformed or does not verify."""
 except TypeError:  # pragma: no cover - MicroPython: one built-in base only, so the root alone
     class ListFormatError(GatewatchError):
         """A list file or filter is malformed: bad magic, truncated, inconsistent parameters."""
@@ -59,3 +62,6 @@ except TypeError:  # pragma: no cover - MicroPython: one built-in base only, so 
 
     class CryptoUnavailable(GatewatchError):
         """The group arithmetic private confirmation needs (libsodium's ristretto255) is missing."""
+
+    class ProofError(TrustError):
+        """A transparency-log proof or tree head is malformed or does not verify."""

@@ -13,6 +13,7 @@ Layout, all integers little-endian (docs/list-format.md):
     8+H         2     u16 S: signature length (64 for Ed25519)
     10+H        S     signature over bytes [0, 8+H): magic, length and manifest
     10+H+S      C     content: the filter bit array; C == manifest["content_length"]
+                      (an allow list, ``"signal": "allow"``: its entries, agent.core.allowlist)
 
 The manifest binds the content through ``content_sha256``, so one signature covers everything.
 """
@@ -21,8 +22,10 @@ import json
 import struct
 
 try:
+    from agent.core import allowlist
     from agent.core.errors import ListFormatError
 except ImportError:  # MicroPython
+    from core import allowlist
     from core.errors import ListFormatError
 
 MAGIC = b"GWL1"
@@ -108,13 +111,14 @@ def check_manifest(manifest):
     """Raise ListFormatError unless every field has the type and range the agent relies on."""
     if not isinstance(manifest, dict):
         raise ListFormatError("manifest is not a JSON object")
+    allow = manifest.get("signal") == allowlist.SIGNAL
     for name in REQUIRED:
-        if name not in manifest:
+        if name not in manifest and not (allow and name == "filter"):
             raise ListFormatError("manifest lacks field '%s'" % name)
     if manifest["format"] != FORMAT_VERSION or type(manifest["format"]) is not int:
         raise ListFormatError("list format %r is not supported (this agent reads %d)"
                               % (manifest["format"], FORMAT_VERSION))
-    if type(manifest["signal"]) is not str or manifest["signal"] not in SIGNALS:
+    if type(manifest["signal"]) is not str or (manifest["signal"] not in SIGNALS and not allow):
         raise ListFormatError("unknown signal type %r" % (manifest["signal"],))
     _text("manifest field 'source'", manifest["source"], _NAME_CHARS, 1, 64)
     _text("manifest field 'list'", manifest["list"], _NAME_CHARS, 1, 64)
@@ -123,6 +127,10 @@ def check_manifest(manifest):
     _int_in("manifest field 'version'", manifest["version"], 1, 0xFFFFFFFFFFFF)
     for name in ("created", "expires"):
         _int_in("manifest field '%s'" % name, manifest[name], 0, 0xFFFFFFFFFF)
+    if allow:
+        return check_allow_manifest(manifest)
+    if manifest["list"] == allowlist.LIST_NAME:
+        raise ListFormatError("list name '%s' is reserved for a source's allow list" % allowlist.LIST_NAME)
     _int_in("manifest field 'content_length'", manifest["content_length"], 1, 1 << 29)
     filt = manifest["filter"]
     if not isinstance(filt, dict):
@@ -160,6 +168,29 @@ def check_manifest(manifest):
     return manifest
 
 
+def check_allow_manifest(manifest):
+    """The fields of an allow list (``"signal": "allow"``, agent.core.allowlist): an ``allow`` section
+    with the entry count (and the neural model its codes come from, if any), no filter."""
+    if manifest["list"] != allowlist.LIST_NAME:
+        raise ListFormatError("an allow list is named '%s', not %r" % (allowlist.LIST_NAME, manifest["list"]))
+    for name in ("filter", "lsh"):
+        if name in manifest:
+            raise ListFormatError("an allow list has no '%s' section" % name)
+    _int_in("manifest field 'content_length'", manifest["content_length"], 0, allowlist.MAX_CONTENT_BYTES)
+    section = manifest.get("allow")
+    if not isinstance(section, dict):
+        raise ListFormatError("an allow list needs its 'allow' section (the entry count)")
+    _int_in("allow field 'entries'", section.get("entries"), 0, allowlist.MAX_ENTRIES)
+    if manifest["content_length"] < 4 * section["entries"]:
+        raise ListFormatError("content length %d is too short for %d allow entries"
+                              % (manifest["content_length"], section["entries"]))
+    if "model" in section:
+        _text("allow field 'model'", section["model"], _NAME_CHARS, 1, 64)
+        if section["model"][0] in "._-":
+            raise ListFormatError("allow field 'model' must start with a letter or digit")
+    return manifest
+
+
 def check_lsh(lsh, nbits=256):
     """Raise ListFormatError unless the LSH parameters are complete and within range for an
     ``nbits``-bit hash (256 for PDQ, 128 for neural)."""
@@ -189,11 +220,12 @@ def check_lsh(lsh, nbits=256):
 class ListFile:
     """A parsed list file: manifest, the signed bytes, signature and content. Nothing is verified yet."""
 
-    def __init__(self, manifest, manifest_bytes, signature, content):
+    def __init__(self, manifest, manifest_bytes, signature, content, allow=None):
         self.manifest = manifest
         self.manifest_bytes = manifest_bytes
         self.signature = signature
         self.content = content
+        self.allow = allow  # an allow list's entries (agent.core.allowlist), parsed and checked
 
     def signed_bytes(self):
         """The bytes the signature must cover."""
@@ -230,4 +262,11 @@ def parse(data, max_bytes=None):
         raise ListFormatError("list file truncated: content has %d of %d bytes" % (n - start, c))
     if n - start > c:
         raise ListFormatError("list file has %d trailing bytes after the content" % (n - start - c))
-    return ListFile(manifest, manifest_bytes, signature, memoryview(data)[start:start + c])
+    content = memoryview(data)[start:start + c]
+    allow = None
+    if manifest["signal"] == allowlist.SIGNAL:
+        allow = allowlist.parse_content(content, manifest["allow"]["entries"])
+        if "model" not in manifest["allow"] and [e for e in allow if e.kind == "neural"]:
+            # codes of different networks are not comparable: say which network made them
+            raise ListFormatError("an allow list with neural entries needs 'model' in its 'allow' section")
+    return ListFile(manifest, manifest_bytes, signature, content, allow)

@@ -5,8 +5,9 @@ name alphabet, so two lists never share a file name), ``load_folder`` (every fil
 own; the newest good version of each list wins; every refused file is kept with its reason, for
 logs and status), and ``ListStore``, the state folder's ``lists/`` (atomic installs, old versions
 removed after). The daemon, the standalone ICAP service and proxy, `gatewatch scan` and the updater
-all load through ``load_folder``. Must not touch: the acceptance rules themselves
-(``agent.lists.verify``), the network.
+all load through ``load_folder``. A list of a source whose trusted log key requires it must also
+come with its log proof (``<name>.proof`` beside it, checked by ``agent.lists.translog``). Must not
+touch: the acceptance rules themselves (``agent.lists.verify``, ``agent.lists.translog``), the network.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 from agent.atomicfile import fsync_dir, write_atomic
 from agent.core import listfile
 from agent.core.errors import ConfigError, GatewatchError
+from agent.lists.translog import STATE_FILE as LOG_STATE_FILE
+from agent.lists.translog import FolderSteps, LogState, LogVerifier, proof_path, read_proof
 from agent.lists.trust import TrustStore
 from agent.lists.verify import DEFAULT_MAX_BYTES, LoadedList, verify_bytes
 
@@ -57,6 +60,15 @@ def read_manifest(path: str) -> Optional[dict]:
         return None
 
 
+def beside(lists_dir: str, file_name: str) -> str:
+    """A state file beside the state folder's ``<state>/lists`` (``<state>/<file_name>``), so that it
+    survives a wipe of ``lists/``; a store folder under another name (tests, the fleet simulator) gets
+    ``<folder>.<file_name>``, so that two stores never share one."""
+    lists_dir = os.path.abspath(lists_dir).rstrip(os.sep)
+    parent, base = os.path.split(lists_dir)
+    return os.path.join(parent, file_name if base == "lists" else base + "." + file_name)
+
+
 class Refusal(NamedTuple):
     """A list file that did not load, and why."""
 
@@ -81,19 +93,25 @@ def gwl_files(directory: str) -> List[str]:
 
 
 def load_folder(directory: str, trust: TrustStore, *, now: Optional[float] = None,
-                max_bytes: int = DEFAULT_MAX_BYTES) -> FolderLoad:
+                max_bytes: int = DEFAULT_MAX_BYTES, log_verifier: Optional[LogVerifier] = None) -> FolderLoad:
     """Verify every list file of ``directory`` on its own: good lists load, refused ones are listed.
 
     The newest good version of each list wins; a file under any name loads (its manifest says what
     it is). Each refusal is logged with its reason. Raises only when the folder itself is missing.
+    ``log_verifier``: the transparency-log rule and the heads seen (default: a fresh one in memory);
+    steps between heads come from the folder's ``<log>.heads`` files.
     """
     loaded: Dict[str, LoadedList] = {}
     refused: List[Refusal] = []
+    logv = log_verifier if log_verifier is not None else LogVerifier(trust)
+    steps = FolderSteps(directory)
     for path in gwl_files(directory):
         try:
             with open(path, "rb") as f:
                 data = f.read(max_bytes + 1)
             lst = verify_bytes(data, trust, now=now, max_bytes=max_bytes, path=path)
+            if logv.required(lst.source):
+                logv.check_list(lst.manifest, lst.file.signed_bytes(), read_proof(path), steps)
         except (GatewatchError, OSError) as exc:
             log.warning("not loading %s: %s", os.path.basename(path), exc)
             refused.append(Refusal(os.path.basename(path), str(exc)))
@@ -108,13 +126,16 @@ class ListStore:
     """The last good list files in ``<state>/lists``, one file per list version."""
 
     def __init__(self, directory: str, trust: TrustStore, max_bytes: int = DEFAULT_MAX_BYTES,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, log_verifier: Optional[LogVerifier] = None):
         self.directory = directory
         self.trust = trust
         self.max_bytes = max_bytes
         self.clock = clock
         self.refused: List[Refusal] = []
         os.makedirs(directory, exist_ok=True)
+        # the newest log heads seen outlive a wipe of lists/, beside versions.json
+        self.log = log_verifier if log_verifier is not None else LogVerifier(
+            trust, LogState(beside(directory, LOG_STATE_FILE)), clock=clock)
 
     def remove_leftovers(self) -> int:
         """Delete temp files a crash left behind (``.<name>.tmp-<pid>``); the agent calls this at start."""
@@ -130,7 +151,8 @@ class ListStore:
 
     def load(self) -> Dict[str, LoadedList]:
         """The newest good file of each list (``load_folder``); refusals are kept in ``refused``."""
-        result = load_folder(self.directory, self.trust, now=self.clock(), max_bytes=self.max_bytes)
+        result = load_folder(self.directory, self.trust, now=self.clock(), max_bytes=self.max_bytes,
+                             log_verifier=self.log)
         self.refused = result.refused
         return result.lists
 
@@ -151,18 +173,22 @@ class ListStore:
                 out.append((m["version"], path))
         return out
 
-    def install(self, lst: LoadedList, data: bytes) -> str:
-        """Write the verified ``data`` atomically, then remove older versions of the same list."""
+    def install(self, lst: LoadedList, data: bytes, proof: Optional[bytes] = None) -> str:
+        """Write the verified ``data`` atomically (its log ``proof`` first, so a list never lies there
+        without it), then remove older versions of the same list."""
         path = self.path_for(lst.source, lst.name, lst.version)
+        if proof is not None:
+            write_atomic(proof_path(path), proof)
         write_atomic(path, data)
         removed = False
         for version, other in self._versions_of(lst.ident):
             if version < lst.version and other != path:
-                try:
-                    os.unlink(other)
-                    removed = True
-                except OSError:
-                    pass
+                for name in (other, proof_path(other)):
+                    try:
+                        os.unlink(name)
+                        removed = True
+                    except OSError:
+                        pass
         if removed:
             fsync_dir(self.directory)
         return path

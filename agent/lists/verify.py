@@ -15,7 +15,7 @@ import os
 import time
 from typing import Optional
 
-from agent.core import listfile
+from agent.core import allowlist, listfile
 from agent.core.bloom import Bloom
 from agent.core.errors import ConfigError, ListFormatError, TrustError
 from agent.core.signals import SIGNALS
@@ -63,7 +63,6 @@ class LoadedList:
 
     def __init__(self, lf: listfile.ListFile, path: Optional[str] = None) -> None:
         m = lf.manifest
-        f = m["filter"]
         self.file = lf
         self.manifest = m
         self.path = path
@@ -73,7 +72,21 @@ class LoadedList:
         self.version = m["version"]
         self.lsh = m.get("lsh")
         self.model = m.get("model")  # the neural network a neural list's codes come from
-        self.bloom = Bloom(f["m"], f["k"], bytes.fromhex(f["salt"]), bits=lf.content)
+        # an allow list (signal "allow") holds entries and no filter: the scanner never asks it,
+        # agent.allow reads ``allow`` (docs/list-format.md, "Allow lists")
+        self.allow = lf.allow
+        if self.signal == allowlist.SIGNAL:
+            self.bloom = None
+            self.model = m["allow"].get("model")
+        else:
+            f = m["filter"]
+            self.bloom = Bloom(f["m"], f["k"], bytes.fromhex(f["salt"]), bits=lf.content)
+
+    @property
+    def entries(self) -> int:
+        """How many entries the list holds (the filter's count, or the allow list's)."""
+        m = self.manifest
+        return m["allow"]["entries"] if self.signal == allowlist.SIGNAL else m["filter"]["entries"]
 
     @property
     def ident(self) -> str:
@@ -108,7 +121,7 @@ def verify_bytes(data: bytes, trust: TrustStore, *, now: Optional[float] = None,
         raise TrustError("%s is not newer than v%d held; rollback or replay refused" % (what, held_version))
     if hashlib.sha256(lf.content).hexdigest() != m["content_sha256"]:
         raise TrustError("%s: content does not match the signed digest (corrupt or tampered)" % what)
-    if m["signal"] not in SIGNALS:
+    if m["signal"] not in SIGNALS and m["signal"] != allowlist.SIGNAL:
         raise TrustError("%s holds %r hashes, which this agent cannot compute; it would never match"
                          % (what, m["signal"]))
     if m["signal"] == "neural":
@@ -116,7 +129,7 @@ def verify_bytes(data: bytes, trust: TrustStore, *, now: Optional[float] = None,
         if reason is not None:
             raise TrustError("%s holds neural codes of model %s, which this agent cannot compute (%s); "
                              "it would never match" % (what, m["model"], reason))
-    fill = _ones(lf.content) / float(m["filter"]["m"])
+    fill = _ones(lf.content) / float(m["filter"]["m"]) if "filter" in m else 0.0
     if fill > MAX_FILL:
         raise TrustError("%s: its filter is %.0f%% full (a list built by the hub is at most half full); "
                          "it would match almost any image" % (what, 100 * fill))

@@ -20,7 +20,8 @@ import os
 import re
 from typing import Dict, Optional, Tuple
 
-from agent.atomicfile import write_atomic
+from agent.atomicfile import read_capped, write_atomic
+from agent.lists.store import beside
 
 log = logging.getLogger("gatewatch.updater")
 
@@ -33,12 +34,9 @@ _SOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def default_path(lists_dir: str) -> str:
-    """``<state>/versions.json`` for the state folder's ``<state>/lists``: beside it, not inside.
-    A store folder under another name (tests, the fleet simulator) gets ``<folder>.versions.json``
-    beside it, so that two stores never share a record."""
-    lists_dir = os.path.abspath(lists_dir).rstrip(os.sep)
-    parent, base = os.path.split(lists_dir)
-    return os.path.join(parent, FILE_NAME if base == "lists" else base + "." + FILE_NAME)
+    """``<state>/versions.json`` for the state folder's ``<state>/lists``: beside it, not inside
+    (``agent.lists.store.beside``)."""
+    return beside(lists_dir, FILE_NAME)
 
 
 class VersionRecord:
@@ -58,16 +56,9 @@ class VersionRecord:
 
     def _load(self) -> None:
         try:
-            with open(self.path, "rb") as f:
-                raw = f.read(MAX_BYTES + 1)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            self._bad("cannot read: %s" % (exc.strerror or exc))
-            return
-        try:
-            if len(raw) > MAX_BYTES:
-                raise ValueError("over %d bytes" % MAX_BYTES)
+            raw = read_capped(self.path, MAX_BYTES)
+            if raw is None:
+                return
             doc = json.loads(raw)
             if not isinstance(doc, dict) or doc.get("format") != FORMAT:
                 raise ValueError("not a format %d record" % FORMAT)
@@ -81,6 +72,9 @@ class VersionRecord:
             for source, payload in stamps.items():
                 if not _SOURCE_RE.match(source) or not source.isascii() or type(payload) is not str:
                     raise ValueError("bad timestamp entry %r" % (source,))
+        except OSError as exc:
+            self._bad("cannot read: %s" % (exc.strerror or exc))
+            return
         except ValueError as exc:
             self._bad("malformed (%s)" % exc)
             return

@@ -19,6 +19,11 @@ makes the updater try that list's announcement again. ``check_freshness`` (calle
 the daemon) also drops expired lists from the lists in force, as a restart would. The highest
 version accepted of each list and the last timestamp survive a reset of ``lists/`` in
 ``<state>/versions.json`` (``agent.updates.freshness``): no version older than either is accepted.
+
+Transparency log (docs/transparency.md): a list of a source that a trusted log key names is
+installed only with its inclusion proof (``<p>/lists/<source>/<list>/v<N>/proof``), checked before
+anything is downloaded by the store's ``agent.lists.translog.LogVerifier``; the steps between heads
+come from ``<p>/log/<log>/step/<size>``, and new heads on ``<p>/log/<log>/head`` are followed.
 """
 
 from __future__ import annotations
@@ -192,6 +197,23 @@ class ChunkFetcher:
             raise UpdateRefused("%s does not match its announced size or digest" % what)
         return data
 
+    def fetch_one(self, topic: str, max_bytes: int = 64 * 1024) -> Optional[bytes]:
+        """The retained message on ``topic`` (first non-empty one, at most ``max_bytes``), or None
+        after the timeout."""
+        got: List[bytes] = []
+        done = threading.Event()
+
+        def on_message(msg):
+            if msg.payload and not got:
+                got.append(msg.payload if len(msg.payload) <= max_bytes else b"")
+                done.set()
+        self.client.subscribe(topic, on_message, qos=1)
+        try:
+            done.wait(self.timeout)
+        finally:
+            self.client.unsubscribe(topic)
+        return got[0] if got and got[0] else None
+
 
 # ----------------------------------------------------------------------------- the updater
 
@@ -233,6 +255,7 @@ class Updater:
         self.topics = topics
         self.store = store
         self.trust = store.trust
+        self.log = store.log  # the transparency-log rule and the heads seen (agent.lists.translog)
         self.fetcher = ChunkFetcher(client, fetch_timeout) if client is not None else None
         self.on_lists = on_lists
         self.on_status = on_status
@@ -287,6 +310,8 @@ class Updater:
         if self.client is not None:
             self.client.subscribe(self._manifest_filter(), self._on_manifest, qos=1)
             self.client.subscribe(self.topics.lists_filter()[:-1] + "+/timestamp", self._on_timestamp, qos=1)
+            if self.trust.logs():
+                self.client.subscribe(self.topics.log_head_filter(), self._on_log_head, qos=1)
         return self
 
     def _manifest_filter(self) -> str:
@@ -342,6 +367,8 @@ class Updater:
                 try:
                     if topic.endswith("/timestamp"):
                         outcome = self.handle_timestamp(payload, topic)
+                    elif self._log_of_head_topic(topic) is not None:
+                        outcome = self.handle_log_head(payload, topic)
                     else:
                         outcome = self.handle(payload, topic)
                 except Exception:  # never let one bad announcement stop updates
@@ -404,13 +431,14 @@ class Updater:
             floor, why = self.floor(ident)
             if ann.version < floor:
                 raise UpdateRefused("v%d is older than v%d %s: rollback refused" % (ann.version, floor, why))
+            proof = self._log_proof(ann)
             data, via = self._download(ann, held)
             lst = verify_bytes(data, self.trust, now=self.store.clock(), max_bytes=self.store.max_bytes,
                                held_version=held.version if held is not None else None)
             if lst.file.manifest_bytes != ann.file.manifest_bytes:
                 raise UpdateRefused("downloaded list does not carry the announced manifest")
             with self._commit:
-                self.store.install(lst, data)
+                self.store.install(lst, data, proof)
                 self.record.note_version(ident, lst.version)
                 self.lists[ident] = lst
                 self.data[ident] = data
@@ -437,6 +465,49 @@ class Updater:
                 self.on_status()
             except Exception:
                 log.exception("status callback failed")
+
+    # -- the transparency log
+    def _log_proof(self, ann: Announcement) -> Optional[bytes]:
+        """The announced version's log proof, checked before anything is downloaded (None when its
+        source needs none); LogRefused (transient when a proof or step is not on the broker yet)."""
+        if not self.log.required(ann.source):
+            return None
+        if self.fetcher is None:
+            raise UpdateRefused("no broker connection to fetch the log proof from", transient=True)
+        proof = self.fetcher.fetch_one(self.topics.log_proof(ann.source, ann.name, ann.version))
+        if proof is None:
+            raise UpdateRefused("v%d: no log proof on the broker after %.0fs; a list the log does not show is "
+                                "refused (trying again later)" % (ann.version, self.fetcher.timeout), transient=True)
+        self.log.check_list(ann.manifest, ann.file.signed_bytes(), proof, self._log_step)
+        return proof
+
+    def _log_step(self, log_name: str, from_size: int) -> Optional[bytes]:
+        if self.fetcher is None:
+            return None
+        return self.fetcher.fetch_one(self.topics.log_step(log_name, from_size))
+
+    def _log_of_head_topic(self, topic: Optional[str]) -> Optional[str]:
+        base = self.topics.log_head_filter()
+        if topic and topic.startswith(base[:-len("+/head")]) and topic.endswith("/head"):
+            parts = topic[len(base) - len("+/head"):].split("/")
+            if len(parts) == 2:
+                return parts[0]
+        return None
+
+    def _on_log_head(self, msg) -> None:
+        name = self._log_of_head_topic(msg.topic)
+        if msg.payload and name in self.trust.logs():
+            self._enqueue(msg.topic, msg.payload)
+
+    def handle_log_head(self, payload: bytes, topic: Optional[str] = None) -> str:
+        """A log's newest head: checked against the head held (consistency, forks); 'refused' changes
+        nothing but the log's status (a fork also keeps its evidence and shows a fault)."""
+        try:
+            return self.log.offer_step(payload, self._log_step)
+        except GatewatchError as exc:
+            return "transient" if getattr(exc, "transient", False) else "refused"
+        finally:
+            self._notify_status()
 
     def floor(self, ident: str):
         """(version, why): the oldest version of ``ident`` this device may still accept."""
@@ -670,7 +741,7 @@ class Updater:
                 # in force until the next freshness check drops it, and said so
                 d["expired"] = lst.manifest["expires"] <= now
                 d["signal"] = lst.signal
-                d["entries"] = lst.manifest["filter"]["entries"]
+                d["entries"] = lst.entries
             elif st.dropped is not None:
                 d["expired"] = True
             source, name = ident.split("/", 1) if "/" in ident else (ident, "")

@@ -238,3 +238,25 @@ def test_16_bit_greyscale_png_matches_its_8_bit_original(built, tmp_path):
     rows = {os.path.basename(r["path"]): r for r in lines(run("hash", "--full", tmp_path)[1])}
     from agent.hashing import pdq
     assert pdq.hamming(bytes.fromhex(rows["deep.png"]["pdq"]), bytes.fromhex(rows["grey8.png"]["pdq"])) <= 4
+
+
+def test_scan_applies_the_sources_allow_list(built, tmp_path):
+    import hashlib
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    for name in os.listdir(built / "lists"):
+        if name.endswith(".gwl"):
+            (lists / name).write_bytes((built / "lists" / name).read_bytes())
+    exact = (built / "query" / "a_exact.jpg").read_bytes()
+    allow = tmp_path / "rejected.txt"
+    allow.write_text("sha256,%s\nentry,hotline/perceptual,k0.jpg\n" % hashlib.sha256(exact).hexdigest())
+    rc, out, err = hub("allow", "build", "--source", "hotline", "--key", built / "keys" / "hotline.key",
+                       "--input", allow, "--out", lists)
+    assert rc == 0, err
+    rc, out, err = run("scan", "--lists", lists, "--trust", built / "keys" / "hotline.pub",
+                       "--confirm-with", built / "lists", built / "query" / "a_exact.jpg", built / "query" / "c_flip.jpg")
+    rows = {os.path.basename(r["path"]): r for r in lines(out)}
+    # a_exact hits the exact list (digest allowed) and the PDQ list (entry k0.jpg allowed): allowed
+    assert rows["a_exact.jpg"] == {"path": str(built / "query" / "a_exact.jpg"), "verdict": "allowed",
+                                   "allowed_by": ["hotline/allow"]}, rows
+    assert rows["c_flip.jpg"]["verdict"] == "match" and rc == 1

@@ -101,3 +101,19 @@ def raises(exc_type, func, *args, **kwargs):
     except exc_type as exc:
         return exc
     raise AssertionError("%s did not raise %s" % (getattr(func, "__name__", func), exc_type.__name__))
+
+
+def refuses_every_prefix(parse, data, exc_type):
+    """Every proper prefix of ``data`` (a power cut at any byte) makes ``parse`` raise ``exc_type``."""
+    for n in range(len(data)):
+        raises(exc_type, parse, data[:n])
+
+
+def overridden(fields, over):
+    """``fields`` with ``over`` applied: a value replaces the field, None removes it."""
+    for k in over:
+        if over[k] is None:
+            del fields[k]
+        else:
+            fields[k] = over[k]
+    return fields

@@ -19,12 +19,7 @@ def manifest(**over):
         "content_sha256": "00" * 32,
         "filter": {"type": "bloom", "m": 128, "k": 3, "salt": "11" * 16, "entries": 2},
     }
-    for k in over:
-        if over[k] is None:
-            del m[k]
-        else:
-            m[k] = over[k]
-    return m
+    return support.overridden(m, over)
 
 
 def file_bytes(man=None, signature=b"S" * 64, content=None, raw_manifest=None):
@@ -149,9 +144,7 @@ def test_refuses_wrong_types_and_ranges_in_the_filter_and_lsh():
 
 def test_every_single_byte_truncation_is_refused():
     # A device may receive any prefix after a power cut: each must be refused, none may crash.
-    data = file_bytes()
-    for n in range(len(data)):
-        support.raises(errors.ListFormatError, listfile.parse, data[:n])
+    support.refuses_every_prefix(listfile.parse, file_bytes(), errors.ListFormatError)
 
 
 def test_canonical_fallback_matches_json():

@@ -26,6 +26,8 @@ def test_demo_json_blocks_and_reports(tmp_path):
     assert s["reports_received"] == s["blocked"] == s["reports_sent"]
     assert s["fetched"] == len(s["items"]) and s["as_expected"], s["items"]
     assert set(s["lists"]) == {"demo-hotline/sha256", "demo-hotline/pdq"}
+    # the default path shows the transparency log: both lists came with proofs under a head of size 2
+    assert s["log"] == {"demo": {"size": 2, "fork": None}}
     assert s["hal"] == "emulated"
     # no list in force before the first arrives over MQTT: the LED says so; then ok, and blocks
     h = s["led_history"]

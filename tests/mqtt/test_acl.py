@@ -105,6 +105,25 @@ def test_device_cannot_publish_a_list(fleet):
         dev.stop()
 
 
+def test_device_reads_the_log_but_cannot_write_its_heads(fleet):
+    hub, dev = login(fleet, "gatewatch-hub"), login(fleet, "gw-0002")
+    seen = queue.Queue()
+    try:
+        head, step = T.log_head("hub"), T.log_step("hub", 3)
+        assert hub.publish(head, b"signed-head-4", qos=1, retain=True).wait(5)
+        assert hub.subscribe(T.prefix + "/log/#", seen.put).wait(5)
+        assert [m.payload for m in drain(seen)] == [b"signed-head-4"]
+        wait_all([dev.publish(head, b"forged-head", qos=1, retain=True), dev.publish(step, b"forged-step", qos=1)], 5)
+        assert hub.publish(head, b"signed-head-5", qos=1, retain=True).wait(5)  # positive control
+        assert [m.payload for m in drain(seen)] == [b"signed-head-5"]
+        fresh = queue.Queue()
+        assert dev.subscribe(T.log_head_filter(), fresh.put).wait(5)  # devices may read the log
+        assert [m.payload for m in drain(fresh)] == [b"signed-head-5"]
+    finally:
+        hub.stop()
+        dev.stop()
+
+
 def test_device_reads_only_its_own_confirmation_answers(fleet):
     hub, d1, d2 = login(fleet, "gatewatch-hub"), login(fleet, "gw-0001"), login(fleet, "gw-0002")
     q1, q2 = queue.Queue(), queue.Queue()

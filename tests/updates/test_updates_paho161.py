@@ -10,7 +10,8 @@ import pytest
 from tests.paths import ROOT
 PAHO161 = ROOT / ".cache" / "paho161"
 MODULES = ["tests/updates/test_updates_mqtt.py", "tests/confirm/test_confirm.py", "tests/daemon/test_daemon.py",
-           "tests/hub/test_fleet.py", "tests/daemon/test_daemon_login.py", "tests/daemon/test_daemon_reconfirm.py"]
+           "tests/hub/test_fleet.py", "tests/daemon/test_daemon_login.py", "tests/daemon/test_daemon_reconfirm.py",
+           "tests/updates/test_translog_mqtt.py"]
 
 
 @pytest.mark.slow
