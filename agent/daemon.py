@@ -97,6 +97,7 @@ class Agent:
 
     def _start(self) -> "Agent":
         from agent.confirm.client import ConfirmCache, Confirmer
+        from agent.confirm.tokens import TokenWallet
         from agent.policy import Policy, PolicyInspector
         from agent.matching.scanner import Scanner
         from agent.lists.store import ListStore, load_folder
@@ -140,10 +141,14 @@ class Agent:
                                    retry=(max(0.1, c["lists"]["retry_delay"]), 3600.0))
             for ident, lst in lists.items():  # lists from lists.dir count as held
                 self.updater.lists.setdefault(ident, lst)
-            self.confirmer = Confirmer(self.client, self.topics, self.client_id,
+            # the token topic is named by the broker login (the ACL's %u); the shipped broker makes the
+            # client id the login, so either names it
+            self.confirmer = Confirmer(self.client, self.topics, c["broker"].get("username") or self.client_id,
                                        timeout=c["policy"]["confirm_timeout"],
                                        cache=ConfirmCache(c["confirm"]["cache_max"]),
-                                       max_ttl=c["confirm"]["max_ttl"]).start()
+                                       max_ttl=c["confirm"]["max_ttl"],
+                                       wallet=TokenWallet(os.path.join(self.state_dir, "tokens.json")),
+                                       lists=lambda: self.scanner.lists).start()
         self._start_reports()
         r = c["reports"]
         self.action = Action(spool=self.spool, reporter=self.reporter, hosting=r["hosting"], region=r["region"],
@@ -285,6 +290,8 @@ class Agent:
             self._loop_thread.join(5)
         if self.updater is not None:
             self.updater.stop()
+        if self.confirmer is not None:
+            self.confirmer.stop()
         if self.reporter is not None:
             self.reporter.stop()
         if self._status_thread is not None:
@@ -330,6 +337,8 @@ class Agent:
     def _on_lists(self, lists) -> None:
         self.action.show("updating")
         self.scanner.swap(list(lists.values()))  # one step: scans see the old or the new tuple
+        if self.confirmer is not None:
+            self.confirmer.lists_changed()
         log.info("lists in force: %s", ", ".join("%s v%d" % (k, v.version) for k, v in sorted(lists.items()))
                  or "none (nothing is blocked until a list arrives)")
         self._led_idle()
@@ -360,8 +369,7 @@ class Agent:
             "reports": dict(self.reporter.stats() if self.reporter is not None else
                             {"spool_depth": self.spool.stats()["depth"], "spool_dropped": self.spool.stats()["dropped"]},
                             pending=len(self.pending) if getattr(self, "pending", None) is not None else 0),
-            "confirm": {"requests": self.confirmer.requests, "timeouts": self.confirmer.timeouts,
-                        "cached": len(self.confirmer.cache)} if self.confirmer is not None else None,
+            "confirm": self.confirmer.stats() if self.confirmer is not None else None,
             "intakes": dict(self.listening, localapi=self.localapi.path if self.localapi is not None else None),
             "hal": getattr(self.hal, "name", None),
             "led": getattr(self.led, "state", None),

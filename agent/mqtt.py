@@ -157,22 +157,41 @@ class Topics:
         return self._t("log", _check_segment("log", log), "step", "%d" % int(from_size))
 
     # confirmation
-    def confirm_req(self):
-        """Where devices publish confirmation requests."""
-        return self._t("confirm", "req")
+    def confirm_eval(self):
+        """Where devices publish blinded evaluation requests (no identity in topic or payload)."""
+        return self._t("confirm", "eval")
 
-    def confirm_req_shared(self, group="hub"):
-        """Shared subscription by which several hub instances split confirmation requests."""
-        return "$share/%s/%s" % (_check_segment("group", group), self.confirm_req())
+    def confirm_fetch(self):
+        """Where devices ask for sealed buckets (with the ticket of an evaluation)."""
+        return self._t("confirm", "fetch")
 
-    def confirm_resp(self, client_id, request_id):
-        """The answer to one request of one device."""
-        return self._t("confirm", "resp", _check_segment("client_id", client_id),
-                       _check_segment("request_id", request_id))
+    def confirm_requests_shared(self, group="hub"):
+        """Shared subscription by which several hub instances split both kinds of request."""
+        return "$share/%s/%s" % (_check_segment("group", group), self._t("confirm", "+"))
 
-    def confirm_resp_filter(self, client_id):
-        """What a device subscribes to for its own answers (the ACL allows no other)."""
-        return self._t("confirm", "resp", _check_segment("client_id", client_id), "#")
+    def confirm_resp(self, reply_id):
+        """The answer to one request: a fresh random id the device chose, never its identity."""
+        return self._t("confirm", "resp", _check_segment("reply_id", reply_id))
+
+    def tokens_req(self, login):
+        """Where a device asks for its epoch's batch of anonymous tokens (the ACL ties it to the login)."""
+        return self._t("tokens", "req", _check_segment("login", login))
+
+    def tokens_req_filter(self):
+        """What the hub subscribes to for token requests."""
+        return self._t("tokens", "req", "+")
+
+    def tokens_resp(self, login, reply_id):
+        """The answer to one token request."""
+        return self._t("tokens", "resp", _check_segment("login", login), _check_segment("reply_id", reply_id))
+
+    def tokens_resp_filter(self, login):
+        """What a device subscribes to for its token answers (the ACL allows no other)."""
+        return self._t("tokens", "resp", _check_segment("login", login), "+")
+
+    def hub_alarm(self):
+        """Retained: the confirmation service's flood alarm (counts only)."""
+        return self._t("hub", "alarm")
 
     # reports
     def reports(self, source, ack_token=None):

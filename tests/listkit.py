@@ -31,6 +31,9 @@ class Hub:
         priv, pub = generate_keys(os.path.join(self.folder, "keys-" + key_name), key_name, source)
         self.key_path, self.pub_path = priv, pub
         self.key = load_private_key(priv)
+        from tools.sealing import ConfirmKey, default_confirm_path
+
+        self.confirm_key = ConfirmKey.load(default_confirm_path(priv))
         self.out = os.path.join(self.folder, "built")
         self.log = None
         if log:
@@ -47,12 +50,13 @@ class Hub:
 
     def build(self, entries: List[Entry], *, name: str = "sha", version: Optional[int] = None,
               capacity: int = 5000, out: Optional[str] = None, key=None, now=None,
-              expires_days: float = 30, signal: str = "sha256", logged: bool = True) -> str:
+              expires_days: float = 30, signal: str = "sha256", logged: bool = True, sealed: bool = True) -> str:
         """Build and sign one version (appended to the log, if the hub keeps one, unless ``logged`` is
-        False); returns the device file path."""
+        False; sealed for private confirmation unless ``sealed`` is False); returns the device file path."""
         path, _hub, _m = build_list(source=self.source, name=name, signal=signal, entries=entries,
                                     key=key or self.key, out_dir=out or self.out, version=version,
-                                    capacity=capacity, now=now, expires_days=expires_days)
+                                    capacity=capacity, now=now, expires_days=expires_days,
+                                    confirm_key=self.confirm_key if sealed else None)
         if self.log is not None and logged:
             self.log.append([path], self.log_key)
             self.log.write_folder(os.path.dirname(path))
@@ -81,3 +85,18 @@ def only(paths, folder) -> str:
             if os.path.exists(extra):
                 shutil.copy(extra, folder)
     return folder
+
+
+def device_confirmer(client, lists, login: str, *, timeout: float = 3.0, cache=None, tokens: bool = True):
+    """A started Confirmer on ``client`` for ``lists``; with ``tokens``, waits until it holds this
+    epoch's anonymous tokens of every sealed list's source (a ConfirmService must be running)."""
+    from agent.confirm.client import Confirmer, sealed_section
+
+    from agent.mqtt import Topics
+
+    c = Confirmer(client, Topics(), login, timeout=timeout, cache=cache, lists=lambda: lists).start()
+    if tokens:
+        sources = {lst.source for lst in lists if sealed_section(lst)}
+        wait_for(lambda: all(c.wallet.count(s) > 0 for s in sources), timeout=15)
+    return c
+

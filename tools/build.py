@@ -42,15 +42,21 @@ DEFAULT_EXPIRES_DAYS = 30
 def generate_keys(out_dir: str, name: str, source: str) -> Tuple[str, str]:
     """Write ``<name>.key`` (PKCS#8 PEM, mode 0600) and ``<name>.pub`` into out_dir; return both paths.
 
+    ``<name>.confirm`` (mode 0600) is written beside them: the source's confirmation key
+    (tools.sealing), which `lists build` seals entries with and `serve` answers devices with.
+
     Nothing is left behind when it fails: an existing key is never overwritten, and a private key whose
     public half could not be written is removed again.
     """
     check_name("source", source)
     check_name("key", name)
     check_out_dir(out_dir, "--out")
+    from tools.sealing import CONFIRM_SUFFIX, ConfirmKey
+
     priv_path = os.path.join(out_dir, name + ".key")
     pub_path = os.path.join(out_dir, name + ".pub")
-    for p in (priv_path, pub_path):
+    confirm_path = os.path.join(out_dir, name + CONFIRM_SUFFIX)
+    for p in (priv_path, pub_path, confirm_path):
         if os.path.lexists(p):
             raise ConfigError("%s exists; refusing to overwrite a key (move it away first)" % p)
     private = Ed25519PrivateKey.generate()
@@ -61,6 +67,8 @@ def generate_keys(out_dir: str, name: str, source: str) -> Tuple[str, str]:
         _write(priv_path, pem, created, mode=0o600)
         os.chmod(priv_path, 0o600)
         _write(pub_path, public_key_line(private.public_key(), source).encode(), created)
+        _write(confirm_path, json.dumps(ConfirmKey.generate(source).to_json(), indent=1).encode() + b"\n",
+               created, mode=0o600)
     return priv_path, pub_path
 
 
@@ -540,8 +548,14 @@ def next_version(out_dir: str, source: str, name: str, version: Optional[int] = 
 def build_list(*, source: str, name: str, signal: str, entries: Sequence[Entry], key: Ed25519PrivateKey,
                out_dir: str, fp_rate: float = DEFAULT_FP_RATE, version: Optional[int] = None,
                expires_days: float = DEFAULT_EXPIRES_DAYS, capacity: Optional[int] = None,
-               lsh: Optional[dict] = None, now: Optional[float] = None) -> Tuple[str, str, dict]:
+               lsh: Optional[dict] = None, now: Optional[float] = None,
+               confirm_key=None) -> Tuple[str, str, dict]:
     """Build, sign and write a list; return (device file, hub entries file, manifest).
+
+    With ``confirm_key`` (tools.sealing.ConfirmKey of the source) every entry is also sealed for
+    private confirmation: hub/<file>.sealed and the source's key for the confirmation service are
+    written, and the manifest signs the commitment to the sealed buckets. Without it the list offers
+    no confirmation (devices still block its exact hits locally and report nothing).
 
     A new version reuses the filter parameters (m, k, salt) of the newest version in out_dir when the
     entries fit its capacity, so that a delta between the two is just the bits that changed. Every
@@ -572,11 +586,19 @@ def build_list(*, source: str, name: str, signal: str, entries: Sequence[Entry],
     if (pf and prev.manifest["signal"] == signal and pf.get("capacity", 0) >= n
             and pf.get("fp_rate") == fp_rate and prev.manifest.get("lsh") == params):
         reuse = (pf["m"], pf["k"], bytes.fromhex(pf["salt"]), pf["capacity"])
+    table = sealed_section = None
+    if confirm_key is not None:
+        from tools import sealing
+
+        if confirm_key.source != source:
+            raise ConfigError("the confirmation key is for source %r, not %r" % (confirm_key.source, source))
+        table = sealing.seal_entries(confirm_key, name, signal, unique, params, version)
+        sealed_section = sealing.commitment(table, confirm_key)
     try:
         data = assemble(source=source, name=name, signal=signal, version=version, hashes=[e.hash for e in unique],
                         sign=key.sign, key_id=key_id(key.public_key()), created=now,
                         expires=int(now + expires_days * 86400), fp_rate=fp_rate, lsh=params, capacity=capacity,
-                        params=reuse, model=model)
+                        params=reuse, model=model, sealed=sealed_section)
         manifest = listfile.parse(data).manifest
     except ListFormatError as e:  # e.g. a filter over 2**32 bits: nothing is written
         raise ConfigError("cannot build %s/%s: %s" % (source, name, e))
@@ -593,6 +615,13 @@ def build_list(*, source: str, name: str, signal: str, entries: Sequence[Entry],
     with _undo_on_error() as created:
         _makedirs(hub_dir, created)
         _write(hub_path, json.dumps(hub_doc, separators=(",", ":")).encode(), created, mode=0o600)
+        if table is not None:
+            from tools import sealing
+
+            _write(os.path.join(hub_dir, base + ".sealed"), table.to_bytes(), created, mode=0o600)
+            key_path = os.path.join(hub_dir, sealing.service_key_name(confirm_key))
+            if not os.path.exists(key_path):
+                _write(key_path, json.dumps(confirm_key.to_json()).encode(), created, mode=0o600)
         _write(device_path, data, created)
     return device_path, hub_path, manifest
 

@@ -78,6 +78,9 @@ def add_arguments(p) -> None:
                    help="days until the list expires on devices (default %g)" % DEFAULT_EXPIRES_DAYS)
     b.add_argument("--capacity", type=_whole(1, MAX_CAPACITY), metavar="N",
                    help="entries the filter is sized for (headroom keeps later versions delta-able)")
+    b.add_argument("--confirm-key", metavar="FILE",
+                   help="the source's confirmation key (default: NAME.confirm beside --key): entries are sealed "
+                        "with it for private confirmation, and the manifest signs their commitment")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.add_argument("--log", metavar="DIR", help="append the new version to this transparency log (log init) and write "
                    "the proofs of --out's lists and the log's heads into --out; needs --log-key")
@@ -99,6 +102,12 @@ def main(args) -> int:
     key = load_private_key(args.key)
     warning = check_key_source(args.key, key, args.source)
     log_store, log_key = _open_log(args)
+    from tools.sealing import ConfirmKey, default_confirm_path
+
+    confirm_key = ConfirmKey.load(args.confirm_key or default_confirm_path(args.key))
+    if confirm_key.source != args.source:
+        raise ConfigError("confirmation key %s is for source %r, not %r"
+                          % (args.confirm_key or default_confirm_path(args.key), confirm_key.source, args.source))
     if not os.path.exists(args.input):
         raise ConfigError("--input %s does not exist" % args.input)
     check_out_dir(args.out)
@@ -121,7 +130,7 @@ def main(args) -> int:
     device, hub, manifest = build_list(
         source=args.source, name=args.list_name, signal=args.signal, entries=entries, key=key,
         out_dir=args.out, fp_rate=args.fp_rate, version=args.version, expires_days=args.expires_days,
-        capacity=args.capacity)
+        capacity=args.capacity, confirm_key=confirm_key)
     logged = None
     if log_store is not None:
         indices, _head = log_store.append([device], log_key)

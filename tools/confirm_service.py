@@ -1,48 +1,69 @@
-"""Confirmation service: answers devices' short keys with the hub's full entries, over MQTT.
+"""Confirmation service: evaluates blinded probes, serves sealed buckets, issues anonymous tokens.
 
-Owns the hub side of the exchange in agent/confirm/client.py. Several instances share the load through
-the shared subscription ``$share/<group>/<p>/confirm/req``. The database keeps only counts per list
-and hour (requests, keys, keys with entries): never a client id, never a key, so the hub's records
-cannot say which device saw what. Must not touch: building or publishing lists, reports.
+Owns the hub side of private confirmation (agent/confirm/client.py; docs/privacy.md): the OPRF
+evaluation of blinded elements (one spent token each request), the sealed buckets of a list version
+with their Merkle proofs (one ticket each evaluation), the per-epoch token batches of each device
+login, the bounds on evaluations (per login through tokens, per hour, globally) and the flood alarm.
+It learns no probe, no hash and no device behind a request; the database keeps only counts per hour
+and kind. Must not touch: building or publishing lists, reports.
+
+Inputs: a `lists build` output folder's hub/ files: ``*.sealed`` (the sealed tables, newest versions
+per list) and ``<source>.<key id>.confirm`` (the sources' confirmation keys). The plain entries files
+are not read.
 """
 
 from __future__ import annotations
 
+import glob
+import hashlib
+import hmac
 import json
 import logging
 import os
 import signal
 import sqlite3
+import struct
 import sys
 import threading
 import time
-from typing import Dict, Optional
+from collections import OrderedDict
+from typing import Dict, Optional, Tuple
 
-from agent.confirm.client import MAX_KEYS_PER_LIST, MAX_LISTS, PROTOCOL
-from agent.core.errors import ConfigError, GatewatchError
-from agent.confirm.wire import EntryIndex
+from agent.confirm import oprf, sealed, tokens, wire
+from agent.core.errors import ConfigError, ConfirmError, GatewatchError
 from tools.broker_args import add_broker_arguments, client_from_args, topics_from_args
+from tools.sealing import load_service_keys
 
-HELP = "answer devices' confirmation requests with the hub's full entries"
-DESCRIPTION = 'Runs until SIGTERM/SIGINT. The database keeps only counts per list and hour, never a device id or a key.'
+HELP = "answer devices' private confirmation requests (blinded probes, sealed buckets, tokens)"
+DESCRIPTION = ("Runs until SIGTERM/SIGINT. The database keeps only counts per hour and kind, never a "
+               "device, a probe or a hash behind a request.")
 
 log = logging.getLogger("gatewatch.serve")
 
 DEFAULT_TTL_POSITIVE = 86400.0
 DEFAULT_TTL_NEGATIVE = 3600.0
+DEFAULT_MAX_EVALS_PER_HOUR = 10_000_000
+DEFAULT_ALARM_EVALS_PER_MINUTE = 60_000
+DEFAULT_ALARM_REFUSALS_PER_MINUTE = 600
+TICKET_SECONDS = 60
+MAX_TICKETS = 200_000  # tickets remembered as used (each is good for one fetch per instance)
+VERSIONS_KEPT = 3  # sealed tables per list a device may still ask about after an update
 
 
 class ConfirmStats:
-    """Counts per (hour, list) in SQLite, flushed in batches so a busy hub does not fsync per request."""
+    """Counts per (hour, kind) in SQLite, flushed in batches (never a device, probe or hash)."""
 
-    def __init__(self, path: Optional[str]):
+    def __init__(self, path: Optional[str], clock=time.time):
         self.path = path
+        self.clock = clock
         self._lock = threading.Lock()
-        self._pending: Dict[tuple, list] = {}
+        self._pending: Dict[Tuple[int, str], int] = {}
         if path:
             with self._connect() as db:
-                db.execute("CREATE TABLE IF NOT EXISTS confirm_stats (hour INTEGER, list TEXT, requests "
-                           "INTEGER, keys INTEGER, positive_keys INTEGER, PRIMARY KEY (hour, list))")
+                db.execute("CREATE TABLE IF NOT EXISTS confirm_counts (hour INTEGER, kind TEXT, n INTEGER, "
+                           "PRIMARY KEY (hour, kind))")
+                db.execute("CREATE TABLE IF NOT EXISTS token_issued (epoch INTEGER, source TEXT, login TEXT, "
+                           "n INTEGER, PRIMARY KEY (epoch, source, login))")
 
     def _connect(self):
         try:
@@ -50,13 +71,10 @@ class ConfirmStats:
         except sqlite3.Error as exc:
             raise ConfigError("cannot open database %s: %s" % (self.path, exc))
 
-    def count(self, ident: str, keys: int, positive: int) -> None:
-        hour = int(time.time() // 3600 * 3600)
+    def count(self, kind: str, n: int = 1) -> None:
+        hour = int(self.clock() // 3600 * 3600)
         with self._lock:
-            c = self._pending.setdefault((hour, ident), [0, 0, 0])
-            c[0] += 1
-            c[1] += keys
-            c[2] += positive
+            self._pending[(hour, kind)] = self._pending.get((hour, kind), 0) + n
 
     def flush(self) -> None:
         with self._lock:
@@ -64,87 +82,216 @@ class ConfirmStats:
         if not self.path or not pending:
             return
         with self._connect() as db:
-            for (hour, ident), (req, keys, pos) in pending.items():
-                db.execute("INSERT INTO confirm_stats VALUES (?,?,?,?,?) ON CONFLICT(hour, list) DO UPDATE "
-                           "SET requests=requests+excluded.requests, keys=keys+excluded.keys, "
-                           "positive_keys=positive_keys+excluded.positive_keys", (hour, ident, req, keys, pos))
+            for (hour, kind), n in pending.items():
+                db.execute("INSERT INTO confirm_counts VALUES (?,?,?) ON CONFLICT(hour, kind) DO UPDATE "
+                           "SET n=n+excluded.n", (hour, kind, n))
 
-    def totals(self) -> Dict[str, list]:
-        """{list: [requests, keys, positive_keys]} over all hours (flushes first)."""
-        self.flush()
+    def totals(self) -> Dict[str, int]:
+        """{kind: count} over all hours (flushes first; in memory only without a database)."""
         if not self.path:
-            return {}
+            with self._lock:
+                out: Dict[str, int] = {}
+                for (_h, kind), n in self._pending.items():
+                    out[kind] = out.get(kind, 0) + n
+                return out
+        self.flush()
         with self._connect() as db:
-            rows = db.execute("SELECT list, SUM(requests), SUM(keys), SUM(positive_keys) FROM confirm_stats "
-                              "GROUP BY list").fetchall()
-        return {r[0]: [r[1], r[2], r[3]] for r in rows}
+            return dict(db.execute("SELECT kind, SUM(n) FROM confirm_counts GROUP BY kind").fetchall())
+
+    def issued(self, epoch: int, source: str, login: str) -> int:
+        if not self.path:
+            return 0
+        with self._connect() as db:
+            row = db.execute("SELECT n FROM token_issued WHERE epoch=? AND source=? AND login=?",
+                             (epoch, source, login)).fetchone()
+        return row[0] if row else 0
+
+    def add_issued(self, epoch: int, source: str, login: str, n: int) -> None:
+        if not self.path:
+            return
+        with self._connect() as db:
+            db.execute("INSERT INTO token_issued VALUES (?,?,?,?) ON CONFLICT(epoch, source, login) DO UPDATE "
+                       "SET n=n+excluded.n", (epoch, source, login, n))
+            db.execute("DELETE FROM token_issued WHERE epoch < ?", (epoch - 2,))
+
+
+class FloodAlarm:
+    """Raised when evaluations or refusals per minute pass their thresholds; counts only, no who."""
+
+    def __init__(self, evals_per_minute: int, refusals_per_minute: int, on_change=None, clock=time.monotonic):
+        self.evals_limit = evals_per_minute
+        self.refusals_limit = refusals_per_minute
+        self.on_change = on_change
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._minute = None
+        self._evals = 0
+        self._refusals = 0
+        self.raised = False
+        self.times_raised = 0
+        self.last = {}
+
+    def _roll(self, now: float) -> None:
+        minute = int(now // 60)
+        if self._minute != minute:
+            if self._minute is not None and self.raised and self._evals <= self.evals_limit \
+                    and self._refusals <= self.refusals_limit:
+                self._set(False, {"evals_per_minute": self._evals, "refusals_per_minute": self._refusals})
+            self._minute, self._evals, self._refusals = minute, 0, 0
+
+    def _set(self, raised: bool, figures: dict) -> None:
+        self.raised = raised
+        self.last = dict(figures, alarm=raised)
+        if raised:
+            self.times_raised += 1
+            log.error("flood alarm: %d evaluations and %d refused requests this minute (limits %d and %d)",
+                      figures["evals_per_minute"], figures["refusals_per_minute"], self.evals_limit,
+                      self.refusals_limit)
+        else:
+            log.warning("flood alarm cleared")
+        if self.on_change:
+            try:
+                self.on_change(self.last)
+            except Exception as exc:  # the alarm must never stop the service
+                log.error("could not publish the alarm: %s", exc)
+
+    def note(self, evals: int = 0, refusals: int = 0) -> None:
+        with self._lock:
+            self._roll(self.clock())
+            self._evals += evals
+            self._refusals += refusals
+            if not self.raised and (self._evals > self.evals_limit or self._refusals > self.refusals_limit):
+                self._set(True, {"evals_per_minute": self._evals, "refusals_per_minute": self._refusals})
+
+
+def _ticket_mac(key, head: bytes) -> bytes:
+    return hmac.new(hashlib.sha256(b"gatewatch-ticket\x00" + key.oprf_sk).digest(), head, "sha256").digest()[:8]
+
+
+def make_ticket(key, now: float) -> bytes:
+    """A fetch ticket: expiry, a random nonce and a MAC under the source's key, so that every instance
+    sharing the key accepts it (an evaluation and its fetch may reach different instances)."""
+    head = struct.pack(">I", int(now + TICKET_SECONDS) & 0xFFFFFFFF) + os.urandom(4)
+    return head + _ticket_mac(key, head)
+
+
+def check_ticket(key, ticket: bytes, now: float) -> bool:
+    """True for an unexpired ticket made with ``key``."""
+    if len(ticket) != 16 or not hmac.compare_digest(_ticket_mac(key, ticket[:8]), ticket[8:]):
+        return False
+    return now <= struct.unpack(">I", ticket[:4])[0]
 
 
 class ConfirmService:
-    """Answers confirmation requests from the newest hub artifacts in a ``lists build`` folder."""
+    """Answers the three requests of private confirmation from a ``lists build`` folder's hub/ files."""
 
     def __init__(self, client, topics, lists_dir: str, *, ttl_positive: float = DEFAULT_TTL_POSITIVE,
-                 ttl_negative: float = DEFAULT_TTL_NEGATIVE, db: Optional[str] = None, group: str = "hub",
-                 reload_interval: float = 5.0):
+                 ttl_negative: float = DEFAULT_TTL_NEGATIVE, db: Optional[str] = None, group: Optional[str] = "hub",
+                 reload_interval: float = 5.0, token_budget: int = tokens.DEFAULT_BUDGET,
+                 max_evals_per_hour: int = DEFAULT_MAX_EVALS_PER_HOUR,
+                 alarm_evals_per_minute: int = DEFAULT_ALARM_EVALS_PER_MINUTE,
+                 alarm_refusals_per_minute: int = DEFAULT_ALARM_REFUSALS_PER_MINUTE, clock=time.time):
         if ttl_positive < 0 or ttl_negative < 0:
             raise ConfigError("cache durations must not be negative")
+        if not 1 <= token_budget <= wire.MAX_TOKENS_PER_ISSUE * 16:
+            raise ConfigError("token budget must be 1..%d" % (wire.MAX_TOKENS_PER_ISSUE * 16))
         self.client = client
         self.topics = topics
         self.lists_dir = lists_dir
-        self.ttl_positive = ttl_positive
-        self.ttl_negative = ttl_negative
+        self.ttl = [float(ttl_positive), float(ttl_negative)]
         self.group = group
-        self.stats = ConfirmStats(db)
+        self.clock = clock
+        self.stats = ConfirmStats(db, clock)
         self.reload_interval = reload_interval
-        self.entries: Dict[str, EntryIndex] = {}
+        self.token_budget = token_budget
+        self.max_evals_per_hour = max_evals_per_hour
+        self.alarm = FloodAlarm(alarm_evals_per_minute, alarm_refusals_per_minute, self._publish_alarm)
+        self.spent = tokens.SpentTokens(clock)
+        self.keys = {}
+        self.tables: Dict[str, Dict[int, sealed.SealedTable]] = {}
+        self._tickets: "OrderedDict[bytes, float]" = OrderedDict()
+        self._lock = threading.Lock()
+        self._hour = None
+        self._hour_evals = 0
+        self._issued_mem: Dict[Tuple[int, str, str], int] = {}
         self._stamp = None
         self._checked = 0.0
         self.answered = 0
         self.rejected = 0
         self.reload(force=True)
 
+    # ------------------------------------------------------------ inputs
+    def _hub(self) -> str:
+        return os.path.join(self.lists_dir, "hub")
+
     def _dir_stamp(self):
-        hub = os.path.join(self.lists_dir, "hub")
         try:
-            return tuple(sorted((n, os.stat(os.path.join(hub, n)).st_mtime_ns) for n in os.listdir(hub)))
+            return tuple(sorted((n, os.stat(os.path.join(self._hub(), n)).st_mtime_ns) for n in os.listdir(self._hub())))
         except OSError:
             return None
 
     def reload(self, force: bool = False) -> None:
-        """Re-read the hub artifacts when the folder changed (a new version was built)."""
+        """Re-read keys and sealed tables when the folder changed (a new version was built)."""
         stamp = self._dir_stamp()
         if not force and stamp == self._stamp:
             return
-        self.entries = EntryIndex.load_dir(self.lists_dir)
-        self._stamp = stamp
-        log.info("serving %s", ", ".join("%s v%d" % (k, v.version) for k, v in sorted(self.entries.items())))
+        keys = load_service_keys(self._hub())
+        paths = sorted(glob.glob(os.path.join(self._hub(), "*.sealed")))
+        if not keys or not paths:
+            raise ConfigError("%s has no sealed tables or confirmation keys; pass a `gatewatch-hub lists build` "
+                              "output folder built with a confirmation key" % self.lists_dir)
+        tables: Dict[str, Dict[int, sealed.SealedTable]] = {}
+        for p in paths:
+            with open(p, "rb") as f:
+                t = sealed.SealedTable.from_bytes(f.read())
+            if t.key_id not in keys:
+                log.warning("%s is sealed with key %s, which hub/ does not hold: skipped", p, t.key_id)
+                continue
+            tables.setdefault(t.ident, {})[t.version] = t
+        for ident, versions in tables.items():
+            for v in sorted(versions)[:-VERSIONS_KEPT]:
+                del versions[v]
+        self.keys, self.tables, self._stamp = keys, tables, stamp
+        log.info("serving %s", ", ".join("%s v%s" % (k, ",".join(map(str, sorted(v))))
+                                          for k, v in sorted(tables.items())))
 
-    def start(self) -> "ConfirmService":
-        """Subscribe: shared with the other instances of ``group``, or plainly when group is None
-        (for brokers without shared subscriptions, such as the demo's embedded one)."""
-        topic = self.topics.confirm_req_shared(self.group) if self.group else self.topics.confirm_req()
-        # a SubscribeAck to wait on when started on a connected client (else: subscribed on connect)
-        self.subscription = self.client.subscribe(topic, self._on_request, qos=1)
-        return self
-
-    def _newer_asked(self, payload: bytes) -> bool:
-        try:
-            lists = json.loads(payload).get("lists", {})
-            return any(isinstance(a, dict) and isinstance(a.get("version"), int)
-                       and (k not in self.entries or a["version"] > self.entries[k].version)
-                       for k, a in lists.items())
-        except (ValueError, AttributeError):
-            return False
-
-    def _on_request(self, msg) -> None:
+    def _maybe_reload(self, force: bool = False) -> None:
         now = time.monotonic()
-        if now - self._checked > self.reload_interval or self._newer_asked(msg.payload):
+        if force or now - self._checked > self.reload_interval:
             self._checked = now
             try:
                 self.reload()
-            except GatewatchError as exc:
-                log.warning("keeping the loaded entries: %s", exc)
-        answer = self.answer(msg.payload)
+            except (GatewatchError, OSError) as exc:
+                log.warning("keeping the loaded tables: %s", exc)
+
+    # ------------------------------------------------------------ MQTT
+    def start(self) -> "ConfirmService":
+        """Subscribe: shared with the other instances of ``group``, or plainly when group is None
+        (for brokers without reliable shared subscriptions)."""
+        if self.group:
+            self.subscription = self.client.subscribe(self.topics.confirm_requests_shared(self.group),
+                                                      self._on_request, qos=1)
+        else:
+            self.subscription = self.client.subscribe(self.topics.confirm_eval(), self._on_request, qos=1)
+            self.client.subscribe(self.topics.confirm_fetch(), self._on_request, qos=1)
+        tokens_filter = self.topics.tokens_req_filter()
+        if self.group:
+            tokens_filter = "$share/%s/%s" % (self.group, tokens_filter)
+        self.client.subscribe(tokens_filter, self._on_tokens, qos=1)
+        return self
+
+    def _on_request(self, msg) -> None:
+        kind = msg.topic.rsplit("/", 1)[-1]
+        self._maybe_reload()
+        answer = self.answer_eval(msg.payload) if kind == "eval" else (
+            self.answer_fetch(msg.payload) if kind == "fetch" else None)
+        self._send(answer)
+
+    def _on_tokens(self, msg) -> None:
+        self._maybe_reload()
+        self._send(self.answer_tokens(msg.topic.rsplit("/", 1)[-1], msg.payload))
+
+    def _send(self, answer) -> None:
         if answer is None:
             self.rejected += 1
             return
@@ -152,51 +299,184 @@ class ConfirmService:
         self.client.publish(topic, body, qos=1)
         self.answered += 1
 
-    def answer(self, payload: bytes):
-        """(topic, payload) answering one request, or None for a malformed one (dropped, counted)."""
-        try:
-            req = json.loads(payload)
-            if not isinstance(req, dict) or req.get("v") != PROTOCOL:
-                return None
-            topic = self.topics.confirm_resp(req["client"], req["id"])
-            lists = req["lists"]
-            if not isinstance(lists, dict) or len(lists) > MAX_LISTS:
-                return None
-        except (ValueError, KeyError, TypeError, GatewatchError):
+    def _publish_alarm(self, figures: dict) -> None:
+        if self.client is not None:
+            self.client.publish(self.topics.hub_alarm(), json.dumps(figures).encode(), qos=1, retain=True)
+
+    def _refuse(self, kind: str, rid: Optional[str], topic_of, word: str):
+        """Count a refusal; an error answer when the request named a reply topic."""
+        self.stats.count("refused-" + word)
+        self.alarm.note(refusals=1)
+        if rid is None:
             return None
-        out = {}
-        for ident, asked in lists.items():
-            hub = self.entries.get(ident)
-            if hub is None or not isinstance(asked, dict) or not isinstance(asked.get("keys"), list):
-                continue
-            keys = [k for k in asked["keys"][:MAX_KEYS_PER_LIST] if isinstance(k, str)]
-            found = {k: [e.to_json() for e in hub.lookup(k)] for k in keys}
-            self.stats.count(ident, len(keys), sum(1 for v in found.values() if v))
-            out[ident] = {"version": hub.version, "entries": found}
-        body = {"v": PROTOCOL, "id": req["id"], "ttl_positive": self.ttl_positive,
-                "ttl_negative": self.ttl_negative, "lists": out}
-        return topic, json.dumps(body, separators=(",", ":")).encode()
+        return topic_of(rid), wire.error_answer(rid, word)
+
+    # ------------------------------------------------------------ evaluation
+    def answer_eval(self, payload: bytes):
+        """(topic, payload) answering one evaluation request, or None for one with no usable reply id."""
+        rid = None
+        try:
+            doc = wire.loads(payload, "evaluation request")
+            rid = wire.reply_id(doc)
+            kid = wire.key_id(doc)
+            nonce, output = wire.token(doc)
+            blinded = wire.elements(doc, wire.ELEMENTS)
+        except ConfirmError:
+            return self._refuse("eval", rid, self.topics.confirm_resp, "malformed")
+        key = self.keys.get(kid)
+        if key is None:
+            self._maybe_reload(force=True)
+            key = self.keys.get(kid)
+            if key is None:
+                return self._refuse("eval", rid, self.topics.confirm_resp, "unknown-key")
+        word = self.spent.redeem(key.source, key.token_sk, nonce, output)
+        if word is not None:
+            return self._refuse("eval", rid, self.topics.confirm_resp, word)
+        if not self._within_hourly_bound(len(blinded)):
+            return self._refuse("eval", rid, self.topics.confirm_resp, "busy")
+        try:
+            evaluated = [oprf.blind_evaluate(key.oprf_sk, b) for b in blinded]
+        except ConfirmError:
+            return self._refuse("eval", rid, self.topics.confirm_resp, "bad-element")
+        ticket = make_ticket(key, self.clock())
+        self.stats.count("evaluations", len(evaluated))
+        self.stats.count("eval-requests")
+        self.alarm.note(evals=len(evaluated))
+        body = {"v": wire.PROTOCOL, "reply": rid, "e": [wire.b64(e) for e in evaluated], "ticket": wire.b64(ticket),
+                "ttl": self.ttl}
+        return self.topics.confirm_resp(rid), wire.dumps(body)
+
+    def _within_hourly_bound(self, n: int) -> bool:
+        hour = int(self.clock() // 3600)
+        with self._lock:
+            if self._hour != hour:
+                self._hour, self._hour_evals = hour, 0
+            if self._hour_evals + n > self.max_evals_per_hour:
+                return False
+            self._hour_evals += n
+            return True
+
+    # ------------------------------------------------------------ buckets
+    def answer_fetch(self, payload: bytes):
+        """(topic, payload) answering one bucket fetch, or None for one with no usable reply id."""
+        rid = None
+        try:
+            doc = wire.loads(payload, "fetch request")
+            rid = wire.reply_id(doc)
+            ident = wire.list_ident(doc)
+            version = wire.whole(doc, "version", 1, 0xFFFFFFFFFFFF)
+            ticket = wire.unb64(doc.get("ticket"), 16, "ticket")
+            indices = wire.bucket_indices(doc)
+        except ConfirmError:
+            return self._refuse("fetch", rid, self.topics.confirm_resp, "malformed")
+        table = self.tables.get(ident, {}).get(version)
+        if table is None:
+            self._maybe_reload(force=True)
+            table = self.tables.get(ident, {}).get(version)
+            if table is None:
+                return self._refuse("fetch", rid, self.topics.confirm_resp, "unknown-version")
+        if not self._take_ticket(self.keys.get(table.key_id), ticket):
+            return self._refuse("fetch", rid, self.topics.confirm_resp, "ticket")
+        n = len(table.buckets)
+        out = []
+        for i in sorted(set(indices)):
+            if i >= n:
+                return self._refuse("fetch", rid, self.topics.confirm_resp, "bucket-range")
+            out.append({"i": i, "data": wire.b64(table.buckets[i]), "proof": [wire.b64(h) for h in table.tree.proof(i)]})
+        self.stats.count("fetches")
+        body = {"v": wire.PROTOCOL, "reply": rid, "version": version, "buckets": out}
+        return self.topics.confirm_resp(rid), wire.dumps(body)
+
+    def _take_ticket(self, key, ticket: bytes) -> bool:
+        """A ticket of this source's key, unexpired, not used at this instance before."""
+        if key is None or not check_ticket(key, ticket, self.clock()):
+            return False
+        with self._lock:
+            if ticket in self._tickets:
+                return False
+            self._tickets[ticket] = time.monotonic()
+            while len(self._tickets) > MAX_TICKETS:
+                self._tickets.popitem(last=False)
+        return True
+
+    # ------------------------------------------------------------ tokens
+    def answer_tokens(self, login: str, payload: bytes):
+        """(topic, payload) answering a device's token request on ``tokens/req/<login>``."""
+        rid = None
+        topic_of = lambda r: self.topics.tokens_resp(login, r)  # noqa: E731
+        try:
+            doc = wire.loads(payload, "token request")
+            rid = wire.reply_id(doc)
+            source = doc.get("source")
+            if not isinstance(source, str):
+                raise ConfirmError("token request names no source")
+            blinded = wire.elements(doc, None, wire.MAX_TOKENS_PER_ISSUE)
+        except ConfirmError:
+            return self._refuse("tokens", rid, topic_of, "malformed")
+        key = next((k for k in self.keys.values() if k.source == source), None)
+        if key is None:
+            return self._refuse("tokens", rid, topic_of, "unknown-source")
+        epoch = tokens.epoch_of(self.clock())
+        with self._lock:
+            slot = (epoch, source, login)
+            had = self._issued_mem.get(slot)
+            if had is None:
+                had = self.stats.issued(epoch, source, login)
+            if had + len(blinded) > self.token_budget:
+                self._issued_mem[slot] = had
+                over = True
+            else:
+                self._issued_mem[slot] = had + len(blinded)
+                over = False
+            for old in [s for s in self._issued_mem if s[0] < epoch - 1]:
+                del self._issued_mem[old]
+        if over:
+            return self._refuse("tokens", rid, topic_of, "budget")
+        try:
+            evaluated, proof = tokens.issue(key.token_sk, key.token_pk, blinded)
+        except ConfirmError:
+            return self._refuse("tokens", rid, topic_of, "bad-element")
+        self.stats.add_issued(epoch, source, login, len(blinded))
+        self.stats.count("tokens-issued", len(blinded))
+        body = {"v": wire.PROTOCOL, "reply": rid, "epoch": epoch, "e": [wire.b64(e) for e in evaluated],
+                "proof": wire.b64(proof)}
+        return topic_of(rid), wire.dumps(body)
 
 
 def add_arguments(parser) -> None:
     add_broker_arguments(parser, "gatewatch-hub-serve-%d" % os.getpid())
-    parser.add_argument("--lists", required=True, help="a `lists build` output folder (its hub/ entries)")
-    parser.add_argument("--db", required=True, help="SQLite file for per-list, per-hour counts")
-    parser.add_argument("--group", default="hub", help="shared subscription group (default hub)")
+    parser.add_argument("--lists", required=True, help="a `lists build` output folder (its hub/ sealed tables and keys)")
+    parser.add_argument("--db", required=True, help="SQLite file for counts per hour and kind")
+    parser.add_argument("--group", default="hub", help="shared subscription group (default hub; '' subscribes plainly)")
     parser.add_argument("--ttl-positive", type=float, default=DEFAULT_TTL_POSITIVE,
                         help="seconds a device may cache a positive answer (default 86400)")
     parser.add_argument("--ttl-negative", type=float, default=DEFAULT_TTL_NEGATIVE,
                         help="seconds a device may cache a negative answer (default 3600)")
+    parser.add_argument("--tokens-per-device", type=int, default=tokens.DEFAULT_BUDGET,
+                        help="anonymous request tokens per device login, source and 6-hour epoch (default %d)"
+                        % tokens.DEFAULT_BUDGET)
+    parser.add_argument("--max-evaluations-per-hour", type=int, default=DEFAULT_MAX_EVALS_PER_HOUR,
+                        help="global bound on OPRF evaluations per hour (default %d)" % DEFAULT_MAX_EVALS_PER_HOUR)
+    parser.add_argument("--alarm-evaluations-per-minute", type=int, default=DEFAULT_ALARM_EVALS_PER_MINUTE,
+                        help="raise the flood alarm above this many evaluations a minute (default %d)"
+                        % DEFAULT_ALARM_EVALS_PER_MINUTE)
+    parser.add_argument("--alarm-refusals-per-minute", type=int, default=DEFAULT_ALARM_REFUSALS_PER_MINUTE,
+                        help="raise the flood alarm above this many refused requests a minute (default %d)"
+                        % DEFAULT_ALARM_REFUSALS_PER_MINUTE)
 
 
 def main(args) -> int:
-    """Answer confirmation requests (the full entries behind a short key) until SIGTERM/SIGINT."""
+    """Answer private confirmation requests until SIGTERM/SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stop = threading.Event()
     try:
         client = client_from_args(args)
         service = ConfirmService(client, topics_from_args(args), args.lists, ttl_positive=args.ttl_positive,
-                                 ttl_negative=args.ttl_negative, db=args.db, group=args.group)
+                                 ttl_negative=args.ttl_negative, db=args.db, group=args.group or None,
+                                 token_budget=args.tokens_per_device,
+                                 max_evals_per_hour=args.max_evaluations_per_hour,
+                                 alarm_evals_per_minute=args.alarm_evaluations_per_minute,
+                                 alarm_refusals_per_minute=args.alarm_refusals_per_minute)
         service.start()
         client.connect(timeout=30)
     except GatewatchError as exc:

@@ -1,70 +1,75 @@
-"""Device-side confirmation with the hub over MQTT, Safe Browsing style, with a cache.
+"""Device-side private confirmation over MQTT: blinded probes out, sealed entries back, a cache.
 
-Owns the request/answer exchange and the cache of answers. The device sends only the short keys
-that hit (never a full digest, never a perceptual hash); the hub answers with the full entries
-behind those keys and the durations for which the device may cache a positive and a negative
-answer; the scanner then decides locally (``Scanner.confirm``). Must not touch: the decision itself,
-policy, reports.
+Owns: the exchange with the hub for the hits of one scan (evaluation, then bucket fetch), the reply
+topics (fresh random ids, pre-subscribed, each used once), the token wallet's refills, checking every
+bucket against the signed manifest's commitment, opening the records the probes' outputs open, and
+the cache of answers. Must not touch: the decision (``Scanner.confirm``), policy, reports.
 
-Request (JSON, on ``<p>/confirm/req``)::
+For each list with hits (docs/privacy.md):
 
-    {"v": 1, "id": "<request id>", "client": "<client id>",
-     "lists": {"<source>/<list>": {"version": N, "keys": ["sha256:0a1b2c3d", ...]}}}
+1. Evaluation, ``<p>/confirm/eval``: the OPRF inputs of the hit's probes (list, band, full band value
+   or digest), blinded, padded with random elements to eight, with one anonymous token. The hub sees
+   eight uniformly random group elements and a token it cannot link to anyone. Its answer (on a
+   random reply topic) gives the evaluations and a one-use ticket.
+2. Fetch, ``<p>/confirm/fetch``: the buckets the outputs fall in, padded with random bucket indices to
+   eight. Every bucket comes with its Merkle proof; the device checks it against the root its signed
+   list names (a bucket that fails is no answer: nothing is confirmed or refuted by it), then opens
+   the records whose tag its outputs give. A probe opens an entry only if it equals that entry's band
+   or digest: a chosen probe without the image opens nothing, and no answer carries a plain entry.
 
-Answer (JSON, on ``<p>/confirm/resp/<client id>/<request id>``)::
-
-    {"v": 1, "id": "<request id>", "ttl_positive": s, "ttl_negative": s,
-     "lists": {"<source>/<list>": {"version": N, "entries": {"<key>": [{"id": .., "hash": hex}]}}}}
-
-A list the hub does not know is absent from the answer, and an answer from an older version than the
-device holds is no answer either (the hub may not have loaded the new entries yet); the device
-treats both as unanswered and caches nothing for them.
+A list with no ``sealed`` section, a source without tokens, a hub that does not answer in time or
+answers what does not verify: the list is unanswered (policy decides; no report is made).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import random
 import threading
 import time
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple
 
-from agent.confirm.wire import (MAX_KEYS_PER_LIST, MAX_LISTS, PROTOCOL, AnsweredEntries, Entry,  # noqa: F401
-                                 parse_entries)
+from agent.confirm import group, oprf, sealed, tokens, wire
+from agent.confirm.wire import AnsweredEntries, Entry, Probe
+from agent.core.errors import ConfirmError, CryptoUnavailable, GatewatchError
+from agent.core.signals import HASH_BYTES
 
 log = logging.getLogger("gatewatch.confirm")
 
+REPLY_POOL = 4
+
+
 class ConfirmCache:
-    """Answers per (list, key) until the expiry the hub set; bounded, least recently used out."""
+    """Answers per (list version, probe) until the expiry the hub set; bounded, least recently used out."""
 
     def __init__(self, max_items: int = 10000, clock: Callable[[], float] = time.monotonic):
         self.max_items = max_items
         self.clock = clock
-        self._items: "OrderedDict[Tuple[str, str], Tuple[float, List[Entry]]]" = OrderedDict()
+        self._items: "OrderedDict[Tuple[str, Probe], Tuple[float, List[Entry]]]" = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def get(self, ident: str, key: str) -> Optional[List[Entry]]:
+    def get(self, ident: str, probe: Probe) -> Optional[List[Entry]]:
         with self._lock:
-            item = self._items.get((ident, key))
+            item = self._items.get((ident, probe))
             if item is None or item[0] <= self.clock():
                 if item is not None:
-                    del self._items[(ident, key)]
+                    del self._items[(ident, probe)]
                 self.misses += 1
                 return None
-            self._items.move_to_end((ident, key))
+            self._items.move_to_end((ident, probe))
             self.hits += 1
             return item[1]
 
-    def put(self, ident: str, key: str, entries: List[Entry], ttl: float) -> None:
+    def put(self, ident: str, probe: Probe, entries: List[Entry], ttl: float) -> None:
         if ttl <= 0:
             return
         with self._lock:
-            self._items[(ident, key)] = (self.clock() + ttl, entries)
-            self._items.move_to_end((ident, key))
+            self._items[(ident, probe)] = (self.clock() + ttl, entries)
+            self._items.move_to_end((ident, probe))
             while len(self._items) > self.max_items:
                 self._items.popitem(last=False)
 
@@ -76,108 +81,320 @@ class ConfirmCache:
         return len(self._items)
 
 
-class Confirmer:
-    """Asks the hub about the keys of a scan result; ``ask(result)`` -> {ident: AnsweredEntries}.
+class _Waiter:
+    __slots__ = ("event", "payload")
 
-    Lists the hub did not answer in time are absent from the mapping: the caller treats them as
-    unconfirmed (policy decides; no report is ever made for them).
+    def __init__(self):
+        self.event = threading.Event()
+        self.payload = None
+
+
+def sealed_section(lst) -> Optional[dict]:
+    """The manifest's ``sealed`` section of a loaded list, or None."""
+    manifest = getattr(getattr(lst, "file", None), "manifest", None) or getattr(lst, "manifest", None) or {}
+    s = manifest.get("sealed") if isinstance(manifest, dict) else None
+    return s if isinstance(s, dict) else None
+
+
+class Confirmer:
+    """Asks the hub about the hits of a scan result; ``ask(result)`` -> {ident: AnsweredEntries}.
+
+    Lists the hub did not answer (in time, verifiably, or at all) are absent from the mapping: the
+    caller treats them as unconfirmed (policy decides; no report is ever made for them).
     """
 
-    def __init__(self, client, topics, client_id: str, *, timeout: float = 2.0,
-                 cache: Optional[ConfirmCache] = None, max_ttl: float = 7 * 86400):
+    def __init__(self, client, topics, login: Optional[str] = None, *, timeout: float = 2.0,
+                 cache: Optional[ConfirmCache] = None, max_ttl: float = 7 * 86400,
+                 wallet: Optional[tokens.TokenWallet] = None, lists: Callable[[], tuple] = tuple,
+                 clock: Callable[[], float] = time.time):
         self.client = client
         self.topics = topics
-        self.client_id = client_id
+        self.login = login
         self.timeout = timeout
         self.cache = cache if cache is not None else ConfirmCache()
         self.max_ttl = max_ttl
-        self._waiting: Dict[str, list] = {}
+        self.wallet = wallet if wallet is not None else tokens.TokenWallet()
+        self.lists = lists  # the lists in force (for token refills: which sources, which token keys)
+        self.clock = clock
+        self._waiting: Dict[str, _Waiter] = {}
         self._lock = threading.Lock()
+        self._pool: List[str] = []
+        self._pool_lock = threading.Lock()
+        self._issue_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._refiller: Optional[threading.Thread] = None
+        # counters for status (no identity, no probe, no hash in any of them)
         self.requests = 0
         self.timeouts = 0
+        self.refused = 0  # the hub answered with an error word
+        self.bad_answers = 0  # answers that did not verify: a bucket proof, a malformed message
+        self.no_tokens = 0
+        self.unsealed = 0  # hits on lists that offer no private confirmation
+        self.unavailable: Optional[str] = None
+        try:
+            group.load()
+        except CryptoUnavailable as exc:
+            self.unavailable = str(exc)
+            log.error("private confirmation unavailable: %s", exc)
 
+    # ------------------------------------------------------------ set-up
     def start(self) -> "Confirmer":
-        self.client.subscribe(self.topics.confirm_resp_filter(self.client_id), self._on_answer, qos=1)
+        """Subscribe the reply pool and token answers; refill tokens in the background."""
+        for _ in range(REPLY_POOL):
+            self._add_reply_topic()
+        if self.login:
+            self.client.subscribe(self.topics.tokens_resp_filter(self.login), self._on_answer, qos=1)
+            self._refiller = threading.Thread(target=self._refill_loop, name="gatewatch-tokens", daemon=True)
+            self._refiller.start()
         return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def _add_reply_topic(self) -> None:
+        rid = os.urandom(16).hex()
+        self.client.subscribe(self.topics.confirm_resp(rid), self._on_answer, qos=1)
+        with self._pool_lock:
+            self._pool.append(rid)
+
+    def _take_reply(self) -> str:
+        with self._pool_lock:
+            rid = self._pool.pop(0) if self._pool else None
+        if rid is None:  # more requests at once than the pool holds: subscribe one now
+            rid = os.urandom(16).hex()
+            self.client.subscribe(self.topics.confirm_resp(rid), self._on_answer, qos=1).wait(self.timeout)
+        self._add_reply_topic()  # the next request's topic is subscribed before it is needed
+        return rid
+
+    def _drop_reply(self, rid: str) -> None:
+        try:
+            self.client.unsubscribe(self.topics.confirm_resp(rid))
+        except Exception:  # not connected: the subscription dies with the session
+            pass
 
     def _on_answer(self, msg) -> None:
         rid = msg.topic.rsplit("/", 1)[-1]
         with self._lock:
-            slot = self._waiting.get(rid)
-        if slot is None:
-            return
-        slot[1] = msg.payload
-        slot[0].set()
+            w = self._waiting.get(rid)
+        if w is not None:
+            w.payload = msg.payload
+            w.event.set()
 
-    def ask(self, result, timeout: Optional[float] = None) -> Dict[str, AnsweredEntries]:
-        """The hub's entries for every hit of ``result`` that could be answered (cache first)."""
-        answered: Dict[str, Dict[str, List[Entry]]] = {}
-        need: Dict[str, dict] = {}
-        for hit in getattr(result, "hits", ()):
-            ident = hit.list.ident
-            by_key = answered.setdefault(ident, {})
-            for key in hit.keys[:MAX_KEYS_PER_LIST]:
-                # keyed by the list version too: after an update, old negatives no longer apply
-                cached = self.cache.get("%s@%d" % (ident, hit.list.version), key)
-                if cached is None:
-                    need.setdefault(ident, {"version": hit.list.version, "keys": []})["keys"].append(key)
-                else:
-                    by_key[key] = cached
-        if need:
-            reply = self._request(need, self.timeout if timeout is None else timeout)
-            if reply is None:
-                for ident in need:
-                    answered.pop(ident, None)
-            else:
-                self._absorb(reply, need, answered)
-        return {ident: AnsweredEntries(ident, by_key) for ident, by_key in answered.items()}
-
-    def _absorb(self, reply: dict, need: Dict[str, dict], answered: Dict[str, Dict[str, List[Entry]]]) -> None:
-        try:
-            ttl_pos = min(float(reply.get("ttl_positive", 0)), self.max_ttl)
-            ttl_neg = min(float(reply.get("ttl_negative", 0)), self.max_ttl)
-        except (TypeError, ValueError):
-            ttl_pos = ttl_neg = 0.0
-        lists = reply.get("lists") if isinstance(reply.get("lists"), dict) else {}
-        for ident, asked in need.items():
-            got = lists.get(ident)
-            if not isinstance(got, dict) or not isinstance(got.get("entries"), dict):
-                answered.pop(ident, None)  # the hub does not know this list: unanswered
-                continue
-            v = got.get("version")
-            if not isinstance(v, int) or v < asked["version"]:
-                # the hub answers from an older version than the device holds: its "no entry" may
-                # just mean "not yet loaded", so this is no answer (and nothing is cached)
-                answered.pop(ident, None)
-                continue
-            by_key = answered[ident]
-            try:
-                for key in asked["keys"]:
-                    entries = parse_entries(got["entries"].get(key, []))
-                    by_key[key] = entries
-                    self.cache.put("%s@%d" % (ident, asked["version"]), key, entries, ttl_pos if entries else ttl_neg)
-            except ValueError as exc:
-                log.warning("malformed confirmation answer for %s: %s", ident, exc)
-                answered.pop(ident, None)
-
-    def _request(self, need: Dict[str, dict], timeout: float) -> Optional[dict]:
-        rid = os.urandom(8).hex()
-        slot = [threading.Event(), None]
+    def _exchange(self, topic: str, body: dict, rid: str, deadline: float) -> Optional[dict]:
+        w = _Waiter()
         with self._lock:
-            self._waiting[rid] = slot
-        self.requests += 1
+            self._waiting[rid] = w
         try:
             if not self.client.connected:
                 return None
-            body = {"v": PROTOCOL, "id": rid, "client": self.client_id, "lists": need}
-            self.client.publish(self.topics.confirm_req(), json.dumps(body).encode(), qos=1)
-            if not slot[0].wait(timeout):
+            self.client.publish(topic, wire.dumps(body), qos=1)
+            if not w.event.wait(max(0.0, deadline - time.monotonic())):
                 self.timeouts += 1
                 return None
-            reply = json.loads(slot[1])
-            return reply if isinstance(reply, dict) and reply.get("id") == rid else None
-        except ValueError:
+            doc = wire.loads(w.payload, "answer")
+            if wire.reply_id(doc) != rid:
+                raise ConfirmError("answer for another request")
+            err = wire.answer_error(doc)
+            if err is not None:
+                self.refused += 1
+                log.warning("the hub refused a confirmation request: %s", err)
+                return None
+            return doc
+        except ConfirmError as exc:
+            self.bad_answers += 1
+            log.warning("confirmation answer refused: %s", exc)
             return None
         finally:
             with self._lock:
                 self._waiting.pop(rid, None)
+
+    # ------------------------------------------------------------ tokens
+    def _token_sources(self) -> Dict[str, bytes]:
+        out = {}
+        for lst in self.lists() or ():
+            s = sealed_section(lst)
+            if s and isinstance(s.get("tokens"), str):
+                try:
+                    out[lst.source] = bytes.fromhex(s["tokens"])
+                except ValueError:
+                    continue
+        return out
+
+    def refill(self, source: str, token_pk: bytes, count: int = tokens.DEFAULT_BUDGET,
+               timeout: Optional[float] = None) -> int:
+        """Ask for this epoch's batch of tokens of ``source`` (if not held yet); how many were added."""
+        if self.unavailable or not self.login:
+            return 0
+        epoch = tokens.epoch_of(self.clock())
+        with self._issue_lock:
+            if self.wallet.has_epoch(source, epoch):
+                return 0
+            batch = tokens.Issuance(source, count, epoch)
+            rid = os.urandom(16).hex()
+            body = {"v": wire.PROTOCOL, "source": source, "reply": rid, "e": [wire.b64(b) for b in batch.blinded]}
+            deadline = time.monotonic() + (timeout if timeout is not None else max(self.timeout, 10.0))
+            doc = self._exchange(self.topics.tokens_req(self.login), body, rid, deadline)
+            if doc is None:
+                return 0
+            try:
+                got = batch.finish(wire.elements(doc, len(batch.blinded), wire.MAX_TOKENS_PER_ISSUE),
+                                   wire.unb64(doc.get("proof"), oprf.PROOF_BYTES, "proof"), token_pk)
+            except ConfirmError as exc:
+                self.bad_answers += 1
+                log.error("token issuance refused: %s", exc)
+                return 0
+            self.wallet.add(source, got)
+            return len(got)
+
+    def refill_all(self) -> int:
+        """This epoch's tokens for every source whose lists are in force (those not held yet)."""
+        n = 0
+        for source, pk in self._token_sources().items():
+            try:
+                n += self.refill(source, pk)
+            except GatewatchError as exc:
+                log.warning("token refill for %s failed: %s", source, exc)
+        return n
+
+    def _refill_loop(self) -> None:
+        while not self._stop.is_set():
+            if self.client.connected:
+                self.refill_all()
+            epoch = tokens.epoch_of(self.clock())
+            missing = [s for s in self._token_sources() if not self.wallet.has_epoch(s, epoch)]
+            if missing or not self.client.connected:
+                wait = random.uniform(20.0, 40.0)  # the hub or the broker is away: try again soon
+            else:
+                # at the next epoch, plus a random spread so that a fleet does not ask all at once
+                now = self.clock()
+                wait = tokens.EPOCH_SECONDS - now % tokens.EPOCH_SECONDS + random.uniform(0, 600)
+            self._wake.wait(min(wait, 600.0))
+            self._wake.clear()
+
+    def lists_changed(self) -> None:
+        """New lists are in force: fetch tokens for a new source now (never because of a scan)."""
+        self._wake.set()
+
+    # ------------------------------------------------------------ asking
+    def ask(self, result, timeout: Optional[float] = None) -> Dict[str, AnsweredEntries]:
+        """The entries the hub's sealed tables open for every hit of ``result`` (cache first)."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        answered: Dict[str, AnsweredEntries] = {}
+        for hit in getattr(result, "hits", ()):
+            lst = hit.list
+            ident = lst.ident
+            if ident in answered:
+                continue
+            by_probe: Dict[Probe, List[Entry]] = {}
+            need = []
+            vkey = "%s@%d" % (ident, lst.version)
+            for p in hit.probes:
+                cached = self.cache.get(vkey, p)
+                if cached is None:
+                    need.append(p)
+                else:
+                    by_probe[p] = cached
+            if need:
+                got = self._confirm_list(lst, need, deadline)
+                if got is None:
+                    continue  # unanswered: absent from the mapping
+                entries, ttl = got
+                for p in need:
+                    by_probe[p] = entries.get(p, [])
+                    t = min(ttl[0] if by_probe[p] else ttl[1], self.max_ttl)
+                    self.cache.put(vkey, p, by_probe[p], t)
+            answered[ident] = AnsweredEntries(ident, by_probe)
+        return answered
+
+    def _confirm_list(self, lst, probes: List[Probe], deadline: float):
+        """({probe: entries}, (ttl positive, ttl negative)) for one list, or None when unanswered."""
+        s = sealed_section(lst)
+        if s is None:
+            self.unsealed += 1
+            return None
+        if self.unavailable:
+            return None
+        out: Dict[Probe, List[Entry]] = {}
+        ttl = (0.0, 0.0)
+        for i in range(0, len(probes), wire.ELEMENTS):
+            got = self._round(lst, s, probes[i:i + wire.ELEMENTS], deadline)
+            if got is None:
+                return None
+            part, ttl = got
+            out.update(part)
+        return out, ttl
+
+    def _round(self, lst, s: dict, probes: List[Probe], deadline: float):
+        tok = self.wallet.take(lst.source)
+        if tok is None:
+            self.no_tokens += 1
+            log.warning("no confirmation token left for %s this epoch: the hit stays unconfirmed", lst.source)
+            return None
+        self.requests += 1
+        inputs = [sealed.oprf_input(lst.source, lst.name, lst.signal, band, value) for band, value in probes]
+        blinded = [oprf.blind(x) for x in inputs]
+        rid = self._take_reply()
+        body = {"v": wire.PROTOCOL, "key": s["key"], "reply": rid, "token": {"n": wire.b64(tok[0]), "y": wire.b64(tok[1])},
+                "e": [wire.b64(b) for b in wire.pad_elements([b for _, b in blinded], group.random_element)]}
+        try:
+            doc = self._exchange(self.topics.confirm_eval(), body, rid, deadline)
+        finally:
+            self._drop_reply(rid)
+        if doc is None:
+            return None
+        try:
+            evaluated = wire.elements(doc, wire.ELEMENTS)
+            ticket = wire.unb64(doc.get("ticket"), 16, "ticket")
+            ttl = doc.get("ttl")
+            if (not isinstance(ttl, list) or len(ttl) != 2
+                    or not all(type(t) in (int, float) and 0 <= t < 1e9 for t in ttl)):
+                raise ConfirmError("field 'ttl' malformed")
+            outputs = [oprf.finalize(x, r, e) for x, (r, _), e in zip(inputs, blinded, evaluated)]
+        except ConfirmError as exc:
+            self.bad_answers += 1
+            log.warning("evaluation answer refused: %s", exc)
+            return None
+        entries = self._fetch(lst, s, probes, outputs, ticket, deadline)
+        if entries is None:
+            return None
+        return entries, (float(ttl[0]), float(ttl[1]))
+
+    def _fetch(self, lst, s: dict, probes: List[Probe], outputs: List[bytes], ticket: bytes, deadline: float):
+        n = s["buckets"]
+        openings = [sealed.Opening(y) for y in outputs]
+        real = sorted(set(o.bucket(n) for o in openings))
+        indices = real + [random.randrange(n) for _ in range(wire.BUCKETS_PER_FETCH - len(real))]
+        random.shuffle(indices)
+        rid = self._take_reply()
+        body = {"v": wire.PROTOCOL, "list": lst.ident, "version": lst.version, "ticket": wire.b64(ticket),
+                "reply": rid, "b": indices}
+        try:
+            doc = self._exchange(self.topics.confirm_fetch(), body, rid, deadline)
+        finally:
+            self._drop_reply(rid)
+        if doc is None:
+            return None
+        root = bytes.fromhex(s["root"])
+        try:
+            buckets = wire.parse_buckets(doc, n.bit_length() - 1)
+            for i in real:
+                if i not in buckets or not sealed.verify_bucket(i, buckets[i][0], buckets[i][1], root, n):
+                    raise ConfirmError("bucket %d does not match the commitment of %s v%d" % (i, lst.ident, lst.version))
+            out: Dict[Probe, List[Entry]] = {}
+            want = HASH_BYTES.get(lst.signal)
+            for p, y, o in zip(probes, outputs, openings):
+                found = sealed.open_bucket(y, buckets[o.bucket(n)][0])
+                out[p] = [Entry(ident, h) for h, ident in found if want is None or len(h) == want]
+            return out
+        except ConfirmError as exc:
+            self.bad_answers += 1
+            log.warning("bucket answer refused: %s", exc)
+            return None
+
+    def stats(self) -> dict:
+        """Counters for status."""
+        return {"requests": self.requests, "timeouts": self.timeouts, "refused": self.refused,
+                "bad_answers": self.bad_answers, "no_tokens": self.no_tokens, "unsealed": self.unsealed,
+                "cache": len(self.cache), "unavailable": self.unavailable}

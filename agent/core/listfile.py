@@ -158,6 +158,8 @@ def check_manifest(manifest):
         raise ListFormatError("a %s list needs its 'lsh' section (bands, flip_bits, depth, threshold)" % signal)
     if lsh is not None:
         check_lsh(lsh, PERCEPTUAL_BITS.get(signal, 256))
+    if "sealed" in manifest:
+        check_sealed(manifest["sealed"])
     if signal == "neural":
         # codes of different networks are not comparable: the list names the model that made them
         if "model" not in manifest:
@@ -166,6 +168,26 @@ def check_manifest(manifest):
         if manifest["model"][0] in "._-":
             raise ListFormatError("manifest field 'model' must start with a letter or digit")
     return manifest
+
+
+SEALED_SCHEME = "gw-sealed-1"
+
+
+def check_sealed(section):
+    """The ``sealed`` section: how the hub's sealed entries of this version are committed
+    (agent.confirm.sealed): scheme, bucket count (a power of two), Merkle root, OPRF key id, token key."""
+    if not isinstance(section, dict):
+        raise ListFormatError("manifest field 'sealed' is not an object")
+    if section.get("scheme") != SEALED_SCHEME:
+        raise ListFormatError("sealed scheme %r is not supported (this agent reads %s)"
+                              % (section.get("scheme"), SEALED_SCHEME))
+    n = _int_in("sealed field 'buckets'", section.get("buckets"), 16, 1 << 22)
+    if n & (n - 1):
+        raise ListFormatError("sealed field 'buckets' must be a power of two, got %d" % n)
+    _text("sealed field 'root'", section.get("root"), _HEX, 64, 64)
+    _text("sealed field 'key'", section.get("key"), _HEX, 16, 16)
+    _text("sealed field 'tokens'", section.get("tokens"), _HEX, 64, 64)
+    return section
 
 
 def check_allow_manifest(manifest):

@@ -77,8 +77,9 @@ def lsh_params(signal: str, lsh: Optional[dict], model: Optional[str] = None) ->
 def assemble(*, source: str, name: str, signal: str, version: int, hashes: Sequence[bytes],
              sign: Callable[[bytes], bytes], key_id: str, created: int, expires: int,
              fp_rate: float = DEFAULT_FP_RATE, lsh: Optional[dict] = None, capacity: Optional[int] = None,
-             params: Optional[tuple] = None, model: Optional[str] = None) -> bytes:
-    """The list file's bytes. ``params`` (m, k, salt, capacity) reuses a filter layout for small deltas."""
+             params: Optional[tuple] = None, model: Optional[str] = None, sealed: Optional[dict] = None) -> bytes:
+    """The list file's bytes. ``params`` (m, k, salt, capacity) reuses a filter layout for small deltas;
+    ``sealed`` is the commitment to the hub's sealed entries (tools.sealing.commitment)."""
     if signal not in EXACT_SIGNALS + PERCEPTUAL_SIGNALS:
         raise ConfigError("signal %r is not supported; use one of %s"
                           % (signal, ", ".join(EXACT_SIGNALS + PERCEPTUAL_SIGNALS)))
@@ -111,5 +112,7 @@ def assemble(*, source: str, name: str, signal: str, version: int, hashes: Seque
         manifest["lsh"] = lsh
     if signal == "neural":
         manifest["model"] = model or DEFAULT_NEURAL_MODEL
+    if sealed is not None:
+        manifest["sealed"] = sealed
     mbytes = listfile.encode_manifest(manifest)
     return listfile.serialise(mbytes, sign(listfile.signed_part(mbytes)), content)

@@ -3,7 +3,7 @@
 Owns: turning one body into hashes and asking the lists (exact digests through Bloom filters,
 PDQ and neural codes through LSH band keys with multi-probe), and the device-side confirmation
 decision given the hub's entries. A neural code is computed only when a neural list is loaded, from
-the image already decoded for PDQ; like PDQ it stays on the device (only short keys leave it). Must not touch: sockets, MQTT, policy (what to do with a verdict) or reports.
+the image already decoded for PDQ; like PDQ it stays on the device (only blinded probes leave it). Must not touch: sockets, MQTT, policy (what to do with a verdict) or reports.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 from agent.matching import bloom_batch
 from agent.matching import lsh_batch as lsh_np
 from agent.core import lsh as core_lsh
-from agent.core.lsh import exact_short_key, hamming, short_key
+from agent.core.lsh import hamming
 from agent.core.signals import EXACT_SIGNALS, PERCEPTUAL_SIGNALS
 from agent.core.errors import ConfigError, ImageError
 from agent.hashing.imaging import DEFAULT_LIMITS, Limits, digests, hash_image
+from agent.confirm.sealed import EXACT_BAND, band_value_bytes
 from agent.confirm.wire import Entry, EntryIndex
 from agent.lists.verify import LoadedList
 
@@ -31,7 +32,9 @@ class Hit(NamedTuple):
     """One list that answered for one body."""
 
     list: LoadedList
-    keys: Tuple[str, ...]  # short keys that hit, as sent to the hub for confirmation
+    # the probes that hit: (band, full band value) for perceptual lists, (EXACT_BAND, digest) for exact
+    # ones. They stay on the device: confirmation sends only their blinded OPRF inputs (agent.confirm)
+    probes: Tuple[Tuple[int, bytes], ...]
     confirmed: bool = False  # exact equality or distance within threshold against the hub's entries
     distance: Optional[int] = None
     entry_id: Optional[str] = None
@@ -120,7 +123,7 @@ class Scanner:
             if lst.signal in d:
                 try:
                     if d[lst.signal][:16] in lst.bloom:
-                        hits.append(Hit(lst, (exact_short_key(lst.signal, d[lst.signal]),), distance=0))
+                        hits.append(Hit(lst, ((EXACT_BAND, d[lst.signal]),), distance=0))
                 except Exception as exc:  # one broken list must not hide the others' hits
                     self._fault(lst, exc)
         perceptual = [lst for lst in lists if lst.signal in PERCEPTUAL_SIGNALS]
@@ -184,15 +187,14 @@ class Scanner:
         found = bloom_batch.contains_many(lst.bloom, lsh_np.probe_keys(pairs, bands, tag))
         if not found.any():
             return None
-        keys = tuple(dict.fromkeys(short_key(lst.signal, j, v, params.get("key_bits", 64))
-                                   for (j, v), f in zip(pairs, found) if f))
-        return Hit(lst, keys)
+        probes = tuple(dict.fromkeys((j, band_value_bytes(v)) for (j, v), f in zip(pairs, found) if f))
+        return Hit(lst, probes)
 
     def confirm(self, result: ScanResult, hub: Dict[str, EntryIndex]) -> ScanResult:
         """Decide hits locally against the hub's entries: exact equality, or distance <= threshold.
 
-        ``hub`` maps 'source/list' to the entries the hub returned for the short keys (here: a whole
-        ``EntryIndex``; over MQTT, only the entries behind the keys that were sent).
+        ``hub`` maps 'source/list' to the entries found for the hit's probes (here: a whole
+        ``EntryIndex``; over MQTT, the entries the probes' sealed records opened).
         """
         if result.verdict not in ("match", "candidate"):
             return result
@@ -202,7 +204,7 @@ class Scanner:
             if entries is None:
                 decided.append(hit)
                 continue
-            behind = [e for k in hit.keys for e in entries.lookup(k)]
+            behind = list(dict.fromkeys(e for p in hit.probes for e in entries.lookup(p)))
             decided.append(confirm_hit(hit, behind, result))
         confirmed = [h for h in decided if h.confirmed]
         if confirmed:

@@ -6,7 +6,9 @@ import hashlib
 import json
 import pytest
 
-from agent.confirm.client import ConfirmCache, Confirmer
+from agent.confirm import group, tokens, wire
+from agent.confirm.client import ConfirmCache
+from agent.confirm.sealed import EXACT_BAND
 from agent.hashing.imaging import hash_image
 from agent.confirm.wire import Entry
 from agent.lists.store import load_folder
@@ -16,7 +18,7 @@ from agent.policy import Policy, PolicyInspector, PolicySettings
 from agent.hashing.samples import encode, generate_image, transform
 from agent.matching.scanner import Scanner
 from tests.brokers import mosquitto  # noqa: F401
-from tests.listkit import Hub, wait_for
+from tests.listkit import Hub, device_confirmer, wait_for
 from tools.confirm_service import ConfirmService
 
 
@@ -56,7 +58,7 @@ class Pair:
             self.services.append(s)
         self.dev = MqttClient(broker.url, "dev-a").connect()
         cache = ConfirmCache(clock=clock) if clock else None
-        self.confirmer = Confirmer(self.dev, Topics(), "dev-a", timeout=3.0, cache=cache).start()
+        self.confirmer = device_confirmer(self.dev, world["lists"], "dev-a", timeout=3.0, cache=cache)
 
     def close(self):
         self.dev.stop()
@@ -80,29 +82,37 @@ def test_exact_and_perceptual_hits_confirmed_by_the_hub(mosquitto, world, tmp_pa
         c = scanner.confirm(e, p.confirmer.ask(e))
         assert c.verdict == "match" and c.best.entry_id == "known-1" and c.best.distance <= 31
         totals = p.services[0].stats.totals()
-        assert totals["hl1/sha"][2] >= 1  # positive keys counted, nothing about the device stored
+        # counts per kind only: evaluations (8 a request, padded), fetches, tokens issued
+        assert totals["evaluations"] % wire.ELEMENTS == 0 and totals["evaluations"] >= 8
+        assert totals["fetches"] >= 2 and totals["tokens-issued"] == tokens.DEFAULT_BUDGET
     finally:
         p.close()
 
 
-def test_request_carries_only_short_keys(mosquitto, world, tmp_path):
+def test_requests_carry_only_blinded_values(mosquitto, world, tmp_path):
     seen = []
     with MqttClient(mosquitto.url, "spy") as spy:
-        spy.subscribe(Topics().confirm_req(), lambda m: seen.append(m.payload)).wait(5)
+        for t in (Topics().confirm_eval(), Topics().confirm_fetch()):
+            spy.subscribe(t, lambda m: seen.append((m.topic, m.payload))).wait(5)
         p = Pair(mosquitto, world, tmp_path)
         try:
             e = world["scanner"].scan_bytes(world["edited"])
             p.confirmer.ask(e)
-            wait_for(lambda: seen)
+            wait_for(lambda: len(seen) >= 2)
         finally:
             p.close()
-    req = json.loads(seen[0])
-    text = seen[0].decode()
-    assert set(req) == {"v", "id", "client", "lists"}
-    assert e.hashes.pdq.hex() not in text  # never the perceptual hash itself
-    for ident, asked in req["lists"].items():
-        for key in asked["keys"]:
-            assert len(key.split(":")[-1]) <= 16, key
+    for topic, payload in seen:
+        text = payload.decode()
+        assert "dev-a" not in text  # no client id, no login
+        for h in (e.hashes.pdq, e.digests["sha256"]):
+            assert h.hex() not in text and wire.b64(h) not in text  # never a hash
+        req = json.loads(payload)
+        if topic.endswith("/eval"):
+            assert set(req) == {"v", "key", "reply", "token", "e"}
+            assert len(req["e"]) == wire.ELEMENTS and all(group.is_element(wire.unb64(x, 32)) for x in req["e"])
+        else:
+            assert set(req) == {"v", "list", "version", "ticket", "reply", "b"}
+            assert len(req["b"]) == wire.BUCKETS_PER_FETCH
 
 
 def test_answers_cached_for_the_hub_durations(mosquitto, world, tmp_path):
@@ -111,6 +121,7 @@ def test_answers_cached_for_the_hub_durations(mosquitto, world, tmp_path):
     try:
         scanner = world["scanner"]
         known = scanner.scan_bytes(world["known"][0])
+        known = known._replace(hits=tuple(h for h in known.hits if h.list.signal == "sha256"))
         p.confirmer.ask(known)
         assert p.confirmer.requests == 1
         p.confirmer.ask(known)
@@ -118,10 +129,11 @@ def test_answers_cached_for_the_hub_durations(mosquitto, world, tmp_path):
         clock.t += 101
         p.confirmer.ask(known)
         assert p.confirmer.requests == 2  # positive expired after ttl_positive
-        # a hit whose key the hub does not hold gets a negative answer, cached for ttl_negative
-        fake = known._replace(hits=(known.hits[0]._replace(keys=("sha256:00000000",)),))
+        # a probe that opens nothing (no entry has that digest) is a negative answer, cached for ttl_negative
+        probe = (EXACT_BAND, bytes(32))
+        fake = known._replace(hits=(known.hits[0]._replace(probes=(probe,)),))
         answered = p.confirmer.ask(fake)
-        assert answered["hl1/sha"].lookup("sha256:00000000") == []
+        assert answered["hl1/sha"].lookup(probe) == []
         assert scanner.confirm(fake, answered).verdict == "clean"
         n = p.confirmer.requests
         p.confirmer.ask(fake)
@@ -134,23 +146,30 @@ def test_answers_cached_for_the_hub_durations(mosquitto, world, tmp_path):
 
 
 def test_shared_subscription_spreads_requests(mosquitto, world, tmp_path):
+    """An evaluation and its fetch may reach different instances: the ticket is good at both."""
     p = Pair(mosquitto, world, tmp_path, services=2, ttl=(0.0, 0.0))
     try:
         r = world["scanner"].scan_bytes(world["known"][2])
+        r = r._replace(hits=tuple(h for h in r.hits if h.list.signal == "sha256"))
+        wait_for(lambda: p.confirmer.wallet.count("hl1") >= 20)
         for _ in range(20):
             assert "hl1/sha" in p.confirmer.ask(r)
         counts = [s.answered for s in p.services]
-        assert sum(counts) == 20  # each request answered exactly once
+        assert sum(counts) - 1 == 40  # each request (and the one token batch) answered exactly once
         assert all(c > 0 for c in counts), counts
     finally:
         p.close()
 
 
-def test_hub_unreachable_policy_without_reports(mosquitto, world):
-    dev = MqttClient(mosquitto.url, "dev-b").connect()
+def test_hub_unreachable_policy_without_reports(mosquitto, world, tmp_path):
+    # tokens first (the hub is there), then the hub goes away
+    p = Pair(mosquitto, world, tmp_path)
+    for c in p.hub_clients:
+        c.stop()
     reports = []
     try:
-        confirmer = Confirmer(dev, Topics(), "dev-b", timeout=0.3).start()
+        confirmer = p.confirmer
+        confirmer.timeout = 0.3
         scanner = world["scanner"]
         policy = Policy(PolicySettings(), confirmer.ask, scanner.confirm, lambda r, u: reports.append(r))
         insp = PolicyInspector(lambda: scanner, policy)
@@ -161,7 +180,17 @@ def test_hub_unreachable_policy_without_reports(mosquitto, world):
         d = insp.inspect(world["unrelated"])
         assert d.action == "allow"
         assert reports == []  # never a report for an unconfirmed hit
-        assert confirmer.timeouts == 2
+        assert confirmer.timeouts >= 2
+    finally:
+        p.dev.stop()
+
+
+def test_no_tokens_is_unconfirmed_and_counted(mosquitto, world):
+    dev = MqttClient(mosquitto.url, "dev-b").connect()
+    try:
+        confirmer = device_confirmer(dev, world["lists"], "dev-b", timeout=0.3, tokens=False)
+        r = world["scanner"].scan_bytes(world["known"][0])
+        assert confirmer.ask(r) == {} and confirmer.no_tokens >= 1 and confirmer.requests == 0
     finally:
         dev.stop()
 
@@ -191,11 +220,30 @@ def test_bad_settings_and_requests_refused(world, tmp_path):
         with pytest.raises(ConfigError):
             PolicySettings(**kw)
     svc = ConfirmService(None, Topics(), world["hub"].out)
-    for bad in (b"", b"[]", b'{"v":1}', b'{"v":1,"id":"a/b","client":"c","lists":{}}',
-                b'{"v":2,"id":"a","client":"c","lists":{}}', b'{"v":1,"id":"a","client":"#","lists":{}}'):
-        assert svc.answer(bad) is None, bad
-    topic, body = svc.answer(b'{"v":1,"id":"r1","client":"c1","lists":{"nope/x":{"keys":["a"]}}}')
-    assert topic == "gatewatch/v1/confirm/resp/c1/r1" and json.loads(body)["lists"] == {}
+    rid = "0" * 32
+    key = next(iter(svc.keys))
+    good = {"v": 2, "key": key, "reply": rid, "token": {"n": wire.b64(bytes(32)), "y": wire.b64(bytes(64))},
+            "e": [wire.b64(group.random_element()) for _ in range(8)]}
+    for bad in (b"", b"[]", b'{"v":1}', b'{"v":true}', b'{"v":2,"reply":"a/b"}', b"\xff" * 10, b"{" * 100000):
+        assert svc.answer_eval(bad) is None and svc.answer_fetch(bad) is None, bad
+        assert svc.answer_tokens("dev", bad) is None, bad
+    cases = [
+        (dict(good, key="ab"), "malformed"), (dict(good, e=good["e"][:7]), "malformed"),
+        (dict(good, e=good["e"][:7] + [wire.b64(bytes(32))]), "malformed"),  # the identity is no element
+        (dict(good, e=good["e"][:7] + ["\u0661" * 44]), "malformed"),
+        (dict(good, key="f" * 16), "unknown-key"),
+        (good, "token-expired"),  # a token of epoch 0
+    ]
+    for doc, word in cases:
+        topic, body = svc.answer_eval(json.dumps(doc).encode())
+        assert topic == "gatewatch/v1/confirm/resp/" + rid and json.loads(body) == {"v": 2, "reply": rid, "error": word}
+    fetch = {"v": 2, "list": "hl1/sha", "version": 1, "ticket": wire.b64(bytes(16)), "reply": rid, "b": [0] * 8}
+    for doc, word in ((fetch, "ticket"), (dict(fetch, version=99), "unknown-version"),
+                      (dict(fetch, b=[0] * 7), "malformed"), (dict(fetch, b=[-1] * 8), "malformed"),
+                      (dict(fetch, version=True), "malformed"), (dict(fetch, list="a/b/c"), "malformed"), (dict(fetch, list="hl1/sha\\u0000"), "malformed")):
+        topic, body = svc.answer_fetch(json.dumps(doc).encode())
+        assert json.loads(body)["error"] == word, doc
+    assert svc.stats.totals()["refused-malformed"] >= 10
 
 
 def test_faulty_confirmer_fails_open(world):
@@ -214,27 +262,22 @@ def test_faulty_confirmer_fails_open(world):
     assert d.action == "allow" and d.reason.startswith("scan-error")
 
 
-def test_answer_from_an_older_hub_version_is_no_answer(mosquitto, world):
+def _newer(lst):
+    newer = lst.__class__.__new__(lst.__class__)
+    newer.__dict__.update(lst.__dict__, version=lst.version + 1)
+    return newer
+
+
+def test_a_hub_without_the_devices_version_is_no_answer(mosquitto, world, tmp_path):
     """A hub that has not loaded the device's version yet must not refute (nor be cached)."""
-    topics = Topics()
-    hub = MqttClient(mosquitto.url, "stale-hub").connect()
-    dev = MqttClient(mosquitto.url, "dev-c").connect()
+    p = Pair(mosquitto, world, tmp_path, ttl=(100.0, 100.0))
     try:
-        def stale(msg):
-            req = json.loads(msg.payload)
-            lists = {k: {"version": a["version"] - 1, "entries": {key: [] for key in a["keys"]}}
-                     for k, a in req["lists"].items()}
-            hub.publish(topics.confirm_resp(req["client"], req["id"]),
-                        json.dumps({"v": 1, "id": req["id"], "ttl_positive": 60, "ttl_negative": 60,
-                                    "lists": lists}).encode(), qos=1)
-        hub.subscribe(topics.confirm_req(), stale).wait(5)
-        confirmer = Confirmer(dev, topics, "dev-c", timeout=3.0).start()
         r = world["scanner"].scan_bytes(world["known"][0])
-        assert confirmer.ask(r) == {}
-        assert len(confirmer.cache) == 0
+        sha_hit = [h for h in r.hits if h.list.signal == "sha256"][0]
+        assert p.confirmer.ask(r._replace(hits=(sha_hit._replace(list=_newer(sha_hit.list)),))) == {}
+        assert len(p.confirmer.cache) == 0 and p.confirmer.refused == 1
     finally:
-        dev.stop()
-        hub.stop()
+        p.close()
 
 
 def test_cache_does_not_outlive_a_list_update(mosquitto, world, tmp_path):
@@ -245,9 +288,7 @@ def test_cache_does_not_outlive_a_list_update(mosquitto, world, tmp_path):
         sha_hit = [h for h in r.hits if h.list.signal == "sha256"][0]
         p.confirmer.ask(r._replace(hits=(sha_hit,)))
         n = p.confirmer.requests
-        newer = sha_hit.list.__class__.__new__(sha_hit.list.__class__)
-        newer.__dict__.update(sha_hit.list.__dict__, version=sha_hit.list.version + 1)
-        p.confirmer.ask(r._replace(hits=(sha_hit._replace(list=newer),)))
+        p.confirmer.ask(r._replace(hits=(sha_hit._replace(list=_newer(sha_hit.list)),)))
         assert p.confirmer.requests == n + 1  # asked again, not served from the v1 cache
     finally:
         p.close()
@@ -258,13 +299,13 @@ def test_unconfirmed_hits_are_asked_again_and_reported_only_if_confirmed(mosquit
     dev = MqttClient(mosquitto.url, "dev-d").connect()
     reports = []
     try:
-        confirmer = Confirmer(dev, Topics(), "dev-d", timeout=0.3).start()
+        confirmer = device_confirmer(dev, world["lists"], "dev-d", timeout=0.3, tokens=False)
         scanner = world["scanner"]
         policy = Policy(PolicySettings(reconfirm_hours=1), confirmer.ask, scanner.confirm,
                         lambda r, u: reports.append((r, u)), clock=clock)
         insp = PolicyInspector(lambda: scanner, policy)
         known = scanner.scan_bytes(world["known"][0])
-        fake = known._replace(hits=tuple(h._replace(keys=("sha256:00000000",)) for h in known.hits
+        fake = known._replace(hits=tuple(h._replace(probes=((EXACT_BAND, bytes(32)),)) for h in known.hits
                                          if h.list.signal == "sha256"))
         assert insp.inspect(world["known"][0], url="http://origin.test/a.jpg").reason == "match-unconfirmed"
         assert insp.inspect(world["edited"], url="http://origin.test/b.jpg").reason == "unconfirmed-candidate"
@@ -275,14 +316,17 @@ def test_unconfirmed_hits_are_asked_again_and_reported_only_if_confirmed(mosquit
         hub = MqttClient(mosquitto.url, "hub-late").connect()
         assert ConfirmService(hub, Topics(), world["hub"].out).start().subscription.wait(5)
         try:
+            confirmer.timeout = 3.0
+            assert confirmer.refill_all() > 0  # what the token schedule does once the hub answers
             assert policy.reconfirm() == 2
         finally:
             hub.stop()
         assert sorted(u for _, u in reports) == ["http://origin.test/a.jpg", "http://origin.test/b.jpg"]
         assert all(r.best.confirmed for r, _ in reports)
         assert policy.counters.pending == 0 and policy.counters.reconfirmed == 2  # the fake was refuted
-        # too old: given up, never reported (a key not cached, while the hub is away again)
-        other = known._replace(hits=tuple(h._replace(keys=("sha256:11111111",)) for h in fake.hits))
+        # too old: given up, never reported (a probe not cached, while the hub is away again)
+        other = known._replace(hits=tuple(h._replace(probes=((EXACT_BAND, b"\x11" * 32),)) for h in fake.hits))
+        confirmer.timeout = 0.3
         assert policy.decide(other).reason == "match-unconfirmed"
         clock.t += 3601
         assert policy.reconfirm() == 0 and policy.counters.pending_dropped == 1 and len(reports) == 2
