@@ -1,12 +1,12 @@
-"""Benchmarks for list distribution and confirmation over MQTT (docs/benchmarks.md, "MQTT lists and confirmation").
+"""Benchmarks for list distribution over MQTT (docs/benchmarks.md, "MQTT lists and confirmation").
 
-    python bench/bench_mqtt.py            # full: 1,000,000-entry list, 1/10/100 agents, 1000 confirmations
+    python bench/bench_mqtt.py            # full: 1,000,000-entry list, 1/10/100 agents
     python bench/bench_mqtt.py --quick    # smaller, for a smoke run
 
 Each figure is printed with a ratio against a baseline measured in the same run:
 - delta size for +10,000 entries on a 1,000,000-entry list vs the snapshot (and vs zlib of the XOR);
 - publish-to-active for N simulated agents (real updaters, real mosquitto on loopback) vs 1 agent;
-- confirmation round trip p50/p99 vs a bare MQTT echo round trip on the same broker.
+(Confirmation round trips: bench/bench_confirm.py.)
 Entries are random benign digests; nothing here is real list material.
 """
 
@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
-import threading
 import time
 import zlib
 
@@ -109,69 +107,6 @@ def bench_fleet(tmp, broker_url, pub, counts, n_entries):
     return rows
 
 
-def bench_confirm(tmp, broker_url, requests):
-    from agent.confirm.client import Confirmer
-    from agent.confirm.wire import EntryIndex  # noqa: F401  (the service loads them)
-    from agent.mqtt import MqttClient, Topics
-    from agent.matching.scanner import Scanner
-    from agent.lists.store import load_folder
-    from tools.confirm_service import ConfirmService
-
-    priv = os.path.join(tmp, "keys", "bench.key")
-    key = load_private_key(priv)
-    out = os.path.join(tmp, "confirm-lists")
-    known = entries(10000, 7)
-    build_list(source="bench", name="conf", signal="sha256", entries=known, key=key, out_dir=out)
-    topics = Topics()
-    hub = MqttClient(broker_url, "bench-hub").connect()
-    ConfirmService(hub, topics, out, ttl_positive=0, ttl_negative=0).start().subscription.wait(5)
-    dev = MqttClient(broker_url, "bench-dev").connect()
-    confirmer = Confirmer(dev, topics, "bench-dev", timeout=5.0).start()
-    lists = list(load_folder(out, TrustStore.from_specs([os.path.join(tmp, "keys", "bench.pub")])).lists.values())
-    scanner = Scanner(lists)
-
-    class Body:  # a scan result for a body whose SHA-256 is a list entry, without hashing an image
-        pass
-    from agent.matching.scanner import Hit, ScanResult
-    from agent.core.lsh import exact_short_key
-    results = [ScanResult("match", (Hit(lists[0], (exact_short_key("sha256", e.hash),)),),
-                          digests={"sha256": e.hash}) for e in known[:requests]]
-    # baseline: bare MQTT echo round trip on the same broker (same QoS, same payload size)
-    echo = MqttClient(broker_url, "bench-echo").connect()
-    topic_req, topic_resp = "bench/echo/req", "bench/echo/resp"
-    echo.subscribe(topic_req, lambda m: echo.publish(topic_resp, m.payload, qos=1)).wait(5)
-    got = threading.Event()
-    dev.subscribe(topic_resp, lambda m: got.set()).wait(5)
-    base = []
-    payload = b"x" * 160
-    for _ in range(requests):
-        got.clear()
-        t = time.perf_counter()
-        dev.publish(topic_req, payload, qos=1)
-        got.wait(5)
-        base.append(time.perf_counter() - t)
-    rtt = []
-    confirmed = 0
-    for r in results:
-        t = time.perf_counter()
-        answered = confirmer.ask(r)
-        rtt.append(time.perf_counter() - t)
-        confirmed += scanner.confirm(r, answered).verdict == "match"
-    for c in (hub, dev, echo):
-        c.stop()
-
-    def pct(xs, p):
-        xs = sorted(xs)
-        return xs[min(len(xs) - 1, int(p / 100.0 * len(xs)))]
-    res = {"requests": requests, "confirmed": confirmed,
-           "p50_ms": round(pct(rtt, 50) * 1000, 2), "p99_ms": round(pct(rtt, 99) * 1000, 2),
-           "echo_p50_ms": round(pct(base, 50) * 1000, 2), "echo_p99_ms": round(pct(base, 99) * 1000, 2),
-           "mean_ms": round(statistics.mean(rtt) * 1000, 2)}
-    res["p50_vs_echo"] = round(res["p50_ms"] / res["echo_p50_ms"], 2)
-    res["p99_vs_echo"] = round(res["p99_ms"] / res["echo_p99_ms"], 2)
-    return res
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
@@ -183,7 +118,6 @@ def main():
 
     n, added = (100_000, 1_000) if args.quick else (1_000_000, 10_000)
     counts = [1, 10] if args.quick else [1, 10, 100]
-    requests = 200 if args.quick else 1000
     with tempfile.TemporaryDirectory(prefix="bench-mqtt-") as tmp:
         print("delta: %d entries + %d" % (n, added), flush=True)
         d, pub, _ = bench_delta(tmp, n, added)
@@ -195,15 +129,10 @@ def main():
         try:
             print("publish-to-active (real mosquitto on loopback, 20,000-entry list):", flush=True)
             f = bench_fleet(tmp, broker.url, pub, counts, 20_000)
-            print("confirmation round trip (%d requests, cache off):" % requests, flush=True)
-            c = bench_confirm(tmp, broker.url, requests)
-            print("  p50 %.2f ms, p99 %.2f ms; bare MQTT echo p50 %.2f ms, p99 %.2f ms (ratio %.2fx / %.2fx)"
-                  % (c["p50_ms"], c["p99_ms"], c["echo_p50_ms"], c["echo_p99_ms"], c["p50_vs_echo"],
-                     c["p99_vs_echo"]), flush=True)
         finally:
             broker.kill()
     if args.json:
-        print(json.dumps({"delta": d, "fleet": f, "confirm": c}, sort_keys=True))
+        print(json.dumps({"delta": d, "fleet": f}, sort_keys=True))
 
 
 if __name__ == "__main__":

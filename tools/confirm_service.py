@@ -62,8 +62,6 @@ class ConfirmStats:
             with self._connect() as db:
                 db.execute("CREATE TABLE IF NOT EXISTS confirm_counts (hour INTEGER, kind TEXT, n INTEGER, "
                            "PRIMARY KEY (hour, kind))")
-                db.execute("CREATE TABLE IF NOT EXISTS token_issued (epoch INTEGER, source TEXT, login TEXT, "
-                           "n INTEGER, PRIMARY KEY (epoch, source, login))")
 
     def _connect(self):
         try:
@@ -97,22 +95,6 @@ class ConfirmStats:
         self.flush()
         with self._connect() as db:
             return dict(db.execute("SELECT kind, SUM(n) FROM confirm_counts GROUP BY kind").fetchall())
-
-    def issued(self, epoch: int, source: str, login: str) -> int:
-        if not self.path:
-            return 0
-        with self._connect() as db:
-            row = db.execute("SELECT n FROM token_issued WHERE epoch=? AND source=? AND login=?",
-                             (epoch, source, login)).fetchone()
-        return row[0] if row else 0
-
-    def add_issued(self, epoch: int, source: str, login: str, n: int) -> None:
-        if not self.path:
-            return
-        with self._connect() as db:
-            db.execute("INSERT INTO token_issued VALUES (?,?,?,?) ON CONFLICT(epoch, source, login) DO UPDATE "
-                       "SET n=n+excluded.n", (epoch, source, login, n))
-            db.execute("DELETE FROM token_issued WHERE epoch < ?", (epoch - 2,))
 
 
 class FloodAlarm:
@@ -213,6 +195,8 @@ class ConfirmService:
         self._lock = threading.Lock()
         self._hour = None
         self._hour_evals = 0
+        # tokens issued per (epoch, source, login): in memory only, so that no login is ever written down
+        # (a restart forgets them: a device may then fetch one more batch, once)
         self._issued_mem: Dict[Tuple[int, str, str], int] = {}
         self._stamp = None
         self._checked = 0.0
@@ -419,9 +403,7 @@ class ConfirmService:
         epoch = tokens.epoch_of(self.clock())
         with self._lock:
             slot = (epoch, source, login)
-            had = self._issued_mem.get(slot)
-            if had is None:
-                had = self.stats.issued(epoch, source, login)
+            had = self._issued_mem.get(slot, 0)
             if had + len(blinded) > self.token_budget:
                 self._issued_mem[slot] = had
                 over = True
@@ -436,7 +418,6 @@ class ConfirmService:
             evaluated, proof = tokens.issue(key.token_sk, key.token_pk, blinded)
         except ConfirmError:
             return self._refuse("tokens", rid, topic_of, "bad-element")
-        self.stats.add_issued(epoch, source, login, len(blinded))
         self.stats.count("tokens-issued", len(blinded))
         body = {"v": wire.PROTOCOL, "reply": rid, "epoch": epoch, "e": [wire.b64(e) for e in evaluated],
                 "proof": wire.b64(proof)}

@@ -138,14 +138,18 @@ def build_hub_lists(folder: str, known_bytes: List[bytes]):
     from agent.confirm.wire import Entry
     from tools.build import build_list, generate_keys, load_private_key
 
+    from tools.sealing import ConfirmKey, default_confirm_path
+
     priv, pub = generate_keys(os.path.join(folder, "keys"), "demo-hotline", "demo-hotline")
     key = load_private_key(priv)
+    confirm_key = ConfirmKey.load(default_confirm_path(priv))  # seals the entries for private confirmation
     out = os.path.join(folder, "lists")
     sha = [Entry("demo-known-%d" % (i + 1), hashlib.sha256(b).digest()) for i, b in enumerate(known_bytes)]
     pdq = [Entry("demo-known-%d" % (i + 1), hash_image(b, fast=False).pdq) for i, b in enumerate(known_bytes)]
     build_list(source="demo-hotline", name="sha256", signal="sha256", entries=sha, key=key, out_dir=out,
-               capacity=1000)
-    build_list(source="demo-hotline", name="pdq", signal="pdq", entries=pdq, key=key, out_dir=out, capacity=1000)
+               capacity=1000, confirm_key=confirm_key)
+    build_list(source="demo-hotline", name="pdq", signal="pdq", entries=pdq, key=key, out_dir=out, capacity=1000,
+               confirm_key=confirm_key)
     demo_log(folder, out)
     return out, pub
 

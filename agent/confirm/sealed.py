@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from agent.core.errors import ConfirmError
 
 SCHEME = "gw-sealed-1"
-EXACT_BAND = 0xFFFF  # the "band" of an exact digest
+from agent.core.lsh import EXACT_BAND  # noqa: F401  (the "band" of an exact digest)
 TAG_BYTES = 16
 MAX_ID_BYTES = 200
 MAX_HASH_BYTES = 64

@@ -79,10 +79,8 @@ class Entry:
 
 def entry_probes(signal: str, h: bytes, lsh: Optional[dict]) -> List[Probe]:
     """The probes under which an entry with hash ``h`` is found (and sealed at the hub)."""
-    if signal in EXACT_SIGNALS or lsh is None:
-        return [(EXACT_BAND, bytes(h))]
-    nbits = core_lsh.layout(signal)[0]
-    return [(j, band_value_bytes(v)) for j, v in enumerate(core_lsh.band_values(h, lsh["bands"], nbits))]
+    bands = core_lsh.entry_bands(signal, h, None if signal in EXACT_SIGNALS else lsh)
+    return [(j, v if j == EXACT_BAND else band_value_bytes(v)) for j, v in bands]
 
 
 class EntryIndex:

@@ -1,6 +1,6 @@
 """Locality-sensitive keys for perceptual lists (PDQ, neural), and short keys for confirmation (MicroPython-safe).
 
-Owns: how a 256-bit PDQ hash or a 128-bit neural code becomes Bloom keys, and the short-key strings a device sends to the hub.
+Owns: how a 256-bit PDQ hash or a 128-bit neural code becomes Bloom keys and band probes (the values confirmation starts from).
 Must not touch: numpy (``agent.matching.lsh_batch`` vectorises the same functions) or matching policy.
 
 A PDQ hash is 32 bytes as the reference prints it in hex; bit i (DCT coefficient i, row-major) is
@@ -74,28 +74,20 @@ def signal_band_keys(signal, h, bands):
     return band_keys(h, bands, nbits, tag)
 
 
-def short_key(signal, band, value, key_bits=64):
-    """The short key of a band hit: '<signal>:<band>:<hex of the low key_bits bits of the band value>'.
+EXACT_BAND = 0xFFFF  # the "band" of an exact digest: one probe, the whole digest
 
-    The one definition for device and hub (the hub indexes its entries under the same keys), so
-    a request never carries more bits of an image than the list's ``key_bits`` allow.
+
+def entry_bands(signal, h, lsh):
+    """The probes under which an entry with hash ``h`` is found: ``[(EXACT_BAND, digest)]`` for an
+    exact list, ``[(band, value), ...]`` for a perceptual one (``lsh``: the list's LSH parameters).
+
+    The one definition for device and hub: the scanner's probes of an image, the hub's sealed records
+    and the OPRF inputs (agent.confirm.sealed) all start from it.
     """
-    return "%s:%d:%x" % (signal, band, value & ((1 << key_bits) - 1))
-
-
-def short_keys(signal, h, lsh):
-    """The short keys under which an entry with hash ``h`` is found: one for an exact digest,
-    one per band for a perceptual hash (``lsh``: the list's LSH parameters)."""
     if lsh is None:
-        return [exact_short_key(signal, h)]
-    bits = lsh.get("key_bits", 64)
+        return [(EXACT_BAND, bytes(h))]
     nbits = layout(signal)[0]
-    return [short_key(signal, j, v, bits) for j, v in enumerate(band_values(h, lsh["bands"], nbits))]
-
-
-def exact_short_key(signal, digest, nbytes=4):
-    """The short key for an exact digest: '<signal>:<hex of its first nbytes bytes>'."""
-    return "%s:%s" % (signal, "".join("%02x" % b for b in bytes(digest[:nbytes])))
+    return [(j, v) for j, v in enumerate(band_values(h, lsh["bands"], nbits))]
 
 
 def hamming(a, b):

@@ -56,9 +56,11 @@ def test_hamming():
     support.raises(ValueError, lsh.hamming, b"\x00", b"\x00\x00")
 
 
-def test_short_keys():
-    assert lsh.short_key("pdq", 3, 0xBEEF) == "pdq:3:beef"
-    assert lsh.exact_short_key("sha256", bytes([0xDE, 0xAD, 0xBE, 0xEF, 0x01])) == "sha256:deadbeef"
+def test_entry_bands():
+    d = bytes([0xDE, 0xAD, 0xBE, 0xEF, 0x01])
+    assert lsh.entry_bands("sha256", d, None) == [(lsh.EXACT_BAND, d)]
+    h = code_with_bits([0, 8])
+    assert lsh.entry_bands("neural", h, {"bands": 4}) == [(0, 5), (1, 0), (2, 0), (3, 0)]
 
 
 def test_bad_hash_length():
@@ -96,12 +98,9 @@ def test_neural_layout_and_tag():
 def test_neural_and_pdq_lengths_are_not_mixed():
     support.raises(ValueError, lsh.band_values, b"\x00" * 32, 4, 128)
     support.raises(ValueError, lsh.band_values, b"\x00" * 16, 4)
-    support.raises(ValueError, lsh.short_keys, "neural", b"\x00" * 32, {"bands": 4, "key_bits": 16})
+    support.raises(ValueError, lsh.entry_bands, "neural", b"\x00" * 32, {"bands": 4})
 
 
-def test_neural_short_keys():
+def test_neural_entry_bands():
     code = code_with_bits([0, 4, 125])
-    keys = lsh.short_keys("neural", code, {"bands": 4, "key_bits": 16})
-    assert keys == ["neural:0:3", "neural:1:0", "neural:2:0", "neural:3:0"]
-    keys = lsh.short_keys("neural", code, {"bands": 4, "key_bits": 64})
-    assert keys[1] == "neural:1:%x" % (1 << 31)
+    assert lsh.entry_bands("neural", code, {"bands": 4}) == [(0, 3), (1, 1 << 31), (2, 0), (3, 0)]

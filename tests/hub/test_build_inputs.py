@@ -14,6 +14,7 @@ import pytest
 from agent.core.errors import ConfigError
 from agent.hashing import samples
 from tools import hub_cli
+from tools.sealing import generate_confirm_key
 from tools.build import (check_key_source, generate_keys, hash_folder, load_private_key, read_hash_text)
 
 
@@ -80,6 +81,8 @@ def test_without_a_pub_beside_the_key_the_source_is_not_checked_and_the_build_go
     moved.mkdir()
     key = moved / "demo.key"
     os.rename(keys[0], key)
+    generate_confirm_key(str(moved), "demo", "other")  # the vault's confirmation key seals for 'other'
+
     rc, stdout, err = hub(capsys, *build_args((str(key),), images, tmp_path / "lists", source="other"))
     assert rc == 0, err
     assert "cannot check which source" in err and "no demo.pub beside it" in err and "'other'" in err

@@ -10,12 +10,11 @@ import sys
 
 import pytest
 
-from agent.confirm.client import Confirmer
 from agent.mqtt import MqttClient, Topics
 from agent.lists.store import ListStore
 from agent.updates.updater import Updater
 from tests.brokers import mosquitto  # noqa: F401
-from tests.listkit import Hub, random_entries, wait_for
+from tests.listkit import Hub, device_confirmer, random_entries, wait_for
 from tests import paths
 
 ROOT = str(paths.ROOT)
@@ -86,30 +85,31 @@ def test_serve_command_answers_and_stops_on_sigterm(mosquitto, tmp_path):
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     dev = MqttClient(mosquitto.url, "dev-serve").connect()
     try:
-        confirmer = Confirmer(dev, Topics(), "dev-serve", timeout=2.0).start()
-        from agent.core.lsh import exact_short_key
+        from agent.confirm.sealed import EXACT_BAND
         from agent.lists.store import load_folder
         from agent.matching.scanner import Hit, ScanResult
         lst = list(load_folder(hub.out, hub.trust()).lists.values())[0]
-        result = ScanResult("match", (Hit(lst, (exact_short_key("sha256", entries[5].hash),)),),
-                            digests={"sha256": entries[5].hash})
+        confirmer = device_confirmer(dev, [lst], "dev-serve", timeout=2.0, tokens=False)
+        wait_for(lambda: confirmer.refill_all() or confirmer.wallet.count("hl1"), 30)
+        probe = (EXACT_BAND, entries[5].hash)
+        result = ScanResult("match", (Hit(lst, (probe,)),), digests={"sha256": entries[5].hash})
         answered = wait_for(lambda: confirmer.ask(result), 30)
-        assert [e.id for e in answered["hl1/sha"].lookup(exact_short_key("sha256", entries[5].hash))] == ["e1-5"]
+        assert [e.id for e in answered["hl1/sha"].lookup(probe)] == ["e1-5"]
     finally:
         dev.stop()
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
-    rows = sqlite3.connect(db).execute("SELECT list, requests, positive_keys FROM confirm_stats").fetchall()
-    assert rows and rows[0][0] == "hl1/sha" and rows[0][2] >= 1
-    # the database holds counts only: no client id, no key
+    rows = dict(sqlite3.connect(db).execute("SELECT kind, SUM(n) FROM confirm_counts GROUP BY kind").fetchall())
+    assert rows["evaluations"] == 8 and rows["fetches"] == 1 and rows["tokens-issued"] == 32
+    # the database holds counts only: no login, no probe, no hash
     dump = "\n".join(sqlite3.connect(db).iterdump())
-    assert "dev-serve" not in dump and exact_short_key("sha256", entries[5].hash) not in dump
+    assert "dev-serve" not in dump and entries[5].hash.hex() not in dump
 
 
 def test_serve_command_bad_lists(mosquitto, tmp_path):
     r = hub_cli("serve", "--broker", mosquitto.url, "--lists", str(tmp_path), "--db", str(tmp_path / "x.db"))
-    assert r.returncode == 2 and "hub/ entries" in r.stderr
+    assert r.returncode == 2 and "no sealed tables or confirmation keys" in r.stderr
 
 
 def test_publishing_a_new_version_clears_the_old_chunks(mosquitto, tmp_path):

@@ -15,6 +15,7 @@ from agent.confirm.wire import Entry, EntryIndex
 from agent.lists.store import load_folder
 from agent.lists.trust import TrustStore
 from agent.lists.verify import load_list_file, verify_bytes
+from agent.confirm.sealed import EXACT_BAND
 from tools.build import build_list, generate_keys, load_private_key, read_hash_text
 from tests import paths
 
@@ -164,13 +165,12 @@ def test_hash_text_formats(tmp_path):
         read_hash_text(str(bad), "sha256")
 
 
-def test_hub_entries_lookup_by_short_key(signed):
+def test_hub_entries_lookup_by_probe(signed):
     _, _, _, hub = signed
     h = EntryIndex.load(hub)
     e = entries(100)[7]
-    got = h.lookup("sha256:%s" % e.hash[:4].hex())
-    assert [x.id for x in got] == ["id7"]
-    assert h.lookup("sha256:00000000") == [] or all(x.hash[:4] == b"\0" * 4 for x in h.lookup("sha256:00000000"))
+    assert [x.id for x in h.lookup((EXACT_BAND, e.hash))] == ["id7"]
+    assert h.lookup((EXACT_BAND, e.hash[:31] + b"\0")) == [] and h.lookup((EXACT_BAND, bytes(32))) == []
 
 
 def test_golden_file_reads_identically():

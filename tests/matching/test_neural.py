@@ -91,10 +91,9 @@ def test_a_cropped_photo_is_a_neural_candidate_confirmed_where_pdq_misses_it(bui
     assert got.verdict == "candidate"  # a neural hit alone never blocks
     (hit,) = got.hits
     assert hit.list.signal == "neural"
-    # only short keys of at most key_bits bits would leave the device
-    for k in hit.keys:
-        sig, band, value = k.split(":")
-        assert sig == "neural" and 0 <= int(band) < 4 and int(value, 16) < 1 << 16
+    # the probes that hit: a band and its full 32-bit value (only their blinded OPRF inputs leave the device)
+    for band, value in hit.probes:
+        assert 0 <= band < 4 and len(value) == 8 and int.from_bytes(value, "big") < 1 << 32
     assert got.hashes.neural.hex() not in json.dumps(got.to_json())  # the code itself stays on the device
     hub = {"s/neural": EntryIndex(docs["neural"]), "s/pdq": EntryIndex(docs["pdq"])}
     done = scanner.confirm(got, hub)

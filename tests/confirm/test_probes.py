@@ -1,26 +1,29 @@
-"""The hub's index still gives the short keys of tests/data/short_keys.json (the core checks the same file)."""
+"""The hub seals its entries under the probes recorded in tests/data/probes.json (the device core is
+checked against the same file in tests/core/test_probes.py), and the scanner's probes of a listed image
+are among them."""
 
-from tests.data.make_short_keys import vectors
+import json
+
+from agent.confirm.wire import EntryIndex, Entry, entry_probes
 from tests.paths import DATA
 
 
-def test_hub_index_gives_the_recorded_short_keys():
-    import json
-    with open(DATA / "short_keys.json") as f:
-        recorded = json.load(f)
-    assert vectors() == recorded, "regenerate with: python tests/data/make_short_keys.py"
+def test_hub_gives_the_recorded_probes():
+    with open(DATA / "probes.json") as f:
+        vectors = json.load(f)
+    assert len(vectors) >= 20
+    for v in vectors:
+        got = [[b, x.hex()] for b, x in entry_probes(v["signal"], bytes.fromhex(v["hash"]), v["lsh"])]
+        assert got == v["probes"], v
 
 
-def test_scanner_sends_the_keys_the_hub_indexes():
-    # end to end on CPython: a listed PDQ hash's scan keys are found in the hub's index
-    from agent.confirm.wire import Entry
+def test_scanner_probes_are_the_ones_the_hub_seals(tmp_path):
     from agent.hashing.imaging import hash_image
     from agent.hashing.samples import encode, generate_image
     from agent.lists.assemble import assemble, lsh_params
     from agent.lists.trust import TrustStore, key_id
     from agent.lists.verify import verify_bytes
     from agent.matching.scanner import Scanner
-    from agent.confirm.wire import EntryIndex
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     img = encode(generate_image(77, (160, 120)), "PNG")
@@ -35,5 +38,5 @@ def test_scanner_sends_the_keys_the_hub_indexes():
     hit = scanner.scan_bytes(img).hits[0]
     index = EntryIndex({"source": "s", "list": "p", "signal": "pdq", "version": 1, "lsh": lsh,
                         "entries": [Entry("x", h).to_json()]})
-    assert hit.keys and all(index.lookup(k) for k in hit.keys)
-    assert all(int(k.split(":")[2], 16) < (1 << lsh["key_bits"]) for k in hit.keys)
+    assert hit.probes and all(index.lookup(p) for p in hit.probes)
+    assert set(hit.probes) <= set(entry_probes("pdq", h, lsh))
