@@ -123,6 +123,7 @@ class Confirmer:
         self._issue_lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._arrived = threading.Condition()
         self._refiller: Optional[threading.Thread] = None
         # counters for status (no identity, no probe, no hash in any of them)
         self.requests = 0
@@ -246,6 +247,8 @@ class Confirmer:
                 log.error("token issuance refused: %s", exc)
                 return 0
             self.wallet.add(source, got)
+            with self._arrived:
+                self._arrived.notify_all()
             return len(got)
 
     def refill_all(self) -> int:
@@ -259,14 +262,20 @@ class Confirmer:
         return n
 
     def _refill_loop(self) -> None:
+        backoff = 1.0
         while not self._stop.is_set():
-            if self.client.connected:
-                self.refill_all()
+            if not self.client.connected:
+                self._wake.wait(1.0)  # waiting for the broker costs nothing: look again soon
+                self._wake.clear()
+                continue
+            self.refill_all()
             epoch = tokens.epoch_of(self.clock())
             missing = [s for s in self._token_sources() if not self.wallet.has_epoch(s, epoch)]
-            if missing or not self.client.connected:
-                wait = random.uniform(20.0, 40.0)  # the hub or the broker is away: try again soon
+            if missing:
+                wait = backoff * random.uniform(1.0, 2.0)  # the hub is away: again soon, then less often
+                backoff = min(backoff * 2, 60.0)
             else:
+                backoff = 1.0
                 # at the next epoch, plus a random spread so that a fleet does not ask all at once
                 now = self.clock()
                 wait = tokens.EPOCH_SECONDS - now % tokens.EPOCH_SECONDS + random.uniform(0, 600)
@@ -326,8 +335,21 @@ class Confirmer:
             out.update(part)
         return out, ttl
 
+    def _token(self, source: str, deadline: float):
+        """One token of ``source``; right after a start (no batch of this epoch yet) it waits, until the
+        deadline, for the scheduled batch: waiting asks the hub nothing, so it says nothing either."""
+        tok = self.wallet.take(source)
+        while tok is None and not self.wallet.has_epoch(source, tokens.epoch_of(self.clock())):
+            left = deadline - time.monotonic()
+            if left <= 0 or self._stop.is_set():
+                break
+            with self._arrived:
+                self._arrived.wait(min(left, 0.5))
+            tok = self.wallet.take(source)
+        return tok
+
     def _round(self, lst, s: dict, probes: List[Probe], deadline: float):
-        tok = self.wallet.take(lst.source)
+        tok = self._token(lst.source, deadline)
         if tok is None:
             self.no_tokens += 1
             log.warning("no confirmation token left for %s this epoch: the hit stays unconfirmed", lst.source)
@@ -397,4 +419,5 @@ class Confirmer:
         """Counters for status."""
         return {"requests": self.requests, "timeouts": self.timeouts, "refused": self.refused,
                 "bad_answers": self.bad_answers, "no_tokens": self.no_tokens, "unsealed": self.unsealed,
-                "cache": len(self.cache), "unavailable": self.unavailable}
+                "cache": len(self.cache), "unavailable": self.unavailable,
+                "tokens": {source: self.wallet.count(source) for source in self._token_sources()}}

@@ -124,34 +124,54 @@ def test_device_reads_the_log_but_cannot_write_its_heads(fleet):
         dev.stop()
 
 
-def test_device_reads_only_its_own_confirmation_answers(fleet):
+def test_device_reads_only_its_own_token_answers(fleet):
     hub, d1, d2 = login(fleet, "gatewatch-hub"), login(fleet, "gw-0001"), login(fleet, "gw-0002")
     q1, q2 = queue.Queue(), queue.Queue()
     try:
-        assert d2.subscribe(T.confirm_resp_filter("gw-0002"), q2.put).wait(5)
-        assert d1.subscribe(T.confirm_resp_filter("gw-0001"), q1.put).wait(5)
-        granted = [d1.subscribe(f, q1.put) for f in (T.confirm_resp_filter("gw-0002"),
-                                                     "gatewatch/v1/confirm/resp/+/#", "gatewatch/v1/#", "#")]
+        assert d2.subscribe(T.tokens_resp_filter("gw-0002"), q2.put).wait(5)
+        assert d1.subscribe(T.tokens_resp_filter("gw-0001"), q1.put).wait(5)
+        granted = [d1.subscribe(f, q1.put) for f in (T.tokens_resp_filter("gw-0002"),
+                                                     "gatewatch/v1/tokens/resp/+/+", "gatewatch/v1/#", "#")]
         for g in granted:
             g.wait(5)
-        assert hub.publish(T.confirm_resp("gw-0002", "r1"), b"answer-for-2", qos=1).wait(5)
-        assert hub.publish(T.confirm_resp("gw-0001", "r1"), b"answer-for-1", qos=1).wait(5)
-        assert [m.payload for m in drain(q2)] == [b"answer-for-2"]       # positive control
-        got1 = [m for m in drain(q1) if "/confirm/" in m.topic]
-        assert {m.payload for m in got1} == {b"answer-for-1"}          # nothing of device 2
+        assert hub.publish(T.tokens_resp("gw-0002", "r1"), b"tokens-for-2", qos=1).wait(5)
+        assert hub.publish(T.tokens_resp("gw-0001", "r1"), b"tokens-for-1", qos=1).wait(5)
+        assert [m.payload for m in drain(q2)] == [b"tokens-for-2"]       # positive control
+        got1 = [m for m in drain(q1) if "/tokens/" in m.topic]
+        assert {m.payload for m in got1} == {b"tokens-for-1"}          # nothing of device 2
     finally:
         hub.stop()
         d1.stop()
         d2.stop()
 
 
-def test_borrowed_client_id_does_not_open_another_devices_answers(fleet):
+def test_confirmation_answers_are_readable_one_level_deep_only(fleet):
+    """Answers go to random reply ids: any device may read confirm/resp/+ (the answers are useless to it),
+    nothing deeper, and no device can write an answer."""
+    hub, d1, d2 = login(fleet, "gatewatch-hub"), login(fleet, "gw-0001"), login(fleet, "gw-0002")
+    q1, seen = queue.Queue(), queue.Queue()
+    try:
+        d1.subscribe("gatewatch/v1/confirm/resp/#", q1.put).wait(5)  # granted, but nothing deeper is delivered
+        assert hub.subscribe("gatewatch/v1/confirm/resp/#", seen.put).wait(5)
+        assert hub.publish(T.confirm_resp("a" * 32), b"answer", qos=1).wait(5)
+        assert hub.publish(T.confirm_resp("a" * 32) + "/deeper", b"deeper", qos=1).wait(5)
+        assert [m.payload for m in drain(q1)] == [b"answer"]
+        drain(seen)
+        wait_all([d2.publish(T.confirm_resp("b" * 32), b"forged-answer", qos=1)], 5)
+        assert drain(seen) == []
+    finally:
+        hub.stop()
+        d1.stop()
+        d2.stop()
+
+
+def test_borrowed_client_id_does_not_open_another_devices_tokens(fleet):
     hub = login(fleet, "gatewatch-hub")
     impostor = login(fleet, "gw-0001", client_id="gw-0002")  # device 1's login, device 2's id
     got = queue.Queue()
     try:
-        impostor.subscribe(T.confirm_resp_filter("gw-0002"), got.put).wait(5)
-        assert hub.publish(T.confirm_resp("gw-0002", "r2"), b"answer-for-2", qos=1).wait(5)
+        impostor.subscribe(T.tokens_resp_filter("gw-0002"), got.put).wait(5)
+        assert hub.publish(T.tokens_resp("gw-0002", "r2"), b"tokens-for-2", qos=1).wait(5)
         assert drain(got) == []
     finally:
         hub.stop()
@@ -163,19 +183,23 @@ def test_device_writes_reports_requests_and_own_status_only(fleet):
     seen, d2_seen = queue.Queue(), queue.Queue()
     try:
         assert hub.subscribe(T.reports_shared(), seen.put).wait(5)   # shared, as collectors do
-        assert hub.subscribe(T.confirm_req_shared(), seen.put).wait(5)
+        assert hub.subscribe(T.confirm_requests_shared(), seen.put).wait(5)
+        assert hub.subscribe(T.tokens_req_filter(), seen.put).wait(5)
         assert hub.subscribe(T.status_filter(), seen.put).wait(5)
         assert hub.subscribe("gatewatch/v1/confirm/resp/#", seen.put).wait(5)
         assert hub.subscribe("gatewatch/v1/ack/#", seen.put).wait(5)
         d2.subscribe("gatewatch/v1/reports/#", d2_seen.put).wait(5)
-        d2.subscribe(T.confirm_req(), d2_seen.put).wait(5)
+        d2.subscribe("gatewatch/v1/confirm/+", d2_seen.put).wait(5)
+        d2.subscribe(T.tokens_req_filter(), d2_seen.put).wait(5)
         d2.subscribe(T.status_filter(), d2_seen.put).wait(5)
         report = make_report("hl1", "sha256", 1, "sha256", 0, "e1", now=1_800_000_000, agent_version="0.1.0")
-        allowed = [(T.reports("hl1"), encode_report(report)), (T.confirm_req(), b"request"),
+        allowed = [(T.reports("hl1"), encode_report(report)), (T.confirm_eval(), b"request"),
+                   (T.confirm_fetch(), b"fetch"), (T.tokens_req("gw-0001"), b"tokens please"),
                    (T.reports("hl1", "0123456789abcdef"), encode_report(report)),
                    (T.status("gw-0001"), b"status-1")]
         denied = [(T.status("gw-0002"), b"forged-status"),
-                  (T.confirm_resp("gw-0002", "r9"), b"forged-answer"),
+                  (T.confirm_resp("c" * 32), b"forged-answer"), (T.tokens_req("gw-0002"), b"not mine"),
+                  (T.tokens_resp("gw-0001", "r9"), b"forged-tokens"),
                   ("gatewatch/v1/other", b"x"),
                   ("gatewatch/v1/reports/hl1/0123456789abcdef/more", b"deeper than a report topic"),
                   (T.ack("0123456789abcdef"), b'{"ids":[]}')]

@@ -37,8 +37,9 @@ def test_topics():
     assert t.manifest("hl1", "sha256") == "gatewatch/v1/lists/hl1/sha256/manifest"
     assert t.snapshot_chunk("hl1", "pdq", 7, 0) == "gatewatch/v1/lists/hl1/pdq/v7/snapshot/0"
     assert t.delta_chunk("hl1", "pdq", 6, 7, 2) == "gatewatch/v1/lists/hl1/pdq/delta/6-7/2"
-    assert t.confirm_resp("dev1", "r9") == "gatewatch/v1/confirm/resp/dev1/r9"
-    assert t.confirm_req_shared() == "$share/hub/gatewatch/v1/confirm/req"
+    assert t.confirm_resp("r9") == "gatewatch/v1/confirm/resp/r9"
+    assert t.tokens_resp("dev1", "r9") == "gatewatch/v1/tokens/resp/dev1/r9"
+    assert t.confirm_requests_shared() == "$share/hub/gatewatch/v1/confirm/+"
     assert t.reports_shared("c") == "$share/c/gatewatch/v1/reports/#"
     assert t.source_of_report_topic("gatewatch/v1/reports/hl1") == "hl1"
     assert t.source_of_report_topic("gatewatch/v1/reports/hl1/0123abcd") == "hl1"  # <source>/<ack token>
