@@ -50,6 +50,10 @@ MAX_TICKETS = 200_000  # tickets remembered as used (each is good for one fetch 
 VERSIONS_KEPT = 3  # sealed tables per list a device may still ask about after an update
 
 
+class Refusal(tuple):
+    """(topic, payload) of an error answer: sent at QoS 0 (while the flood alarm is up, refusals get none)."""
+
+
 class ConfirmStats:
     """Counts per (hour, kind) in SQLite, flushed in batches (never a device, probe or hash)."""
 
@@ -280,6 +284,10 @@ class ConfirmService:
             self.rejected += 1
             return
         topic, body = answer
+        if isinstance(answer, Refusal):
+            self.rejected += 1
+            self.client.publish(topic, body, qos=0)  # an error is worth no retransmission
+            return
         self.client.publish(topic, body, qos=1)
         self.answered += 1
 
@@ -291,9 +299,9 @@ class ConfirmService:
         """Count a refusal; an error answer when the request named a reply topic."""
         self.stats.count("refused-" + word)
         self.alarm.note(refusals=1)
-        if rid is None:
+        if rid is None or self.alarm.raised:  # under a flood a refusal gets no answer at all
             return None
-        return topic_of(rid), wire.error_answer(rid, word)
+        return Refusal((topic_of(rid), wire.error_answer(rid, word)))
 
     # ------------------------------------------------------------ evaluation
     def answer_eval(self, payload: bytes):
@@ -304,7 +312,6 @@ class ConfirmService:
             rid = wire.reply_id(doc)
             kid = wire.key_id(doc)
             nonce, output = wire.token(doc)
-            blinded = wire.elements(doc, wire.ELEMENTS)
         except ConfirmError:
             return self._refuse("eval", rid, self.topics.confirm_resp, "malformed")
         key = self.keys.get(kid)
@@ -313,9 +320,14 @@ class ConfirmService:
             key = self.keys.get(kid)
             if key is None:
                 return self._refuse("eval", rid, self.topics.confirm_resp, "unknown-key")
+        # the token first: a flood of made-up or replayed tokens is refused before any element is decoded
         word = self.spent.redeem(key.source, key.token_sk, nonce, output)
         if word is not None:
             return self._refuse("eval", rid, self.topics.confirm_resp, word)
+        try:
+            blinded = wire.elements(doc, wire.ELEMENTS)
+        except ConfirmError:
+            return self._refuse("eval", rid, self.topics.confirm_resp, "malformed")
         if not self._within_hourly_bound(len(blinded)):
             return self._refuse("eval", rid, self.topics.confirm_resp, "busy")
         try:

@@ -152,6 +152,9 @@ class SpentTokens:
         now = epoch_of(self.clock())
         if epoch not in (now, now - 1):
             return "token-expired"
+        with self._lock:  # a replay is refused before any group operation is spent on it
+            if nonce in self._spent.get(epoch, ()):
+                return "token-spent"
         if oprf.evaluate(token_sk, token_input(source, nonce), oprf.MODE_VOPRF) != output:
             return "token-invalid"
         with self._lock:
