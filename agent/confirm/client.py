@@ -420,4 +420,5 @@ class Confirmer:
         return {"requests": self.requests, "timeouts": self.timeouts, "refused": self.refused,
                 "bad_answers": self.bad_answers, "no_tokens": self.no_tokens, "unsealed": self.unsealed,
                 "cache": len(self.cache), "unavailable": self.unavailable,
+                "crypto": None if self.unavailable else group.backend(),
                 "tokens": {source: self.wallet.count(source) for source in self._token_sources()}}
