@@ -100,3 +100,17 @@ def device_confirmer(client, lists, login: str, *, timeout: float = 3.0, cache=N
         wait_for(lambda: all(c.wallet.count(s) > 0 for s in sources), timeout=15)
     return c
 
+
+
+def issue_tokens(service, source: str, n: int, login: str = "test-device"):
+    """``n`` tokens of ``source`` issued in-process by a ConfirmService (verified as a device would)."""
+    import json
+
+    from agent.confirm import tokens, wire
+
+    key = next(k for k in service.keys.values() if k.source == source)
+    batch = tokens.Issuance(source, n, tokens.epoch_of(service.clock()))
+    _topic, body = service.answer_tokens(login, wire.dumps(
+        {"v": 2, "source": source, "reply": "0" * 32, "e": [wire.b64(b) for b in batch.blinded]}))
+    doc = json.loads(body)
+    return batch.finish([wire.unb64(e, 32) for e in doc["e"]], wire.unb64(doc["proof"], 64), key.token_pk)

@@ -8,11 +8,11 @@ the cache of answers. Must not touch: the decision (``Scanner.confirm``), policy
 For each list with hits (docs/privacy.md):
 
 1. Evaluation, ``<p>/confirm/eval``: the OPRF inputs of the hit's probes (list, band, full band value
-   or digest), blinded, padded with random elements to eight, with one anonymous token. The hub sees
-   eight uniformly random group elements and a token it cannot link to anyone. Its answer (on a
+   or digest), blinded, padded with random elements to four, with one anonymous token. The hub sees
+   four uniformly random group elements and a token it cannot link to anyone. Its answer (on a
    random reply topic) gives the evaluations and a one-use ticket.
 2. Fetch, ``<p>/confirm/fetch``: the buckets the outputs fall in, padded with random bucket indices to
-   eight. Every bucket comes with its Merkle proof; the device checks it against the root its signed
+   four. Every bucket comes with its Merkle proof; the device checks it against the root its signed
    list names (a bucket that fails is no answer: nothing is confirmed or refuted by it), then opens
    the records whose tag its outputs give. A probe opens an entry only if it equals that entry's band
    or digest: a chosen probe without the image opens nothing, and no answer carries a plain entry.
@@ -311,7 +311,9 @@ class Confirmer:
                     continue  # unanswered: absent from the mapping
                 entries, ttl = got
                 for p in need:
-                    by_probe[p] = entries.get(p, [])
+                    if p not in entries:
+                        continue  # not asked: an earlier probe already opened the entry
+                    by_probe[p] = entries[p]
                     t = min(ttl[0] if by_probe[p] else ttl[1], self.max_ttl)
                     self.cache.put(vkey, p, by_probe[p], t)
             answered[ident] = AnsweredEntries(ident, by_probe)
@@ -327,12 +329,17 @@ class Confirmer:
             return None
         out: Dict[Probe, List[Entry]] = {}
         ttl = (0.0, 0.0)
+        # the scanner lists a hit's probes most likely first (exact bands of the image as it is, then
+        # flipped bits and other orientations): one band equal to an entry's opens that entry's record,
+        # so the rest are asked only while nothing has opened (a token each round)
         for i in range(0, len(probes), wire.ELEMENTS):
             got = self._round(lst, s, probes[i:i + wire.ELEMENTS], deadline)
             if got is None:
                 return None
             part, ttl = got
             out.update(part)
+            if any(part.values()):
+                break
         return out, ttl
 
     def _token(self, source: str, deadline: float):

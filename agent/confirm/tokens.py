@@ -25,7 +25,7 @@ from agent.confirm import group, oprf
 from agent.core.errors import ConfirmError
 
 EPOCH_SECONDS = 6 * 3600
-DEFAULT_BUDGET = 32  # tokens per device, source and epoch (the hub's limit; devices ask for it all)
+DEFAULT_BUDGET = 64  # tokens per device, source and epoch (the hub's limit; devices ask for it all)
 _PREFIX = b"gatewatch-token-v1\x00"
 
 

@@ -10,11 +10,11 @@ MQTT (``agent.confirm.client``, ``tools.confirm_service``), the decision (``agen
 Messages are JSON objects with base64 binary fields (docs/privacy.md has the whole protocol):
 
 - evaluation request, ``<p>/confirm/eval``: ``{"v": 2, "key": KEYID, "reply": RID, "token": {"n": B64,
-  "y": B64}, "e": [8 x B64 blinded element]}``; answer on ``<p>/confirm/resp/RID``: ``{"v": 2,
-  "reply": RID, "e": [8 x B64], "ticket": B64, "ttl": [positive, negative]}`` or ``{"v": 2, "reply":
+  "y": B64}, "e": [4 x B64 blinded element]}``; answer on ``<p>/confirm/resp/RID``: ``{"v": 2,
+  "reply": RID, "e": [4 x B64], "ticket": B64, "ttl": [positive, negative]}`` or ``{"v": 2, "reply":
   RID, "error": WORD}``.
 - bucket fetch, ``<p>/confirm/fetch``: ``{"v": 2, "list": "source/list", "version": N, "ticket": B64,
-  "reply": RID, "b": [8 x bucket index]}``; answer: ``{"v": 2, "reply": RID, "version": N,
+  "reply": RID, "b": [4 x bucket index]}``; answer: ``{"v": 2, "reply": RID, "version": N,
   "buckets": [{"i": index, "data": B64, "proof": [B64 ...]}]}`` or an error.
 - token issuance, ``<p>/tokens/req/<login>``: ``{"v": 2, "source": S, "reply": RID, "e": [B64 ...]}``;
   answer on ``<p>/tokens/resp/<login>/RID``: ``{"v": 2, "reply": RID, "epoch": E, "e": [B64 ...],
@@ -41,8 +41,8 @@ from agent.confirm import group
 from agent.confirm.sealed import EXACT_BAND, band_value_bytes
 
 PROTOCOL = 2
-ELEMENTS = 8  # blinded elements in every evaluation request: padded, so the count says nothing
-BUCKETS_PER_FETCH = 8  # bucket indices in every fetch request, padded likewise
+ELEMENTS = 4  # blinded elements in every evaluation request: padded, so the count says nothing
+BUCKETS_PER_FETCH = 4  # bucket indices in every fetch request, padded likewise
 MAX_TOKENS_PER_ISSUE = 64
 MAX_MESSAGE = 512 * 1024
 MAX_BUCKET_INDEX = 1 << 22

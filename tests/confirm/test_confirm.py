@@ -18,7 +18,7 @@ from agent.policy import Policy, PolicyInspector, PolicySettings
 from agent.hashing.samples import encode, generate_image, transform
 from agent.matching.scanner import Scanner
 from tests.brokers import mosquitto  # noqa: F401
-from tests.listkit import Hub, device_confirmer, wait_for
+from tests.listkit import Hub, device_confirmer, issue_tokens, wait_for
 from tools.confirm_service import ConfirmService
 
 
@@ -83,7 +83,7 @@ def test_exact_and_perceptual_hits_confirmed_by_the_hub(mosquitto, world, tmp_pa
         assert c.verdict == "match" and c.best.entry_id == "known-1" and c.best.distance <= 31
         totals = p.services[0].stats.totals()
         # counts per kind only: evaluations (8 a request, padded), fetches, tokens issued
-        assert totals["evaluations"] % wire.ELEMENTS == 0 and totals["evaluations"] >= 8
+        assert totals["evaluations"] % wire.ELEMENTS == 0 and totals["evaluations"] >= wire.ELEMENTS
         assert totals["fetches"] >= 2 and totals["tokens-issued"] == tokens.DEFAULT_BUDGET
     finally:
         p.close()
@@ -222,24 +222,35 @@ def test_bad_settings_and_requests_refused(world, tmp_path):
     svc = ConfirmService(None, Topics(), world["hub"].out)
     rid = "0" * 32
     key = next(iter(svc.keys))
-    good = {"v": 2, "key": key, "reply": rid, "token": {"n": wire.b64(bytes(32)), "y": wire.b64(bytes(64))},
-            "e": [wire.b64(group.random_element()) for _ in range(8)]}
+    toks = iter(issue_tokens(svc, "hl1", 8))
+
+    def good(**kw):
+        n, y = next(toks)
+        doc = {"v": 2, "key": key, "reply": rid, "token": {"n": wire.b64(n), "y": wire.b64(y)},
+               "e": [wire.b64(group.random_element()) for _ in range(wire.ELEMENTS)]}
+        doc.update(kw)
+        return doc
     for bad in (b"", b"[]", b'{"v":1}', b'{"v":true}', b'{"v":2,"reply":"a/b"}', b"\xff" * 10, b"{" * 100000):
         assert svc.answer_eval(bad) is None and svc.answer_fetch(bad) is None, bad
         assert svc.answer_tokens("dev", bad) is None, bad
+    one = [wire.b64(group.random_element())]
     cases = [
-        (dict(good, key="ab"), "malformed"), (dict(good, e=good["e"][:7]), "malformed"),
-        (dict(good, e=good["e"][:7] + [wire.b64(bytes(32))]), "malformed"),  # the identity is no element
-        (dict(good, e=good["e"][:7] + ["\u0661" * 44]), "malformed"),
-        (dict(good, key="f" * 16), "unknown-key"),
-        (good, "token-expired"),  # a token of epoch 0
+        (good(key="ab"), "malformed"), (good(e=one * (wire.ELEMENTS - 1)), "malformed"),
+        (good(e=one * (wire.ELEMENTS - 1) + [wire.b64(bytes(32))]), "malformed"),  # the identity is no element
+        (good(e=one * (wire.ELEMENTS - 1) + ["\u0661" * 44]), "malformed"),
+        (good(key="f" * 16), "unknown-key"),
+        (good(token={"n": wire.b64(bytes(32)), "y": wire.b64(bytes(64))}), "token-expired"),  # epoch 0
     ]
     for doc, word in cases:
         topic, body = svc.answer_eval(json.dumps(doc).encode())
         assert topic == "gatewatch/v1/confirm/resp/" + rid and json.loads(body) == {"v": 2, "reply": rid, "error": word}
-    fetch = {"v": 2, "list": "hl1/sha", "version": 1, "ticket": wire.b64(bytes(16)), "reply": rid, "b": [0] * 8}
+    replay = good()
+    assert "error" not in json.loads(svc.answer_eval(json.dumps(replay).encode())[1])
+    assert json.loads(svc.answer_eval(json.dumps(replay).encode())[1])["error"] == "token-spent"
+    n = wire.BUCKETS_PER_FETCH
+    fetch = {"v": 2, "list": "hl1/sha", "version": 1, "ticket": wire.b64(bytes(16)), "reply": rid, "b": [0] * n}
     for doc, word in ((fetch, "ticket"), (dict(fetch, version=99), "unknown-version"),
-                      (dict(fetch, b=[0] * 7), "malformed"), (dict(fetch, b=[-1] * 8), "malformed"),
+                      (dict(fetch, b=[0] * (n - 1)), "malformed"), (dict(fetch, b=[-1] * n), "malformed"),
                       (dict(fetch, version=True), "malformed"), (dict(fetch, list="a/b/c"), "malformed"), (dict(fetch, list="hl1/sha\\u0000"), "malformed")):
         topic, body = svc.answer_fetch(json.dumps(doc).encode())
         assert json.loads(body)["error"] == word, doc
