@@ -1,6 +1,6 @@
 """No broker at all (a school with lists on disk): nothing is lost at a restart, and the operator
 can export what the device holds. Pending (unconfirmed) hits are recorded with report fields only:
-never a hash of the image, never its short keys."""
+never a hash of the image, never its probes."""
 from __future__ import annotations
 
 import csv
@@ -22,13 +22,13 @@ FakeList = namedtuple("FakeList", "source name version signal")
 FakeHashes = namedtuple("FakeHashes", "pdq")
 IMAGE_PDQ = "f0e1d2c3b4a59687" * 4          # the viewed image's perceptual hash: never on disk
 IMAGE_SHA = "9a" * 32                        # ... nor its digest
-SHORT_KEY = "sha256:9a9a9a9a"                # ... nor the short keys sent for confirmation
+PROBE = (0xFFFF, bytes.fromhex(IMAGE_SHA))  # ... nor the probes confirmation blinds
 URL = "http://cdn.example/x/1.jpg?session=secret-token"
 
 
 def result(signal="sha256", confirmed=False, entry=None, distance=None):
     lst = FakeList("hl1", "known" if signal != "pdq" else "pdq", 3, signal)
-    hit = Hit(lst, (SHORT_KEY,), confirmed, distance, entry)
+    hit = Hit(lst, (PROBE,), confirmed, distance, entry)
     return ScanResult("match" if signal != "pdq" or confirmed else "candidate", (hit,),
                       hashes=FakeHashes(bytes.fromhex(IMAGE_PDQ)), digests={"sha256": bytes.fromhex(IMAGE_SHA)})
 
@@ -83,7 +83,7 @@ def test_pending_hits_survive_a_restart_and_are_exported_without_image_hashes(tm
     on_disk = b"".join(open(os.path.join(d, f), "rb").read() for d in (os.path.join(state, "pending"),
                                                                        os.path.join(state, "spool"))
                        for f in os.listdir(d))
-    for secret in (IMAGE_PDQ, IMAGE_SHA, SHORT_KEY, "9a9a9a9a", "secret-token"):
+    for secret in (IMAGE_PDQ, IMAGE_SHA, "9a9a9a9a", "secret-token"):
         assert secret.encode() not in on_disk and secret not in out
     table = list(csv.DictReader(io.StringIO(export(state, "csv")[0])))
     assert len(table) == 3 and {t["state"] for t in table} == {"pending", "unsent"}
@@ -98,14 +98,14 @@ def test_reconfirmed_and_refuted_hits_leave_the_pending_folder(tmp_path):
 
     def scanner_confirm(res, answered):
         hit = res.hits[0]
-        if hit.keys == ("sha256:11111111",):  # the hub's entries confirm this one ...
+        if hit.probes == ((0xFFFF, b"\x11" * 32),):  # the hub's entries confirm this one ...
             return res._replace(hits=(hit._replace(confirmed=True, entry_id="case-1", distance=0),))
         return res._replace(verdict="clean", hits=())  # ... and refute the other
 
     spool, pending, policy = agent_parts(state, confirmer, scanner_confirm)
     good, bad = result("sha256"), result("sha256")
-    good = good._replace(hits=(good.hits[0]._replace(keys=("sha256:11111111",)),))
-    bad = bad._replace(hits=(bad.hits[0]._replace(keys=("sha256:22222222",)),))
+    good = good._replace(hits=(good.hits[0]._replace(probes=((0xFFFF, b"\x11" * 32),)),))
+    bad = bad._replace(hits=(bad.hits[0]._replace(probes=((0xFFFF, b"\x22" * 32),)),))
     policy.decide(good, URL)
     policy.decide(bad, URL)
     assert len(pending) == 2 and len(spool) == 0
