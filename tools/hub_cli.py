@@ -14,6 +14,7 @@ COMMANDS = {
     "publish": "tools.publish",
     "serve": "tools.confirm_service",
     "reports": "tools.collector",
+    "hotline": "tools.hotline.cli",
     "demo": "tools.demo",
 }
 
