@@ -30,7 +30,7 @@ class TestDns:
         self.server = "127.0.0.1:%d" % self.port
         args = [DNSMASQ, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
                 "--no-poll", "--pid-file=", "--port=%d" % self.port, "--listen-address=127.0.0.1",
-                "--bind-interfaces", "--log-facility=-"]
+                "--bind-interfaces", "--log-facility=-", "--local-ttl=600"]
         if os.geteuid() == 0:
             args.append("--user=root")
         args += ["--local=/%s/" % z for z in zones]

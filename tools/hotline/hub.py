@@ -123,6 +123,9 @@ class HotlineHub:
             raise ConfigError("no case %s" % case_id)
         if not self.may_decide(case, action):
             raise ConfigError("case %s is for %s to decide" % (case_id, case["responsible"]))
+        if action == "removed" and case["status"] != "takedown_requested":
+            raise ConfigError("case %s is %s: a takedown is recorded as done only after it was requested"
+                              % (case_id, case["status"]))
         # the status records which hotline decided; analysts are named only in this hub's log
         new = self.store.set_status(case_id, ACTIONS[action], self.me,
                                     lambda c, counts, _ch: self._owed(c, counts, C.parties(c, counts, self.me), True))
