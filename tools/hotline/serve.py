@@ -109,7 +109,7 @@ def run(args) -> int:
     client = None
     try:
         host, port = parse_listen(args.peer_listen, "--peer-listen")
-        peer = Listener(peer_app(hub), host, port, server_tls(args.tls_cert, args.tls_key), "peer endpoint").start()
+        peer = Listener(peer_app(hub), host, port, server_tls(args.peer_cert, args.peer_key), "peer endpoint").start()
         parts.append(peer)
         review: Optional[Listener] = None
         if args.review_listen:
