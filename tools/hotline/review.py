@@ -94,14 +94,14 @@ def chart_svg(rows: List[dict]) -> str:
     colours = (("new", "#d08a1e"), ("takedown_requested", "#2f7fd0"), ("removed", "#2e9a48"), ("rejected", "#a0a4ab"))
     rows = rows[:30]
     top = max([r["cases"] for r in rows] + [1])
-    bar_h, gap, left, width = 22, 8, 90, 520
+    bar_h, gap, left, width = 22, 8, 90, 460
     height = 40 + len(rows) * (bar_h + gap) + 30
     out = ['<svg xmlns="http://www.w3.org/2000/svg" id="chart" width="%d" height="%d" role="img" '
            'aria-label="cases per hosting country by status" font-family="DejaVu Sans" font-size="12">'
-           % (left + width + 200, height)]
+           % (left + width + 330, height)]
     for i, (name, colour) in enumerate(colours):
         out.append('<rect x="%d" y="8" width="12" height="12" fill="%s"/><text x="%d" y="18">%s</text>'
-                   % (left + i * 130, colour, left + i * 130 + 16, name.replace("_", " ")))
+                   % (left + i * 175, colour, left + i * 175 + 16, name.replace("_", " ")))
     for i, r in enumerate(rows):
         y = 36 + i * (bar_h + gap)
         out.append('<text x="%d" y="%d" text-anchor="end">%s</text>' % (left - 8, y + 15, escape(r["name"])))
