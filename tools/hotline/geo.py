@@ -43,7 +43,7 @@ class CountryDb:
                 raise ConfigError("reading %s needs the maxminddb package (pip install maxminddb)" % path) from None
             try:
                 self._mmdb = maxminddb.open_database(path)
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, maxminddb.InvalidDatabaseError) as e:
                 raise ConfigError("cannot read the country database %s: %s" % (path, e)) from None
             self._g2f = None
             self.source = "%s (%s)" % (path, self._mmdb.metadata().database_type)
@@ -63,8 +63,11 @@ class CountryDb:
     def country(self, ip: str) -> Optional[str]:
         """The country code of ``ip``, or None where the database has none (private, reserved, unknown)."""
         if self._mmdb is not None:
-            with self._lock:
-                rec = self._mmdb.get(ip)
+            try:
+                with self._lock:
+                    rec = self._mmdb.get(ip)
+            except ValueError:  # an IPv6 address in an IPv4-only file, or not an address
+                return None
             if not isinstance(rec, dict):
                 return None
             c = (rec.get("country") or rec.get("registered_country") or {}).get("iso_code")

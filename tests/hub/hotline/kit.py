@@ -104,3 +104,64 @@ def report(i, host="img.hosted-in-fr.test", source="hotline-a", device=b"dev-1",
 def env_with_root(root):
     """The environment for a subprocess that imports this tree first."""
     return dict(os.environ, PYTHONPATH=os.pathsep.join([p for p in (str(root), os.environ.get("PYTHONPATH")) if p]))
+
+
+# A MaxMind-format country database of our own, for the operator's --geo-db path ---------------------------
+def _mmdb_value(v) -> bytes:
+    """MaxMind DB data-section encoding of str, (type, int), list of str and dict (the subset we need)."""
+    if isinstance(v, str):
+        b = v.encode("utf-8")
+        assert len(b) < 29
+        return bytes([(2 << 5) | len(b)]) + b
+    if isinstance(v, tuple):  # (type, value): uint16 (5), uint32 (6), uint64 (9, an extended type)
+        kind, n = v
+        b = n.to_bytes(8, "big").lstrip(b"\0")
+        return (bytes([(kind << 5) | len(b)]) if kind < 8 else bytes([len(b), kind - 7])) + b
+    if isinstance(v, list):
+        return bytes([len(v), 11 - 7]) + b"".join(_mmdb_value(x) for x in v)   # extended type 11: array
+    if isinstance(v, dict):
+        assert len(v) < 29
+        return bytes([(7 << 5) | len(v)]) + b"".join(_mmdb_value(k) + _mmdb_value(x) for k, x in v.items())
+    raise TypeError(v)
+
+
+def write_mmdb(path, networks):
+    """An IPv4 country database (record size 24) placing ``{cidr: country}``; everything else unknown."""
+    data, offsets = b"", {}
+    for country in sorted(set(networks.values())):
+        offsets[country] = len(data)
+        data += _mmdb_value({"country": {"iso_code": country}})
+    root = [None, None]
+    for cidr, country in networks.items():
+        net = ipaddress.ip_network(cidr)
+        bits = int(net.network_address)
+        node = root
+        for i in range(net.prefixlen):
+            bit = (bits >> (31 - i)) & 1
+            if i == net.prefixlen - 1:
+                node[bit] = ("data", country)
+            else:
+                if not isinstance(node[bit], list):
+                    node[bit] = [None, None]
+                node = node[bit]
+    order, queue = [], [root]
+    while queue:
+        n = queue.pop(0)
+        order.append(n)
+        queue += [c for c in n if isinstance(c, list)]
+    index = {id(n): i for i, n in enumerate(order)}
+    count = len(order)
+
+    def record(c):
+        if isinstance(c, list):
+            return index[id(c)]
+        if c is None:
+            return count
+        return count + 16 + offsets[c[1]]
+    tree = b"".join(record(n[0]).to_bytes(3, "big") + record(n[1]).to_bytes(3, "big") for n in order)
+    meta = {"node_count": (6, count), "record_size": (5, 24), "ip_version": (5, 4),
+            "database_type": "gatewatch-test-Country", "languages": ["en"], "binary_format_major_version": (5, 2),
+            "binary_format_minor_version": (5, 0), "build_epoch": (9, 1800000000), "description": {"en": "test"}}
+    with open(path, "wb") as f:
+        f.write(tree + b"\0" * 16 + data + b"\xab\xcd\xefMaxMind.com" + _mmdb_value(meta))
+    return str(path)

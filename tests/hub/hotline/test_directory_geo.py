@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from agent.core.errors import ConfigError
-from tests.hub.hotline.kit import ADDRESS, NAMES, Network, env_with_root
+from tests.hub.hotline.kit import ADDRESS, NAMES, Network, env_with_root, write_mmdb
 from tests.paths import ROOT
 from tools.build import generate_keys, load_private_key
 from tools.hotline.directory import build_directory, load_directory
@@ -81,6 +81,17 @@ def test_hub_resolves_hosting_names_with_time_out_and_cache(dns):
     assert loc.locate({"url": "http://img.hosted-in-fr.test/other.jpg"}) == (ADDRESS["FR"], "FR")
     assert loc.lookups == before + 1
     assert loc.locate({"url": "http://cold.test/x.jpg"}) == (None, None)              # time-out: no country
+
+
+def test_an_operators_mmdb_file_replaces_the_shipped_database(tmp_path, dns):
+    # the operator's newer data places the address elsewhere than the shipped file does
+    path = write_mmdb(tmp_path / "current.mmdb", {"80.67.168.0/22": "DK", "145.96.0.0/11": "NL"})
+    loc = HostingLocator(CountryDb(path), dns.server, timeout=1.0)
+    assert loc.locate({"url": "http://img.hosted-in-fr.test/k.jpg"}) == (ADDRESS["FR"], "DK")
+    assert loc.db.country("8.8.8.8") is None and loc.db.country("2001:db8::1") is None
+    (tmp_path / "broken.mmdb").write_bytes(b"\0" * 100)
+    with pytest.raises(ConfigError, match="cannot read the country database"):
+        CountryDb(str(tmp_path / "broken.mmdb"))
 
 
 def test_bad_resolver_and_database_settings_are_refused(tmp_path):
