@@ -30,12 +30,29 @@ def parse_listen(text: str, option: str) -> Tuple[str, int]:
 class Listener:
     """A WSGI app on a threaded werkzeug server in its own thread."""
 
+    #: seconds a client may take per read: a slow or silent client frees its thread after this
+    CLIENT_TIMEOUT = 30
+
     def __init__(self, app, host: str, port: int, ssl_context=None, name: str = "listener") -> None:
-        from werkzeug.serving import make_server
+        from werkzeug.serving import WSGIRequestHandler, make_server
+
+        class Handler(WSGIRequestHandler):
+            timeout = self.CLIENT_TIMEOUT
+
+            def log_request(self, code="-", size="-"):  # paths carry case ids only; keep the log for errors
+                if str(code).startswith(("4", "5")):
+                    super().log_request(code, size)
         try:
-            self.server = make_server(host, port, app, threaded=True, ssl_context=ssl_context)
+            self.server = make_server(host, port, app, threaded=True, request_handler=Handler)
         except OSError as e:
             raise ConfigError("cannot listen on %s:%d for the %s: %s" % (host, port, name, e.strerror or e)) from None
+        if ssl_context is not None:
+            # werkzeug would wrap with the handshake in accept(), i.e. in the one thread that accepts:
+            # a client that connects and says nothing would stop everyone. Here the handshake runs in
+            # the connection's own thread, on its first read, under CLIENT_TIMEOUT.
+            self.server.socket = ssl_context.wrap_socket(self.server.socket, server_side=True,
+                                                         do_handshake_on_connect=False)
+            self.server.ssl_context = ssl_context
         self.port = self.server.server_port
         self.thread = threading.Thread(target=self.server.serve_forever, name=name, daemon=True)
 

@@ -151,3 +151,17 @@ def test_decisions_flow_back_and_a_rejection_feeds_the_sources_allow_input(net, 
     assert got["takedown_at"] and got["removed_at"] and got["status_by"] == "hotline-b"
     wait_for(lambda: a.store.case(second["id"])["status"] == "rejected", 15)
     assert [c["id"] for c in rejected] == [second["id"]]
+
+
+def test_a_silent_client_does_not_stop_the_endpoint(net, hubs, monkeypatch):
+    import socket
+    from tools.hotline.serve import Listener
+    monkeypatch.setattr(Listener, "CLIENT_TIMEOUT", 1)
+    hubs("hotline-b").start(forward=False)
+    idle = [socket.create_connection(("127.0.0.1", net.ports["hotline-b"])) for _ in range(20)]  # never speak
+    try:
+        status, answer = post(net, "hotline-b", b"{}")
+        assert status == 403 and "not a hotline" in answer["error"]          # still served, and refused
+    finally:
+        for s in idle:
+            s.close()
