@@ -149,11 +149,8 @@ def main(args) -> int:
             text = export(store, args.hotline, args.format)
         finally:
             store.close()
-        if args.out == "-":
-            sys.stdout.write(text)
-        else:
-            with open(args.out, "w", newline="", encoding="utf-8") as f:
-                f.write(text)
+        from tools.collector import write_output
+        write_output(text, args.out)
         return 0
     if args.action == "locate":
         from tools.hotline.geo import CountryDb, HostingLocator

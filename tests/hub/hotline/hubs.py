@@ -54,3 +54,23 @@ class TestHub:
     def close(self):
         self.stop()
         self.store.close()
+
+
+def review_hub(tmp_path, net, dns, password):
+    """Hub A with a built list of one benign stand-in entry, an allow feed whose builder calls are
+    recorded, and an analyst account ``alice``; returns (hub, feed, calls, the entry's hash)."""
+    import hashlib
+
+    from agent.confirm.wire import Entry
+    from tools.build import build_list, load_private_key
+    from tools.hotline.allowfeed import AllowFeed
+    from tools.hotline.review import add_account
+    known = hashlib.sha256(b"benign stand-in image").digest()
+    build_list(source="hotline-a", name="known", signal="sha256", entries=[Entry("known-0", known)],
+               key=load_private_key(net.keys["hotline-a"]), out_dir=str(tmp_path / "lists"))
+    calls = []
+    feed = AllowFeed(str(tmp_path / "allow"), str(tmp_path / "publish"), {"hotline-a": net.keys["hotline-a"]},
+                     entries_dir=str(tmp_path / "lists" / "hub"), builder=lambda *a: calls.append(a))
+    h = TestHub(net, "hotline-a", str(tmp_path / "a.sqlite"), dns=dns, sources=["hotline-a"], on_reject=feed)
+    add_account(h.store, "alice", password)
+    return h, feed, calls, known

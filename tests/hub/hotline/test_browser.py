@@ -8,19 +8,15 @@ queue and the summary go to GATEWATCH_SCREENSHOTS (a folder; docs/ for the docum
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 
 import pytest
 
-from agent.confirm.wire import Entry
-from tests.hub.hotline.hubs import TestHub
+from tests.hub.hotline.hubs import review_hub
 from tests.hub.hotline.kit import Network, report
 from tests.waiting import free_port
-from tools.build import build_list, load_private_key
-from tools.hotline.allowfeed import AllowFeed
-from tools.hotline.review import add_account, create_app
+from tools.hotline.review import create_app
 from tools.hotline.serve import Listener
 from tools.hotline.store import now_iso
 
@@ -71,14 +67,7 @@ def test_analyst_logs_in_sees_the_case_and_rejects_it_as_a_false_positive(tmp_pa
     monkeypatch.setenv("SE_OFFLINE", "true")          # Selenium Manager must never fetch anything
     net = Network(tmp_path / "net", {"hotline-a": ["NL"], "hotline-b": ["FR"], "hotline-c": ["DE"],
                                      "hotline-d": ["DK"]})
-    known = hashlib.sha256(b"benign stand-in image").digest()
-    build_list(source="hotline-a", name="known", signal="sha256", entries=[Entry("known-0", known)],
-               key=load_private_key(net.keys["hotline-a"]), out_dir=str(tmp_path / "lists"))
-    calls = []
-    feed = AllowFeed(str(tmp_path / "allow"), str(tmp_path / "publish"), {"hotline-a": net.keys["hotline-a"]},
-                     entries_dir=str(tmp_path / "lists" / "hub"), builder=lambda *a: calls.append(a))
-    h = TestHub(net, "hotline-a", str(tmp_path / "a.sqlite"), dns=dns, sources=["hotline-a"], on_reject=feed)
-    add_account(h.store, "alice", PASSWORD)
+    h, _feed, calls, known = review_hub(tmp_path, net, dns, PASSWORD)
     seed(h, h.store)
     target = next(c for c in h.store.cases() if c["url"] == "http://cdn.hosted-in-nl.test/k.jpg")
     shots = os.environ.get("GATEWATCH_SCREENSHOTS") or str(tmp_path)

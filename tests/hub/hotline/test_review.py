@@ -3,17 +3,16 @@ rejection writes into the source's allow input. The same pages in a real browser
 """
 from __future__ import annotations
 
-import hashlib
 import re
 
 import pytest
 
 from agent.confirm.wire import Entry
-from tests.hub.hotline.hubs import TestHub
+from tests.hub.hotline.hubs import review_hub
 from tests.hub.hotline.kit import Network, report
 from tools.build import build_list, load_private_key
-from tools.hotline.allowfeed import AllowFeed, allow_lines, append_lines
-from tools.hotline.review import LOCK_AFTER, LoginGuard, add_account, create_app
+from tools.hotline.allowfeed import allow_lines, append_lines
+from tools.hotline.review import LOCK_AFTER, LoginGuard, create_app
 
 PASSWORD = "correct horse battery staple"
 
@@ -21,14 +20,7 @@ PASSWORD = "correct horse battery staple"
 @pytest.fixture
 def setup(tmp_path, dns):
     net = Network(tmp_path / "net", {"hotline-a": ["NL"], "hotline-b": ["FR"]})
-    known = hashlib.sha256(b"benign stand-in image").digest()
-    build_list(source="hotline-a", name="known", signal="sha256", entries=[Entry("known-0", known)],
-               key=load_private_key(net.keys["hotline-a"]), out_dir=str(tmp_path / "lists"))
-    calls = []
-    feed = AllowFeed(str(tmp_path / "allow"), str(tmp_path / "publish"), {"hotline-a": net.keys["hotline-a"]},
-                     entries_dir=str(tmp_path / "lists" / "hub"), builder=lambda *a: calls.append(a))
-    h = TestHub(net, "hotline-a", str(tmp_path / "a.sqlite"), dns=dns, sources=["hotline-a"], on_reject=feed)
-    add_account(h.store, "alice", PASSWORD)
+    h, feed, calls, known = review_hub(tmp_path, net, dns, PASSWORD)
     app = create_app(h.hub, b"k" * 48, secure_cookies=False)
     app.config["TESTING"] = True
     yield {"hub": h, "app": app, "client": app.test_client(), "feed": feed, "calls": calls, "known": known,
