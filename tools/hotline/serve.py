@@ -146,7 +146,10 @@ def run(args) -> int:
         if args.broker:
             from tools.broker_args import client_from_args, topics_from_args
             from tools.collector import served_sources
-            served = served_sources(args.source, args.lists) or None
+            served = served_sources(args.source, args.lists)
+            if not served:
+                raise ConfigError("name the list sources this hub collects reports for (--source NAME, --lists "
+                                  "DIR); reports for other sources are refused")
             client = client_from_args(args, clean_session=False, reconnect=(1, 5))
             Collector(client, CaseSink(hub), topics_from_args(args), group=args.group, sources=served).start()
             client.connect(timeout=args.connect_timeout)

@@ -79,6 +79,9 @@ def test_serve_refuses_a_key_the_directory_does_not_name(tmp_path, capsys):
     rc, _, err = run(base + ["--hotline", "hotline-a", "--key", net.keys["hotline-a"], "--review-listen",
                              "0.0.0.0:0"], capsys)
     assert rc == 2 and "not loopback" in err
+    rc, _, err = run(base + ["--hotline", "hotline-a", "--key", net.keys["hotline-a"], "--broker",
+                             "mqtt://127.0.0.1:1"], capsys)
+    assert rc == 2 and "name the list sources" in err              # a collector must know its sources
     rc, out, _ = run(base + ["--hotline", "hotline-a", "--key", net.keys["hotline-a"]], capsys)
     assert rc == 0 and "hub hotline-a stopped" in out
 
