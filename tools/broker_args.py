@@ -17,10 +17,10 @@ PASSWORD_ENV = "GATEWATCH_HUB_PASSWORD"
 USERNAME_ENV = "GATEWATCH_HUB_USERNAME"
 
 
-def add_broker_arguments(parser, client_id: str, key_flag: str = "--key") -> None:
+def add_broker_arguments(parser, client_id: str, key_flag: str = "--key", required: bool = True) -> None:
     """Add the broker flags to ``parser``; ``client_id`` is the default MQTT client id."""
     g = parser.add_argument_group("broker")
-    g.add_argument("--broker", required=True, help="mqtt://host:1883 or mqtts://host:8883")
+    g.add_argument("--broker", required=required, help="mqtt://host:1883 or mqtts://host:8883")
     g.add_argument("--prefix", default="gatewatch/v1", help="topic prefix (default: %(default)s)")
     g.add_argument("--client-id", default=client_id, help="MQTT client id (default: %(default)s)")
     g.add_argument("--username", default=os.environ.get(USERNAME_ENV),

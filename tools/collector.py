@@ -332,12 +332,17 @@ def _export(args):
         text = export(store, args.source, args.format)
     finally:
         store.close()
-    if args.out == "-":
+    write_output(text, args.out)
+    return 0
+
+
+def write_output(text, out):
+    """An export's text to standard output (``-``) or to the file ``out``."""
+    if out == "-":
         sys.stdout.write(text)
     else:
-        with open(args.out, "w", newline="") as f:
+        with open(out, "w", newline="", encoding="utf-8") as f:
             f.write(text)
-    return 0
 
 
 def _fault_hook():
