@@ -104,3 +104,16 @@ class ShowingInspector:
         if decision.action == "block":
             self.action.show("blocked")
         return decision
+
+    def inspect_url(self, url):
+        """The inner inspector's decision for a URL; a block also lights the LED."""
+        return self._shown(self.inner.inspect_url(url))
+
+    def inspect_name(self, name):
+        """The inner inspector's decision for a host name; a block also lights the LED."""
+        return self._shown(self.inner.inspect_name(name))
+
+    def _shown(self, decision):
+        if decision.action == "block":
+            self.action.show("blocked")
+        return decision

@@ -6,7 +6,7 @@ no hashing, no network I/O of its own (it calls the confirmer it is given) and w
 Defaults, and why:
 
 - ``mode = "block"``: the point of the agent is that known material does not load.
-- ``exact_unconfirmed = "block"``: an exact-list (sha256/sha1/md5) hit is near-certain (the filter's
+- ``exact_unconfirmed = "block"``: an exact-list (sha256/sha1/md5, url/domain) hit is near-certain (the filter's
   design false-positive rate, 1e-6 by default), so while the hub is unreachable the agent still
   blocks it; the cost of the rare false positive is one image not loading.
 - ``candidate_unconfirmed = "allow"``: a perceptual candidate is not a match until the hub's full
@@ -28,14 +28,15 @@ import threading
 import time
 from typing import Callable, Optional
 
-from agent.core.errors import ConfigError
+from agent.core.errors import ConfigError, GatewatchError
+from agent.core.signals import EXACT_SIGNALS  # digests and url/domain: a hit is near-certain
 from agent.intake import Decision
+from agent.lists import names
 
 log = logging.getLogger("gatewatch.policy")
 
 MODES = ("block", "report-only", "monitor")
 UNCONFIRMED = ("block", "allow")
-EXACT_SIGNALS = ("sha256", "sha1", "md5")
 
 
 class PolicySettings:
@@ -243,3 +244,37 @@ class PolicyInspector:
             log.warning("scan failed: %s", exc)
             return Decision("allow", "scan-error: %s" % type(exc).__name__, None, url)
         return self.policy.decide(result, url)
+
+    def inspect_url(self, url: str) -> Decision:
+        """Look a request's URL up in the url and domain lists and decide, before it is fetched."""
+        return self._decide_names(lambda scanner: scanner.lookup_url(url), url)
+
+    def inspect_name(self, name) -> Decision:
+        """Look a host name up in the domain lists (DNS, TLS server name, CONNECT) and decide.
+
+        The decision's URL is '//host': a report then names the host alone (no URL was seen).
+        """
+        try:
+            host = names.canonical_host(name)
+        except GatewatchError:
+            host = None
+        return self._decide_names(lambda scanner: scanner.lookup_domain(name), "//%s" % host if host else None)
+
+    def _decide_names(self, lookup, url) -> Decision:
+        """Every result of a name lookup goes through the policy, most specific first; the first block
+        wins (a hit the hub refutes does not hide a less specific one). Any fault allows (fail-open)."""
+        try:
+            scanner = self.scanner_ref()
+            if scanner is None:
+                return Decision("allow", "no-lists", None, url)
+            results = lookup(scanner)
+        except Exception as exc:
+            self.policy.counters.errors += 1
+            log.warning("name lookup failed: %s", exc)
+            return Decision("allow", "scan-error: %s" % type(exc).__name__, None, url)
+        decision = Decision("allow", "clean", None, url)
+        for result in results:
+            decision = self.policy.decide(result, url)
+            if decision.action == "block":
+                break
+        return decision

@@ -26,7 +26,10 @@ file (SOURCE+LIST.vN.gwl) and the hub's private entries (hub/, mode 0600).
 'pdq <hex>' or 'pdq,<hex>' lines, ThreatExchange .te rows ('<hex>,<count>,...'), or CSV with a type
 column (id,type,hash). --signal neural hashes images with the neural network (models/neural-v1; needs
 a TFLite runtime, the tflite extra) or reads 'neural,<hex>' lines and bare 32-hex codes; its LSH section
-(4 bands, multi-probe, the model's threshold) is signed into the manifest. --key is the source's private key (NAME.key from `gatewatch-hub keys
+(4 bands, multi-probe, the model's threshold) is signed into the manifest. --signal url and --signal domain take a
+text file of URLs or domain names, one a line ('#' comments): each is canonicalised the Safe Browsing
+way and the list holds the SHA-256 of its expression ('example.org/dir/' covers every URL below it;
+a domain entry 'example.org' covers its subdomains). --key is the source's private key (NAME.key from `gatewatch-hub keys
 generate`); the NAME.pub beside it must name the same --source."""
 
 DESCRIPTION = """\
@@ -63,7 +66,8 @@ def add_arguments(p) -> None:
     b.add_argument("--signal", required=True, choices=EXACT_SIGNALS + PERCEPTUAL_SIGNALS)
     b.add_argument("--input", required=True, metavar="PATH",
                    help="folder of images, or a text file of hashes (hex lines, 'pdq <hex>' or 'pdq,<hex>' "
-                        "lines, ThreatExchange .te rows, or CSV with a type column)")
+                        "lines, ThreatExchange .te rows, or CSV with a type column), or for url/domain a text "
+                        "file of URLs or names, one a line")
     b.add_argument("--key", required=True, metavar="KEY",
                    help="the source's private key file (NAME.key from keys generate); the NAME.pub beside it "
                         "must name --source (without a .pub beside it the source is not checked: a warning)")

@@ -29,6 +29,9 @@ try:
 
     class ConfigError(GatewatchError, ValueError):
         """A configuration value or command-line argument is invalid."""
+
+    class UrlError(GatewatchError, ValueError):
+        """A URL or host name has no canonical form: over the size limit, no host, not a web URL."""
 except TypeError:  # pragma: no cover - MicroPython: one built-in base only, so the root alone
     class ListFormatError(GatewatchError):
         """A list file or filter is malformed: bad magic, truncated, inconsistent parameters."""
@@ -47,3 +50,6 @@ except TypeError:  # pragma: no cover - MicroPython: one built-in base only, so 
 
     class ConfigError(GatewatchError):
         """A configuration value or command-line argument is invalid."""
+
+    class UrlError(GatewatchError):
+        """A URL or host name has no canonical form: over the size limit, no host, not a web URL."""

@@ -26,6 +26,14 @@ class Inspector:
         """Return the decision for ``body`` fetched from ``url`` with ``content_type``."""
         raise NotImplementedError
 
+    def inspect_url(self, url: str) -> Decision:
+        """Return the decision for a request to ``url`` before it is fetched (url and domain lists)."""
+        return Decision("allow", "clean", None, url)
+
+    def inspect_name(self, name) -> Decision:
+        """Return the decision for a host name seen without a URL (DNS question, TLS server name)."""
+        return Decision("allow", "clean", None, None)
+
 
 _HOST_MAX = 255
 _HOST_PUNCT = frozenset(".-_:[]")
@@ -97,4 +105,35 @@ async def inspect_fail_open(inspector: Inspector, executor, body: bytes, content
                 log.exception("on_block hook failed")
     else:
         stats["allowed"] += 1
+    return decision
+
+
+async def lookup_fail_open(inspector_call, executor, arg, *, what: str, host: str, timeout: float, stats: dict,
+                           on_block: Optional[Callable] = None,
+                           log: logging.Logger = logging.getLogger("gatewatch.intake")) -> Optional[Decision]:
+    """Run a name lookup (``inspector.inspect_url`` or ``inspect_name``) in ``executor``; None means
+    fail-open (error or time-out), counted as ``lookup_errors``/``lookup_timeouts`` and ``bypassed``,
+    logged with the host. ``what`` says which path asked ('dns', 'tls', 'http', 'reqmod', ...)."""
+    loop = asyncio.get_running_loop()
+    try:
+        decision = await asyncio.wait_for(loop.run_in_executor(executor, inspector_call, arg), timeout)
+    except asyncio.TimeoutError:
+        stats["lookup_timeouts"] += 1
+        stats["bypassed"] += 1
+        log.warning("%s lookup of %s timed out after %.1fs; passed (fail-open)", what, host, timeout)
+        return None
+    except Exception as exc:
+        stats["lookup_errors"] += 1
+        stats["bypassed"] += 1
+        log.warning("%s lookup of %s failed: %s; passed (fail-open)", what, host, type(exc).__name__)
+        return None
+    stats["lookups"] += 1
+    if decision.action == "block":
+        stats["names_blocked"] += 1
+        log.info("blocked %s %s (%s)", what, host, decision.reason)
+        if on_block is not None:
+            try:
+                on_block(decision, host)
+            except Exception:
+                log.exception("on_block hook failed")
     return decision
