@@ -10,7 +10,7 @@ import sys
 
 from agent.core import listfile
 from agent.core.errors import ConfigError, ListFormatError
-from agent.core.signals import EXACT_SIGNALS, PERCEPTUAL_SIGNALS
+from agent.core.signals import EXACT_SIGNALS, NAME_SIGNALS, PERCEPTUAL_SIGNALS
 from agent.lists.assemble import DEFAULT_FP_RATE
 from agent.lists.trust import check_name
 from agent.lists.verify import DEFAULT_MAX_BYTES
@@ -100,6 +100,9 @@ def main(args) -> int:
     if not os.path.exists(args.input):
         raise ConfigError("--input %s does not exist" % args.input)
     check_out_dir(args.out)
+    if os.path.isdir(args.input) and args.signal in NAME_SIGNALS:
+        raise ConfigError("--signal %s lists are built from a text file (one %s a line), not a folder: --input %s "
+                          "is a folder" % (args.signal, "URL" if args.signal == "url" else "domain name", args.input))
     if os.path.isdir(args.input):
         inp, out = os.path.realpath(args.input), os.path.realpath(args.out)
         if out == inp or out.startswith(inp.rstrip(os.sep) + os.sep):
