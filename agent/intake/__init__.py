@@ -108,12 +108,16 @@ async def inspect_fail_open(inspector: Inspector, executor, body: bytes, content
     return decision
 
 
-async def lookup_fail_open(inspector_call, executor, arg, *, what: str, host: str, timeout: float, stats: dict,
-                           on_block: Optional[Callable] = None,
+async def lookup_fail_open(inspector, method: str, executor, arg, *, what: str, host: str, timeout: float,
+                           stats: dict, on_block: Optional[Callable] = None,
                            log: logging.Logger = logging.getLogger("gatewatch.intake")) -> Optional[Decision]:
-    """Run a name lookup (``inspector.inspect_url`` or ``inspect_name``) in ``executor``; None means
-    fail-open (error or time-out), counted as ``lookup_errors``/``lookup_timeouts`` and ``bypassed``,
-    logged with the host. ``what`` says which path asked ('dns', 'tls', 'http', 'reqmod', ...)."""
+    """Run a name lookup (``inspector.inspect_url`` or ``inspect_name``, by ``method``) in ``executor``;
+    None means fail-open (error or time-out), counted as ``lookup_errors``/``lookup_timeouts`` and
+    ``bypassed``, logged with the host, or an inspector without that method (it has no name lists).
+    ``what`` says which path asked ('dns', 'tls', 'http', 'reqmod', ...)."""
+    inspector_call = getattr(inspector, method, None)
+    if inspector_call is None or getattr(type(inspector), method, None) is getattr(Inspector, method):
+        return None  # no name lists behind this inspector: nothing to ask, no thread hop
     loop = asyncio.get_running_loop()
     try:
         decision = await asyncio.wait_for(loop.run_in_executor(executor, inspector_call, arg), timeout)

@@ -216,7 +216,7 @@ class DnsServer:
             self.stats["error_answers" if error is not None else "dropped"] += 1
             return error
         host = host_of("//" + query.name.decode("latin-1")) if query.name else "."
-        decision = await lookup_fail_open(self.inspector.inspect_name, self._executor, query.name, what="dns",
+        decision = await lookup_fail_open(self.inspector, "inspect_name", self._executor, query.name, what="dns",
                                           host=host, timeout=self.limits.lookup_timeout, stats=self.stats,
                                           on_block=self.on_block, log=log)
         if decision is not None and decision.action == "block":

@@ -164,7 +164,7 @@ class TlsSpliceServer(StreamIntakeServer):
                 log.info("ClientHello to %s:%d without a server name; passed unchecked", ip, port)
             else:
                 shown = hello.server_name.decode("ascii", "replace")[:255]
-                decision = await lookup_fail_open(self.inspector.inspect_name, self._executor, hello.server_name,
+                decision = await lookup_fail_open(self.inspector, "inspect_name", self._executor, hello.server_name,
                                                   what="tls", host=shown, timeout=self.limits.lookup_timeout,
                                                   stats=self.stats, on_block=self.on_block, log=log)
                 if decision is not None and decision.action == "block":
