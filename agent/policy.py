@@ -247,34 +247,61 @@ class PolicyInspector:
 
     def inspect_url(self, url: str) -> Decision:
         """Look a request's URL up in the url and domain lists and decide, before it is fetched."""
-        return self._decide_names(lambda scanner: scanner.lookup_url(url), url)
+        return self._decide_names(self._lookup(lambda scanner: scanner.lookup_url(url)), lambda: url)
 
     def inspect_name(self, name) -> Decision:
         """Look a host name up in the domain lists (DNS, TLS server name, CONNECT) and decide.
 
         The decision's URL is '//host': a report then names the host alone (no URL was seen).
         """
-        try:
-            host = names.canonical_host(name)
-        except GatewatchError:
-            host = None
-        return self._decide_names(lambda scanner: scanner.lookup_domain(name), "//%s" % host if host else None)
+        return self._decide_names(self._lookup(lambda scanner: scanner.lookup_domain(name)), lambda: _host_url(name))
 
-    def _decide_names(self, lookup, url) -> Decision:
-        """Every result of a name lookup goes through the policy, most specific first; the first block
-        wins (a hit the hub refutes does not hide a less specific one). Any fault allows (fail-open)."""
+    def inspect_url_fast(self, url: str) -> Optional[Decision]:
+        """``inspect_url`` when it needs no wait (nothing listed: allow); None when a hit needs the policy,
+        which may ask the hub (the caller then runs ``inspect_url`` in a thread)."""
+        return self._clean_or_none(self._lookup(lambda scanner: scanner.lookup_url(url)), url)
+
+    def inspect_name_fast(self, name) -> Optional[Decision]:
+        """``inspect_name`` when it needs no wait (nothing listed: allow); None otherwise."""
+        return self._clean_or_none(self._lookup(lambda scanner: scanner.lookup_domain(name)), None)
+
+    def _lookup(self, lookup):
+        """The scanner's results, or a Decision when there is nothing to look up with or it failed."""
         try:
             scanner = self.scanner_ref()
             if scanner is None:
-                return Decision("allow", "no-lists", None, url)
-            results = lookup(scanner)
+                return Decision("allow", "no-lists", None, None)
+            return lookup(scanner)
         except Exception as exc:
             self.policy.counters.errors += 1
             log.warning("name lookup failed: %s", exc)
-            return Decision("allow", "scan-error: %s" % type(exc).__name__, None, url)
+            return Decision("allow", "scan-error: %s" % type(exc).__name__, None, None)
+
+    def _clean_or_none(self, results, url) -> Optional[Decision]:
+        if isinstance(results, Decision):
+            return results
+        if len(results) == 1 and results[0].verdict == "clean":
+            self.policy.counters.scanned += 1
+            return Decision("allow", "clean", results[0], url)
+        return None
+
+    def _decide_names(self, results, url_of) -> Decision:
+        """Every result of a name lookup goes through the policy, most specific first; the first block
+        wins (a hit the hub refutes does not hide a less specific one). Any fault allows (fail-open)."""
+        if isinstance(results, Decision):
+            return results
+        url = url_of()
         decision = Decision("allow", "clean", None, url)
         for result in results:
             decision = self.policy.decide(result, url)
             if decision.action == "block":
                 break
         return decision
+
+
+def _host_url(name) -> Optional[str]:
+    """'//host' for a report of a name hit (the canonical host alone), None when it has none."""
+    try:
+        return "//%s" % names.canonical_host(name)
+    except GatewatchError:
+        return None

@@ -43,7 +43,7 @@ from agent.intake.blockpage import BlockPage
 from agent.core.errors import ConfigError
 from agent.intake.sniff import SNIFF_BYTES, should_scan, type_says_image
 from agent.intake import Decision, host_of, lookup_fail_open
-from agent.intake.streamserver import StreamIntakeServer, linger
+from agent.intake.streamserver import StreamIntakeServer, linger, relay
 from agent.intake.http1 import (CRLF, HOP_BY_HOP, LAST_CHUNK, ChunkedDecoder, Head, HttpError, body_framing,
                                encode_chunk, parse_authority, parse_head, response_has_body)
 from agent.intake.coding import BoundedDecoder, DecodeError, content_codings, decodable, offered_encodings
@@ -851,26 +851,11 @@ class ProxyServer(StreamIntakeServer):
         writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
         await writer.drain()
 
-        async def pipe(read, dst):
-            try:
-                while True:
-                    data = await read()
-                    if not data:
-                        break
-                    dst.write(data)
-                    await asyncio.wait_for(dst.drain(), self.limits.idle_timeout)
-            except (Exception, asyncio.CancelledError):
-                pass
-            finally:
-                try:
-                    dst.write_eof()
-                except (OSError, RuntimeError, AttributeError):
-                    pass
-
         try:
-            await asyncio.gather(pipe(lambda: inp.read(_PIECE, self.limits.idle_timeout), up_writer),
-                                 pipe(lambda: asyncio.wait_for(up_reader.read(_PIECE), self.limits.idle_timeout),
-                                      writer))
+            await asyncio.gather(relay(lambda: inp.read(_PIECE, self.limits.idle_timeout), up_writer,
+                                       self.limits.idle_timeout),
+                                 relay(lambda: asyncio.wait_for(up_reader.read(_PIECE), self.limits.idle_timeout),
+                                       writer, self.limits.idle_timeout))
         finally:
             up_writer.close()
 

@@ -27,7 +27,7 @@ from typing import Callable, NamedTuple, Optional, Sequence, Tuple
 
 from agent.intake import Decision, lookup_fail_open
 from agent.intake.proxy.netpolicy import DEFAULT_CLIENTS, ClientNetworks, normal_ip, upstream_refusal
-from agent.intake.streamserver import StreamIntakeServer
+from agent.intake.streamserver import StreamIntakeServer, relay
 from agent.intake.tls.clienthello import ALERT_ACCESS_DENIED, Malformed, NotTls, parse_hello
 
 log = logging.getLogger("gatewatch.tls")
@@ -185,23 +185,9 @@ class TlsSpliceServer(StreamIntakeServer):
         self.stats["spliced"] += 1
         up_writer.write(first)
 
-        async def pipe(src, dst):
-            try:
-                while True:
-                    data = await asyncio.wait_for(src.read(_PIECE), self.limits.idle_timeout)
-                    if not data:
-                        break
-                    dst.write(data)
-                    await asyncio.wait_for(dst.drain(), self.limits.idle_timeout)
-            except (Exception, asyncio.CancelledError):
-                pass
-            finally:
-                try:
-                    dst.write_eof()
-                except (OSError, RuntimeError, AttributeError):
-                    pass
-
+        idle = self.limits.idle_timeout
         try:
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+            await asyncio.gather(relay(lambda: asyncio.wait_for(reader.read(_PIECE), idle), up_writer, idle),
+                                 relay(lambda: asyncio.wait_for(up_reader.read(_PIECE), idle), writer, idle))
         finally:
             up_writer.close()

@@ -1,4 +1,4 @@
-"""Mutated DNS queries for the forwarder's wire handling (tests/intake/dns/test_fuzz.py, bench/fuzz_dns.py).
+"""Mutated DNS queries for the forwarder's wire handling (tests/intake/dns/test_fuzz.py, bench/fuzz_names.py).
 
 Seeds are real queries (A, AAAA, HTTPS, with and without EDNS, long and odd names); mutations are bit
 flips, byte insertions and deletions, truncation, count fields set to edge values, compression pointers

@@ -1,5 +1,5 @@
 """Fuzzing the DNS forwarder: mutated queries in memory (tests/intake/dns/fuzz.py), then over UDP and TCP to
-a live forwarder, which must still answer a valid query afterwards. Longer runs: bench/fuzz_dns.py."""
+a live forwarder, which must still answer a valid query afterwards. Longer runs: bench/fuzz_names.py."""
 
 import random
 import socket
