@@ -181,6 +181,11 @@ def test_policy_blocks_and_reports_name_hits_with_the_host_only(lookup_stack, tm
     assert reports[-1]["hosting"] == {"host": "www.blocked.example.org"} and reports[-1]["signal"] == "domain"
     assert inspector.inspect_name("example.org").action == "allow"
     assert len(reports) == 2
+    # the quick answer (no thread, no hub) exists only for names nothing lists
+    assert inspector.inspect_name_fast("www.example.org").action == "allow"
+    assert inspector.inspect_name_fast("blocked.example.org") is None
+    assert inspector.inspect_url_fast("http://listed.example.org/dir/") is None
+    assert len(reports) == 2
     # hub unreachable: an exact name hit still blocks, and nothing is reported
     offline = PolicyInspector(lambda: scanner, Policy(PolicySettings(), lambda r: {}, scanner.confirm,
                                                       action.report))
