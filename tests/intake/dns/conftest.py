@@ -48,8 +48,13 @@ class UpstreamThread:
 
     def stop(self):
         self.task.cancel()
+        try:
+            self.task.result(5)  # wait until the server task has really ended on its loop
+        except BaseException:
+            pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+        self.loop.close()
 
 
 @pytest.fixture
