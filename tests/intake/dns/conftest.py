@@ -44,7 +44,9 @@ class UpstreamThread:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.task = asyncio.run_coroutine_threadsafe(serve(self.zone, "127.0.0.1", 0, up), self.loop)
-        assert ready.wait(10)
+        if not ready.wait(20):
+            raise RuntimeError("test resolver did not start: %r" % (self.task.exception(0.1)
+                                                                    if self.task.done() else "still starting"))
 
     def stop(self):
         self.task.cancel()

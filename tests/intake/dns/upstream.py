@@ -59,8 +59,6 @@ class _Udp(asyncio.DatagramProtocol):
 
 async def serve(zone: Zone, host: str, port: int, ready=None):
     loop = asyncio.get_running_loop()
-    udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(zone), local_addr=(host, port))
-    port = udp.get_extra_info("sockname")[1]
 
     async def tcp(reader, writer):
         try:
@@ -72,7 +70,16 @@ async def serve(zone: Zone, host: str, port: int, ready=None):
         except Exception:
             writer.close()
 
-    server = await asyncio.start_server(tcp, host, port)
+    for attempt in range(20):  # UDP picks a free port; TCP must get the same number (it may be taken)
+        udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(zone), local_addr=(host, port))
+        try:
+            server = await asyncio.start_server(tcp, host, udp.get_extra_info("sockname")[1])
+            break
+        except OSError:
+            udp.close()
+            if port or attempt == 19:
+                raise
+    port = udp.get_extra_info("sockname")[1]
     if ready is not None:
         ready(port)
     async with server:
