@@ -249,7 +249,7 @@ class Agent:
                                      resend_after=r["resend_after"], resend_max=r["resend_max"]).start()
 
     def _start_servers(self) -> None:
-        wanted = [(name, self.conf[name]["listen"]) for name in ("icap", "proxy") if self.conf[name]["listen"]]
+        wanted = [(name, self.conf[name]["listen"]) for name in ("icap", "proxy", "dns", "tls") if self.conf[name]["listen"]]
         if not wanted:
             return
         self._loop = asyncio.new_event_loop()
@@ -257,7 +257,7 @@ class Agent:
         self._loop_thread.start()
         for name, listen in wanted:
             server = make_server(name, self.inspector, self.conf, istag=self.istag)
-            host, port = parse_listen(listen, 1344 if name == "icap" else 3128)
+            host, port = parse_listen(listen, {"icap": 1344, "proxy": 3128, "dns": 5353, "tls": 3130}[name])
             try:
                 asyncio.run_coroutine_threadsafe(server.start(host, port), self._loop).result(10)
             except OSError as exc:
@@ -427,7 +427,9 @@ class LocalApiFactory:
 
 
 def make_server(kind: str, inspector, conf: Dict[str, Dict[str, Any]], istag=None):
-    """The ICAP or proxy server object for an intake, configured from ``conf``."""
+    """The ICAP, proxy, DNS or TLS server object for an intake, configured from ``conf``."""
+    if kind in ("dns", "tls"):
+        return _make_name_server(kind, inspector, conf[kind])
     if kind == "icap":
         from agent.intake.icap.protocol import IcapLimits
         from agent.intake.icap.server import IcapServer
@@ -440,3 +442,18 @@ def make_server(kind: str, inspector, conf: Dict[str, Dict[str, Any]], istag=Non
                        undecodable_images=p["undecodable_images"],
                        limits=ProxyLimits(max_connections_per_client=p["max_connections_per_client"],
                                           max_scan_bytes=p["max_scan_bytes"], max_held_bytes=p["max_held_bytes"]))
+
+
+def _make_name_server(kind: str, inspector, c: Dict[str, Any]):
+    """The DNS forwarder or the TLS splice (url/domain lists), configured from its section."""
+    if kind == "dns":
+        from agent.intake.dns.message import BlockAnswer
+        from agent.intake.dns.server import DnsServer, Upstreams
+        try:
+            block = BlockAnswer(c["block_address"], c["block_ttl"])
+        except ValueError as exc:
+            raise ConfigError("dns.block_address/block_ttl: %s" % exc)
+        return DnsServer(inspector, upstreams=Upstreams(c["upstream"], c["resolv_file"]), block=block)
+    from agent.intake.tls.server import TlsSpliceServer
+    clients = None if [x.strip().lower() for x in c["clients"]] == ["any"] else c["clients"]
+    return TlsSpliceServer(inspector, clients=clients, allow_loopback_upstream=c["allow_loopback_upstream"])
