@@ -147,7 +147,8 @@ class PartitionLease(TopicSplit):
         self._topic = topics.hub_member(service, instance)
         self._lock = threading.RLock()
         self._heard: Dict[str, float] = {}      # instance -> when its record last arrived (our clock)
-        self._owned: List = []                  # partitions subscribed and ours
+        self._owned: List = []                  # partitions subscribed (ours, and lost ones in their grace)
+        self._mine: Optional[List] = None       # ours in the last assignment
         self._leaving: Dict[object, float] = {}  # partition -> when to unsubscribe (lost, in grace)
         self._seq = 0
         self._stop = threading.Event()
@@ -238,7 +239,8 @@ class PartitionLease(TopicSplit):
                 del self._leaving[p]
                 self._owned.remove(p)
                 self._unsubscribe(p)
-            if gained or lost:
+            if mine != self._mine:  # (a partition back from its grace is no gain, but a change)
+                self._mine = mine
                 self.changes += 1
                 log.info("%s %s takes partitions %s (members: %s)", self.service, self.instance,
                          ",".join(str(p) for p in mine) or "none", ", ".join(self.members()))

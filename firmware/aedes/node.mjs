@@ -37,6 +37,16 @@ if (!(port > 0 && port < 65536)) {
 // ioredis reconnects forever on its own: a Redis restart stalls the node, it does not kill it
 const redisOpts = { connectionString: redisUrl, maxRetriesPerRequest: null }
 const mq = mqemitterRedis(redisOpts)
+// Redis away (restarted, or its host down): log and carry on, ioredis reconnects by itself; an
+// unhandled 'error' event would otherwise end the node
+let lastWarn = 0
+function redisDown (err) {
+  if (Date.now() - lastWarn > 5000) {
+    lastWarn = Date.now()
+    console.error('redis: %s (retrying)', err && err.message)
+  }
+}
+mq.state.on('error', redisDown)
 const persistence = persistenceRedis({ ...redisParts(redisUrl), maxRetriesPerRequest: null, maxSessionDelivery: 100000 })
 
 function redisParts (url) {
@@ -58,6 +68,18 @@ const broker = await Aedes.createBroker({
     }
     callback(null)
   }
+})
+
+broker.on('connectionError', () => {})
+broker.on('clientError', () => {})
+process.on('uncaughtException', (err) => {
+  // keep serving through a Redis outage; anything else is a real bug: say so and end
+  if (err && (err.code === 'ECONNREFUSED' || err.code === 'ECONNRESET' || /Connection is closed/.test(err.message))) {
+    redisDown(err)
+    return
+  }
+  console.error(err)
+  process.exit(1)
 })
 
 const server = createServer(broker.handle)
