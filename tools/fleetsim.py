@@ -447,8 +447,8 @@ class SimFleet:
     """
 
     def __init__(self, urls, devices: int, trust: List[str], *, processes: int = 2, prefix: str = "gatewatch/v1",
-                 held: Optional[List[str]] = None, fetch_timeout: float = 30.0, resend_after: float = 5.0,
-                 resend_max: float = 60.0, report_sources: Optional[List[str]] = None):
+                 held: Optional[List[str]] = None, fetch_timeout: float = 30.0, resend_after: float = 30.0,
+                 resend_max: float = 3600.0, report_sources: Optional[List[str]] = None):
         from agent.mqtt import broker_urls
         urls = broker_urls(urls)[0]
         processes = max(1, min(processes, devices))
