@@ -403,11 +403,28 @@ class Worker:
                 self.events.put(("active", self.index, batch))
 
     async def _confirm_load(self, rate: float, duration: float, lists: dict, timeout: float) -> None:
-        """``rate`` requests per second from this process for ``duration`` seconds, device by device."""
+        """``rate`` requests per second from this process for ``duration`` seconds, device by device;
+        ``rate`` 0: closed loop, every device asks again as soon as it has its answer (or timed out),
+        so the load is what the broker and the hub can take (an open-loop load far above that only
+        measures queues collapsing)."""
         pending = []
         t0 = time.monotonic()
         n = 0
-        while time.monotonic() - t0 < duration and not self.stopping:
+
+        async def one_device(d):
+            while time.monotonic() - t0 < duration and not self.stopping:
+                self.stats["confirm_sent"] += 1
+                rtt = await d.confirm(lists, timeout)
+                if rtt is None:
+                    self.stats["confirm_timeouts"] += 1
+                    await asyncio.sleep(0.1)
+                else:
+                    self.stats["confirm_answered"] += 1
+                    self.rtts.append(rtt)
+
+        if rate <= 0:
+            await asyncio.gather(*(one_device(d) for d in self.devices))
+        while rate > 0 and time.monotonic() - t0 < duration and not self.stopping:
             due = int((time.monotonic() - t0) * rate) - n
             for _ in range(max(0, due)):
                 d = self.devices[n % len(self.devices)]
@@ -565,7 +582,8 @@ class SimFleet:
             time.sleep(0.5)
 
     def confirm_load(self, rate: float, duration: float, lists: dict, timeout: float = 2.0) -> dict:
-        """``rate`` requests per second over the whole fleet for ``duration`` s; the statistics after."""
+        """``rate`` requests per second over the whole fleet for ``duration`` s (0: closed loop, one
+        request in flight per device); the statistics after."""
         self._confirm_done = 0
         before = self.stats()
         for c in self.conns:

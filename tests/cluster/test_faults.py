@@ -113,11 +113,15 @@ def assert_all_stored(db, seed, total, driver):
     assert stored_ids(db) == want  # every report once (the database keys rows by report id)
 
 
+def two_versions(tmp_path, entries, added):
+    """A hub with versions 1 and 2 of list hl1/sha (v2 = v1 + ``added`` entries: a delta apart)."""
+    hub = Hub(tmp_path / "hub")
+    return hub, hub.build(random_entries(entries, 1)), hub.build(random_entries(entries, 1) + random_entries(added, 2))
+
+
 @pytest.mark.slow
 def test_node_killed_during_an_update_and_a_report_burst(deployment, tmp_path):
-    hub = Hub(tmp_path / "hub")
-    v1 = hub.build(random_entries(2000, 1))
-    v2 = hub.build(random_entries(2000, 1) + random_entries(50, 2))
+    hub, v1, v2 = two_versions(tmp_path, 2000, 50)
     db = tmp_path / "reports.db"
     cols = [collector(deployment, db, "col-a"), collector(deployment, db, "col-b")]
     fleet = Fleet(deployment.urls, 12, hub.trust(), str(tmp_path / "fleet"), held=[v1], fetch_timeout=10).start()
@@ -217,9 +221,7 @@ def test_hub_instance_holding_partitions_killed(deployment, tmp_path):
 
 @pytest.mark.slow
 def test_store_restart_keeps_lists_and_loses_no_report(deployment, tmp_path):
-    hub = Hub(tmp_path / "hub")
-    v1 = hub.build(random_entries(1000, 1))
-    v2 = hub.build(random_entries(1000, 1) + random_entries(30, 3))
+    hub, v1, v2 = two_versions(tmp_path, 1000, 30)
     db = tmp_path / "reports.db"
     col = collector(deployment, db, "col-a")
     fleet = Fleet(deployment.urls, 6, hub.trust(), str(tmp_path / "fleet"), fetch_timeout=10).start()
@@ -257,3 +259,42 @@ def test_collector_refuses_bad_lease_flags(tmp_path):
                        cwd=str(ROOT), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
     assert r.returncode == 2 and "--heartbeat" in r.stdout and "shorter than --lease" in r.stdout
 
+
+
+@pytest.mark.slow
+def test_the_daemon_fails_over_to_another_node(aedes_cluster, tmp_path):
+    """`gatewatch run` with every node in its config (broker.url + broker.urls): its node is killed,
+    it reconnects to another one and still takes the next version there."""
+    from tests.daemon.test_daemon import _start_agent, _status
+
+    hub, v1, v2 = two_versions(tmp_path, 200, 10)
+    state = tmp_path / "state"
+    (state / "trust").mkdir(parents=True)
+    (state / "trust" / "hl1.pub").write_text(open(hub.pub_path).read())
+    urls = aedes_cluster.urls
+    with MqttClient(urls, "publisher", first=2) as pub:
+        publish_lists(pub, Topics(), only([v1], tmp_path / "p1"), clear_stale=False)
+    proc = _start_agent(tmp_path, """
+[agent]
+state_dir = "%s"
+client_id = "dev-c1"
+status_interval = 0.5
+hal = "emulated"
+[broker]
+url = "%s"
+urls = ["%s", "%s"]
+""" % (state, urls[0], urls[1], urls[2]))
+    try:
+        def on(version):
+            st = _status(state)[1] or {}
+            return st.get("broker", {}).get("connected") and st.get("lists", {}).get("hl1/sha", {}).get("version") == version and st
+        st = wait_for(lambda: on(1), 60)
+        node = urls.index(st["broker"]["url"])
+        aedes_cluster.kill_node(node)
+        with MqttClient([u for i, u in enumerate(urls) if i != node], "publisher-2") as pub:
+            publish_lists(pub, Topics(), only([v1, v2], tmp_path / "p2"), clear_stale=False)
+        st = wait_for(lambda: on(2), 60)
+        assert st["broker"]["url"] != urls[node] and st["broker"]["connects"] >= 2
+        assert st["lists"]["hl1/sha"]["via"] == "delta"
+    finally:
+        stop_process(proc, 20)
