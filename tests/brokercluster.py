@@ -154,6 +154,13 @@ class Deployment:
             self.cluster = None
             self.broker = start_mosquitto(folder, extra_conf="set_tcp_nodelay true")
 
+    @classmethod
+    def of_cluster(cls, cluster):
+        """The Deployment interface over an AedesCluster that is already running."""
+        d = cls.__new__(cls)
+        d.kind, d.cluster, d.broker = "cluster", cluster, None
+        return d
+
     @property
     def urls(self):
         return self.cluster.urls if self.cluster else [self.broker.url]

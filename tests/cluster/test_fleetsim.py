@@ -19,8 +19,7 @@ from tools.publish import publish_lists
 @pytest.mark.slow
 def test_simulated_fleet_updates_reports_and_confirms(aedes_cluster, tmp_path):
     from tests.brokercluster import Deployment
-    d = Deployment.__new__(Deployment)  # the running cluster behind the helpers' interface
-    d.kind, d.cluster, d.broker = "cluster", aedes_cluster, None
+    d = Deployment.of_cluster(aedes_cluster)
     hub = Hub(tmp_path / "hub")
     known = random_entries(1000, 1)
     v1 = hub.build(known)
