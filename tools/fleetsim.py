@@ -145,7 +145,6 @@ class SimDevice:
                 pass
 
     def _on_message(self, client, topic, payload, qos, properties):
-        t = self.w.topics
         if topic.endswith("/manifest"):
             if payload:
                 self.pending[topic] = bytes(payload)
@@ -168,7 +167,6 @@ class SimDevice:
                     return 0
                 if len(f["got"]) >= f["n"]:
                     f["done"].set()
-        del t
         return 0
 
     # lists --------------------------------------------------------------------------------
