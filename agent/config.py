@@ -34,6 +34,7 @@ SETTINGS: Dict[str, List[Tuple[str, Any, str]]] = {
     ],
     "broker": [
         ("url", "", "mqtt://host:1883 or mqtts://host:8883; empty: no broker (lists from lists.dir only)"),
+        ("urls", [], "more nodes of the same clustered broker (same scheme and login), tried in turn when one is unreachable; the agent starts at a random one"),
         ("username", "", "MQTT user name (empty: none, or the one in the URL)"),
         ("password", "", "MQTT password; prefer password_file"),
         ("password_file", "", "file whose first line is the MQTT password"),

@@ -132,7 +132,7 @@ class Agent:
         log.info("lists in force: %s", ", ".join("%s v%d" % (k, v.version) for k, v in sorted(lists.items()))
                  or "none (nothing is blocked until a list arrives)")
 
-        if c["broker"]["url"]:
+        if c["broker"]["url"] or c["broker"]["urls"]:
             self._start_mqtt()
             self.updater = Updater(self.client, self.topics, self.store,
                                    fetch_timeout=c["lists"]["fetch_timeout"], on_lists=self._on_lists,
@@ -227,7 +227,8 @@ class Agent:
         self.topics = Topics(b["prefix"])
         status_topic = self.topics.status(self.client_id)
         will = (status_topic, json.dumps({"client": self.client_id, "online": False}).encode(), 1, True)
-        self.client = MqttClient(b["url"], self.client_id, username=b["username"] or None, password=password,
+        urls = ([b["url"]] if b["url"] else []) + list(b["urls"])  # the nodes of one broker
+        self.client = MqttClient(urls, self.client_id, username=b["username"] or None, password=password,
                                  tls=tls or None, keepalive=b["keepalive"], will=will,
                                  on_connect=lambda _c: self.write_status())
 
@@ -349,7 +350,7 @@ class Agent:
         out = {
             "agent": __version__, "pid": os.getpid(), "client_id": self.client_id,
             "written_at": now, "uptime_s": int(now - self.started_at),
-            "broker": {"url": _redact(self.conf["broker"]["url"]) or None,
+            "broker": {"url": _redact(self.client.url if self.client is not None else self.conf["broker"]["url"]) or None,
                        "connected": bool(self.client is not None and self.client.connected),
                        "connects": self.client.connects if self.client is not None else 0},
             "lists": lists,

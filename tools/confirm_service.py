@@ -1,7 +1,8 @@
 """Confirmation service: answers devices' short keys with the hub's full entries, over MQTT.
 
-Owns the hub side of the exchange in agent/confirm/client.py. Several instances share the load through
-the shared subscription ``$share/<group>/<p>/confirm/req``. The database keeps only counts per list
+Owns the hub side of the exchange in agent/confirm/client.py. Several instances share the load: each
+takes a share of the request partitions by lease (tools/partitions.py), or with ``--group`` through
+the shared subscription ``$share/<group>/<p>/confirm/req/#``. The database keeps only counts per list
 and hour (requests, keys, keys with entries): never a client id, never a key, so the hub's records
 cannot say which device saw what. Must not touch: building or publishing lists, reports.
 """
@@ -22,6 +23,7 @@ from agent.confirm.client import MAX_KEYS_PER_LIST, MAX_LISTS, PROTOCOL
 from agent.core.errors import ConfigError, GatewatchError
 from agent.confirm.wire import EntryIndex
 from tools.broker_args import add_broker_arguments, client_from_args, topics_from_args
+from tools.partitions import add_lease_arguments, lease_of, member_will, split_topics
 
 HELP = "answer devices' confirmation requests with the hub's full entries"
 DESCRIPTION = 'Runs until SIGTERM/SIGINT. The database keeps only counts per list and hour, never a device id or a key.'
@@ -85,7 +87,7 @@ class ConfirmService:
 
     def __init__(self, client, topics, lists_dir: str, *, ttl_positive: float = DEFAULT_TTL_POSITIVE,
                  ttl_negative: float = DEFAULT_TTL_NEGATIVE, db: Optional[str] = None, group: str = "hub",
-                 reload_interval: float = 5.0):
+                 reload_interval: float = 5.0, instance: Optional[str] = None, lease: Optional[dict] = None):
         if ttl_positive < 0 or ttl_negative < 0:
             raise ConfigError("cache durations must not be negative")
         self.client = client
@@ -94,6 +96,8 @@ class ConfirmService:
         self.ttl_positive = ttl_positive
         self.ttl_negative = ttl_negative
         self.group = group
+        self.instance = instance  # with it: a lease on a share of the request partitions (below)
+        self.lease = lease
         self.stats = ConfirmStats(db)
         self.reload_interval = reload_interval
         self.entries: Dict[str, EntryIndex] = {}
@@ -120,11 +124,10 @@ class ConfirmService:
         log.info("serving %s", ", ".join("%s v%d" % (k, v.version) for k, v in sorted(self.entries.items())))
 
     def start(self) -> "ConfirmService":
-        """Subscribe: shared with the other instances of ``group``, or plainly when group is None
-        (for brokers without shared subscriptions, such as the demo's embedded one)."""
-        topic = self.topics.confirm_req_shared(self.group) if self.group else self.topics.confirm_req()
-        # a SubscribeAck to wait on when started on a connected client (else: subscribed on connect)
-        self.subscription = self.client.subscribe(topic, self._on_request, qos=1)
+        """Subscribe to the requests this instance takes (``subscribe_requests``, below)."""
+        # something to .wait(timeout) on when started on a connected client (else: subscribed on connect)
+        self.subscription = subscribe_requests(self.client, self.topics, self._on_request, group=self.group,
+                                               instance=self.instance, lease=self.lease)
         return self
 
     def _newer_asked(self, payload: bytes) -> bool:
@@ -178,11 +181,45 @@ class ConfirmService:
         return topic, json.dumps(body, separators=(",", ":")).encode()
 
 
+# --- which request topics an instance takes: the partition layer's business (tools/partitions.py).
+# How a request is answered is not touched here. Devices spread requests over confirm/req/<partition>
+# (agents from before partitions: confirm/req, the "legacy" partition).
+SERVICE = "confirm"
+
+
+def request_partitions(topics) -> list:
+    """The service's partitions: one per request partition, and ``"legacy"``."""
+    return list(range(topics.partitions)) + ["legacy"]
+
+
+def request_filters(topics, partition) -> list:
+    """The topic filters of one partition."""
+    return [topics.confirm_req(None if partition == "legacy" else partition)]
+
+
+def subscribe_requests(client, topics, handler, *, group: Optional[str], instance: Optional[str],
+                       lease: Optional[dict] = None):
+    """Subscribe ``handler`` to the requests this instance takes; returns what to ``.wait(timeout)`` on.
+
+    With ``instance``: its share of the partitions by leases (the client must carry
+    ``member_will(topics, SERVICE, instance)``), or every partition through ``$share/<group>`` if
+    ``group``. Without: every request, shared in ``group`` or plainly (the embedded demo broker)."""
+    if instance is not None:
+        return split_topics(client, topics, SERVICE, request_partitions(topics),
+                            lambda p: request_filters(topics, p), handler, instance=instance,
+                            group=group or None, **(lease or {})).start()
+    topic = topics.confirm_req_shared(group) if group else topics.confirm_req_filter()
+    return client.subscribe(topic, handler, qos=1)
+
+
 def add_arguments(parser) -> None:
     add_broker_arguments(parser, "gatewatch-hub-serve-%d" % os.getpid())
     parser.add_argument("--lists", required=True, help="a `lists build` output folder (its hub/ entries)")
     parser.add_argument("--db", required=True, help="SQLite file for per-list, per-hour counts")
-    parser.add_argument("--group", default="hub", help="shared subscription group (default hub)")
+    parser.add_argument("--group", default="", help="split requests between instances through this shared "
+                        "subscription group; default: none: instances split the request partitions by leases "
+                        "(docs/cluster.md)")
+    add_lease_arguments(parser)
     parser.add_argument("--ttl-positive", type=float, default=DEFAULT_TTL_POSITIVE,
                         help="seconds a device may cache a positive answer (default 86400)")
     parser.add_argument("--ttl-negative", type=float, default=DEFAULT_TTL_NEGATIVE,
@@ -194,9 +231,11 @@ def main(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stop = threading.Event()
     try:
-        client = client_from_args(args)
-        service = ConfirmService(client, topics_from_args(args), args.lists, ttl_positive=args.ttl_positive,
-                                 ttl_negative=args.ttl_negative, db=args.db, group=args.group)
+        topics = topics_from_args(args)
+        client = client_from_args(args, will=member_will(topics, SERVICE, args.client_id))
+        service = ConfirmService(client, topics, args.lists, ttl_positive=args.ttl_positive,
+                                 ttl_negative=args.ttl_negative, db=args.db, group=args.group,
+                                 instance=args.client_id, lease=lease_of(args))
         service.start()
         client.connect(timeout=30)
     except GatewatchError as exc:
@@ -209,5 +248,7 @@ def main(args) -> int:
             service.stats.flush()
     finally:
         service.stats.flush()
+        if hasattr(service.subscription, "stop"):
+            service.subscription.stop()  # hand the partitions over at once
         client.stop()
     return 0

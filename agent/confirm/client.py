@@ -170,7 +170,7 @@ class Confirmer:
             if not self.client.connected:
                 return None
             body = {"v": PROTOCOL, "id": rid, "client": self.client_id, "lists": need}
-            self.client.publish(self.topics.confirm_req(), json.dumps(body).encode(), qos=1)
+            self.client.publish(self.topics.confirm_req(self.topics.pick_partition()), json.dumps(body).encode(), qos=1)
             if not slot[0].wait(timeout):
                 self.timeouts += 1
                 return None

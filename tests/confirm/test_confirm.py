@@ -88,7 +88,7 @@ def test_exact_and_perceptual_hits_confirmed_by_the_hub(mosquitto, world, tmp_pa
 def test_request_carries_only_short_keys(mosquitto, world, tmp_path):
     seen = []
     with MqttClient(mosquitto.url, "spy") as spy:
-        spy.subscribe(Topics().confirm_req(), lambda m: seen.append(m.payload)).wait(5)
+        spy.subscribe(Topics().confirm_req_filter(), lambda m: seen.append(m.payload)).wait(5)
         p = Pair(mosquitto, world, tmp_path)
         try:
             e = world["scanner"].scan_bytes(world["edited"])
@@ -227,7 +227,7 @@ def test_answer_from_an_older_hub_version_is_no_answer(mosquitto, world):
             hub.publish(topics.confirm_resp(req["client"], req["id"]),
                         json.dumps({"v": 1, "id": req["id"], "ttl_positive": 60, "ttl_negative": 60,
                                     "lists": lists}).encode(), qos=1)
-        hub.subscribe(topics.confirm_req(), stale).wait(5)
+        hub.subscribe(topics.confirm_req_filter(), stale).wait(5)
         confirmer = Confirmer(dev, topics, "dev-c", timeout=3.0).start()
         r = world["scanner"].scan_bytes(world["known"][0])
         assert confirmer.ask(r) == {}
