@@ -23,7 +23,7 @@ from agent.matching import bloom_batch
 from agent.matching import lsh_batch
 
 DEFAULT_FP_RATE = 1e-6
-DEFAULT_NEURAL_MODEL = "neural-v1"  # agent.hashing.neural.DEFAULT_MODEL (not imported: no TFLite at import)
+DEFAULT_NEURAL_MODEL = "neural-v2"  # agent.hashing.neural.DEFAULT_MODEL (not imported: numpy/PIL at import; a test checks they agree)
 # LSH defaults, chosen by bench/bench_lsh.py (docs/benchmarks.md, "Perceptual lists").
 # min_quality 20: PDQ of flat or tiny images (quality near 0) is degenerate; textured pictures of low
 # contrast still hash usefully at 30-50, and the reference matches them, so the gate stays low.
@@ -49,7 +49,7 @@ def entry_keys(signal: str, hashes: np.ndarray, lsh: Optional[dict]) -> np.ndarr
     return lsh_batch.band_keys_many(hashes, lsh["bands"], nbits, tag)
 
 
-def neural_threshold(model: str = "neural-v1") -> int:
+def neural_threshold(model: str = DEFAULT_NEURAL_MODEL) -> int:
     """The match threshold the model's manifest states (models/<model>.json)."""
     from agent.hashing.neural import load_manifest
 

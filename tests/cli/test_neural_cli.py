@@ -7,6 +7,7 @@ import json
 import pytest
 from PIL import Image
 
+from agent.hashing import neural
 from tests.cli.test_cli import hub, lines, run
 
 LISTED = ("astronaut", "chelsea", "rocket")
@@ -66,7 +67,7 @@ def test_inspect_shows_the_neural_manifest(built):
     rc, out, err = hub("lists", "inspect", path)
     assert rc == 0, err
     m = json.loads(out)["manifest"]
-    assert m["signal"] == "neural" and m["model"] == "neural-v1"
+    assert m["signal"] == "neural" and m["model"] == neural.DEFAULT_MODEL
     assert m["lsh"] == {"bands": 4, "depth": 2, "flip_bits": 8, "key_bits": 16, "min_quality": 20, "threshold": 28}
 
 
