@@ -33,9 +33,10 @@ DEFAULT_NEURAL_MODEL = "neural-v2"  # agent.hashing.neural.DEFAULT_MODEL (not im
 # reveals little of an image that did not match.
 DEFAULT_LSH = {"bands": 7, "flip_bits": 6, "depth": 2, "threshold": 31, "min_quality": 20, "key_bits": 16}
 # Neural (docs/neural.md, "LSH"): 4 bands of 32 bits, multi-probe up to 2 of the 8 weakest bits per
-# band (148 probes per image): 75% recall of edited photos, 3.5e-2 false candidates per image against
-# 1M entries. The threshold is the model manifest's (28 for neural-v1); min_quality gates on the PDQ
-# quality of the same decode (flat and tiny images all map to a few codes); key_bits as for PDQ.
+# band (148 probes per query; the code and its 3 extra queries make 592 per image, 0.14 false candidates
+# per image against 1M random entries); 32-bit bands, because 16-bit ones collide at that list size.
+# The threshold is the model manifest's (22 for neural-v2); min_quality gates on the PDQ quality of the
+# same decode (flat and tiny images all map to a few codes); key_bits as for PDQ.
 DEFAULT_NEURAL_LSH = {"bands": 4, "flip_bits": 8, "depth": 2, "min_quality": 20, "key_bits": 16}
 
 
