@@ -7,7 +7,10 @@
 
 Per platform it times, in one process on that platform: the full image pipeline (decode, SHA-256,
 SHA-1, MD5, PDQ) on benign generated 1024x768 JPEGs; single Bloom lookups through the portable core
-(``key in bloom``, what a MicroPython device does); numpy batch lookups (``bloom_batch``). The
+(``key in bloom``, what a MicroPython device does); numpy batch lookups (``bloom_batch``); the
+neural hash where a TFLite runtime is installed (arm64: the aarch64 ai-edge-litert wheel that
+firmware/qemu/litert-site.sh puts in the board; armhf has none): model load, JPEG bytes -> code,
+one interpreter invoke. The
 baseline is the native run in the same invocation: every ARM figure is also given as a slowdown
 factor against it. The MicroPython row times only single core lookups (a 2,000-entry filter: the
 port's heap is small, and lookup cost does not depend on the filter size) in the WebAssembly port
@@ -18,7 +21,8 @@ where emulation (and so, likely, a weak core) hurts most.
 RSS: the full agent, `gatewatch run` with the emulated HAL and no broker, started on a folder with
 a 1,000,000-entry SHA-256 list and a 100,000-entry PDQ list (fp 1e-6), then asked to scan the
 benchmark's 1024x768 JPEGs through its local API; VmRSS and VmHWM come from /proc/PID/status. The
-baseline is the same daemon on an empty list folder.
+baseline is the same daemon on one-entry lists; a third run adds a 10,000-entry neural list, so the
+daemon loads the model and computes codes (the model's and the runtime's memory).
 """
 
 from __future__ import annotations
@@ -98,8 +102,10 @@ def inner_neural(blobs) -> dict:
     t = time.perf_counter()
     try:
         hasher = neural.get_hasher()
+    except neural.RuntimeMissing:
+        return {"neural": "none (neural lists refused)"}
     except ConfigError as e:
-        return {"neural": "unavailable: %s" % str(e).split(";")[0]}
+        return {"neural": "unavailable: %s" % str(e)[:80]}
     out = {"neural": hasher.runtime, "neural_load_ms": (time.perf_counter() - t) * 1000}
     neural.neural_hash_bytes(blobs[0])  # warm-up: the interpreter's first invoke prepares its kernels
     times = []

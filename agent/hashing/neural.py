@@ -110,7 +110,7 @@ def find_runtime():
         tried.append("tensorflow (%s)" % exc)
     raise RuntimeMissing(
         "no TFLite runtime installed for the neural hash: pip install ai-edge-litert (x86_64/aarch64) "
-        "or tflite-runtime (armv7/older Python); tried " + "; ".join(tried)
+        "or tflite-runtime (older Pythons; PyPI has no armv7 wheel for Python 3.11); tried " + "; ".join(tried)
     )
 
 

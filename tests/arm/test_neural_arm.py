@@ -10,7 +10,6 @@ that reason (exit 2), never loaded and silently unused.
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -30,12 +29,6 @@ def tools():
     require_root_and_tools("debootstrap", "update-binfmts", "chroot", "unshare")
 
 
-def _jpeg(img, quality=90):
-    buf = io.BytesIO()
-    img.convert("RGB").save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def share(tmp_path_factory):
     """Benign images (generated, and scikit-image photos where installed) and a signed neural list."""
@@ -46,9 +39,10 @@ def share(tmp_path_factory):
         (imgs / ("gen%d.jpg" % seed)).write_bytes(samples.encode(samples.generate_image(seed, size), "JPEG", 90))
     (imgs / "gen33.png").write_bytes(samples.encode(samples.generate_image(33, (320, 240)), "PNG"))
     for name, img in samples.sample_images()[:4]:
-        (imgs / (name + ".jpg")).write_bytes(_jpeg(img))
+        (imgs / (name + ".jpg")).write_bytes(samples.encode(img))
         w, h = img.size
-        (imgs / (name + "-crop10.jpg")).write_bytes(_jpeg(img.crop((w // 20, h // 20, w - w // 20, h - h // 20))))
+        crop = img.crop((w // 20, h // 20, w - w // 20, h - h // 20))
+        (imgs / (name + "-crop10.jpg")).write_bytes(samples.encode(crop))
     hub = [sys.executable, "-m", "tools.hub_cli"]
     for args in (["keys", "generate", "--out", str(d / "keys"), "--source", "hotline"],
                  ["lists", "build", "--source", "hotline", "--list", "known-neural", "--signal", "neural",

@@ -12,10 +12,8 @@ and is not reported.
 from __future__ import annotations
 
 import http.server
-import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -26,6 +24,7 @@ import urllib.request
 import pytest
 from PIL import Image
 
+from agent.hashing.samples import encode
 from tests import paths
 from tests.brokers import free_port, mosquitto  # noqa: F401
 from tests.waiting import stop_process, wait_for
@@ -34,12 +33,6 @@ pytestmark = pytest.mark.slow
 
 ROOT = str(paths.ROOT)
 LISTED = ("astronaut", "chelsea", "rocket")
-
-
-def jpeg(img):
-    buf = io.BytesIO()
-    img.convert("RGB").save(buf, "JPEG", quality=90)
-    return buf.getvalue()
 
 
 def crop10(img):
@@ -124,9 +117,9 @@ def test_daemon_blocks_a_cropped_listed_photo_and_reports_it_once(mosquitto, tmp
     known = tmp_path / "known"
     known.mkdir()
     for n in LISTED:
-        (known / (n + ".jpg")).write_bytes(jpeg(Image.fromarray(getattr(data, n)())))
-    cropped = jpeg(crop10(Image.fromarray(data.chelsea())))
-    unrelated = jpeg(Image.fromarray(data.camera()))
+        (known / (n + ".jpg")).write_bytes(encode(Image.fromarray(getattr(data, n)())))
+    cropped = encode(crop10(Image.fromarray(data.chelsea())))
+    unrelated = encode(Image.fromarray(data.camera()))
 
     # hub: a key, a neural list of the three photos, published; the confirmation service and the collector
     rc, out, err = _cli("tools.hub_cli", "keys", "generate", "--out", tmp_path / "keys", "--source", "hotline")
@@ -196,13 +189,7 @@ allow_loopback_upstream = true  # the test's origin is on loopback
         st = status()
         assert st["reports"]["spool_depth"] == 0, st["reports"]  # the collector acknowledged it
     finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            rc = agent.wait(30)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            rc = None
-        for p in hub:
-            stop_process(p)
+        for p in [agent] + hub:
+            stop_process(p, grace=30)
         origin.stop()
-    assert rc == 0, _logs(tmp_path)
+    assert agent.returncode == 0, _logs(tmp_path)  # a clean stop on SIGTERM

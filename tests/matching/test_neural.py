@@ -76,7 +76,7 @@ def built(photos, key, trust):
 def test_manifest_carries_the_neural_layout_and_the_models_threshold(built):
     lst = built[0]["neural"]
     assert lst.model == neural.DEFAULT_MODEL
-    assert lst.lsh["threshold"] == neural.load_manifest()["threshold"] == 28
+    assert lst.lsh["threshold"] == neural.load_manifest()["threshold"] == 22
     assert (lst.lsh["bands"], lst.lsh["flip_bits"], lst.lsh["depth"], lst.lsh["key_bits"]) == (4, 8, 2, 16)
     assert lst.manifest["filter"]["keys_per_entry"] == 4
 
@@ -100,7 +100,7 @@ def test_a_cropped_photo_is_a_neural_candidate_confirmed_where_pdq_misses_it(bui
     done = scanner.confirm(got, hub)
     assert done.verdict == "match"
     assert done.to_json()["signal"] == "neural" and done.to_json()["entry"] == "chelsea"
-    assert done.best.distance <= 28
+    assert done.best.distance <= lists["neural"].lsh["threshold"]
 
 
 def test_confirmation_uses_the_lists_threshold(built, photos, key, trust):
