@@ -30,7 +30,7 @@ from agent.core import listfile
 from agent.core.bloom import expected_fp_rate
 from agent.core.errors import ConfigError, ListFormatError
 from agent.core.signals import EXACT_SIGNALS, HEX_LENGTHS, NAME_SIGNALS, PERCEPTUAL_SIGNALS
-from agent.lists.assemble import DEFAULT_FP_RATE, assemble, lsh_params
+from agent.lists.assemble import DEFAULT_FP_RATE, DEFAULT_NEURAL_MODEL, assemble, lsh_params
 from agent.lists.names import read_names
 from agent.lists.store import list_file_name, parse_file_name
 from agent.lists.trust import PUB_PREFIX, check_name, key_id, parse_public_key, public_key_line
@@ -573,7 +573,7 @@ def build_list(*, source: str, name: str, signal: str, entries: Sequence[Entry],
     n = len(unique)
     model = None
     if signal == "neural":
-        model = "neural-v1"  # agent.hashing.neural.DEFAULT_MODEL: the only model that ships
+        model = DEFAULT_NEURAL_MODEL  # the only model that ships; images are hashed with it
     params = lsh_params(signal, lsh, model)
 
     version, prev = next_version(out_dir, source, name, version)

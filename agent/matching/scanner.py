@@ -139,7 +139,8 @@ class Scanner:
         if perceptual or (self.validate and not hits):
             try:
                 hashes = hash_image(data, limits=self.limits, fast=self.fast,
-                                    dihedral=any(lst.signal == "pdq" for lst in perceptual), neural=hasher)
+                                    dihedral=any(lst.signal == "pdq" for lst in perceptual), neural=hasher,
+                                    neural_variants=hasher is not None)
             except ImageError as e:
                 reason = str(e)
         if hashes is not None:
@@ -213,7 +214,9 @@ class Scanner:
                 return None
             if hashes.neural_model != lst.model:
                 raise ValueError("list is of neural model %s, the scanner computes %s" % (lst.model, hashes.neural_model))
-            queries = [(hashes.neural, hashes.neural_margins)]  # no mirrored variants (docs/neural.md)
+            # the code and its extra queries (agent.hashing.neural.QUERY_VARIANTS: band lookups only;
+            # confirmation compares the code itself); no mirrored variants (docs/neural.md)
+            queries = [(hashes.neural, hashes.neural_margins)] + list(hashes.neural_variants or ())
         else:
             queries = [(getattr(v, "hash", None) or getattr(v, "pdq"), getattr(v, "margins", None))
                        for v in (hashes.dihedral or [hashes])]
