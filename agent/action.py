@@ -104,3 +104,26 @@ class ShowingInspector:
         if decision.action == "block":
             self.action.show("blocked")
         return decision
+
+    def inspect_url(self, url):
+        """The inner inspector's decision for a URL; a block also lights the LED."""
+        return self._shown(self.inner.inspect_url(url))
+
+    def inspect_name(self, name):
+        """The inner inspector's decision for a host name; a block also lights the LED."""
+        return self._shown(self.inner.inspect_name(name))
+
+    def inspect_url_fast(self, url):
+        """The inner inspector's quick answer for a URL (None: ask ``inspect_url``)."""
+        fast = getattr(self.inner, "inspect_url_fast", None)
+        return self._shown(fast(url)) if fast is not None else None
+
+    def inspect_name_fast(self, name):
+        """The inner inspector's quick answer for a host name (None: ask ``inspect_name``)."""
+        fast = getattr(self.inner, "inspect_name_fast", None)
+        return self._shown(fast(name)) if fast is not None else None
+
+    def _shown(self, decision):
+        if decision is not None and decision.action == "block":
+            self.action.show("blocked")
+        return decision

@@ -34,6 +34,7 @@ SETTINGS: Dict[str, List[Tuple[str, Any, str]]] = {
     ],
     "broker": [
         ("url", "", "mqtt://host:1883 or mqtts://host:8883; empty: no broker (lists from lists.dir only)"),
+        ("urls", [], "more nodes of the same clustered broker (same scheme and login), tried in turn when one is unreachable; the agent starts at a random one"),
         ("username", "", "MQTT user name (empty: none, or the one in the URL)"),
         ("password", "", "MQTT password; prefer password_file"),
         ("password_file", "", "file whose first line is the MQTT password"),
@@ -105,6 +106,19 @@ SETTINGS: Dict[str, List[Tuple[str, Any, str]]] = {
                "pass unscanned, counted and logged"),
               ("undecodable_images", "pass", "an image in a Content-Encoding the agent cannot decode (br, zstd): "
                "pass (counted, logged) or block (502)")],
+    # url/domain lists at the resolver and at the TLS handshake (README.md, "What each path sees")
+    "dns": [("listen", "", "HOST:PORT of the DNS forwarder dnsmasq forwards to first (e.g. 127.0.0.1:5353); empty: off"),
+            ("upstream", [], "resolvers unlisted queries go to (IP or IP:PORT, in order); empty: resolv_file's"),
+            ("resolv_file", "", "file whose nameserver lines are the upstreams when upstream is empty "
+             "(OpenWrt: /tmp/resolv.conf.d/resolv.conf.auto)"),
+            ("block_address", [], "addresses (the block page's) that A/AAAA questions for listed names get; "
+             "empty: NXDOMAIN"),
+            ("block_ttl", 60, "seconds resolvers may cache a block answer")],
+    "tls": [("listen", "", "HOST:PORT of the TLS splice behind an nft redirect of LAN tcp/443 (e.g. 0.0.0.0:3130); "
+             "empty: off"),
+            ("clients", list(DEFAULT_CLIENTS), "networks (CIDR) whose connections are spliced; [\"any\"] for everyone"),
+            ("allow_loopback_upstream", False, "let connections reach loopback or this gateway's own addresses; "
+             "for tests and demos")],
 }
 
 

@@ -133,7 +133,7 @@ class Agent:
         log.info("lists in force: %s", ", ".join("%s v%d" % (k, v.version) for k, v in sorted(lists.items()))
                  or "none (nothing is blocked until a list arrives)")
 
-        if c["broker"]["url"]:
+        if c["broker"]["url"] or c["broker"]["urls"]:
             self._start_mqtt()
             self.updater = Updater(self.client, self.topics, self.store,
                                    fetch_timeout=c["lists"]["fetch_timeout"], on_lists=self._on_lists,
@@ -232,7 +232,8 @@ class Agent:
         self.topics = Topics(b["prefix"])
         status_topic = self.topics.status(self.client_id)
         will = (status_topic, json.dumps({"client": self.client_id, "online": False}).encode(), 1, True)
-        self.client = MqttClient(b["url"], self.client_id, username=b["username"] or None, password=password,
+        urls = ([b["url"]] if b["url"] else []) + list(b["urls"])  # the nodes of one broker
+        self.client = MqttClient(urls, self.client_id, username=b["username"] or None, password=password,
                                  tls=tls or None, keepalive=b["keepalive"], will=will,
                                  on_connect=lambda _c: self.write_status())
 
@@ -254,7 +255,7 @@ class Agent:
                                      resend_after=r["resend_after"], resend_max=r["resend_max"]).start()
 
     def _start_servers(self) -> None:
-        wanted = [(name, self.conf[name]["listen"]) for name in ("icap", "proxy") if self.conf[name]["listen"]]
+        wanted = [(name, self.conf[name]["listen"]) for name in ("icap", "proxy", "dns", "tls") if self.conf[name]["listen"]]
         if not wanted:
             return
         self._loop = asyncio.new_event_loop()
@@ -262,7 +263,7 @@ class Agent:
         self._loop_thread.start()
         for name, listen in wanted:
             server = make_server(name, self.inspector, self.conf, istag=self.istag)
-            host, port = parse_listen(listen, 1344 if name == "icap" else 3128)
+            host, port = parse_listen(listen, {"icap": 1344, "proxy": 3128, "dns": 5353, "tls": 3130}[name])
             try:
                 asyncio.run_coroutine_threadsafe(server.start(host, port), self._loop).result(10)
             except OSError as exc:
@@ -358,7 +359,7 @@ class Agent:
         out = {
             "agent": __version__, "pid": os.getpid(), "client_id": self.client_id,
             "written_at": now, "uptime_s": int(now - self.started_at),
-            "broker": {"url": _redact(self.conf["broker"]["url"]) or None,
+            "broker": {"url": _redact(self.client.url if self.client is not None else self.conf["broker"]["url"]) or None,
                        "connected": bool(self.client is not None and self.client.connected),
                        "connects": self.client.connects if self.client is not None else 0},
             "lists": lists,
@@ -435,7 +436,9 @@ class LocalApiFactory:
 
 
 def make_server(kind: str, inspector, conf: Dict[str, Dict[str, Any]], istag=None):
-    """The ICAP or proxy server object for an intake, configured from ``conf``."""
+    """The ICAP, proxy, DNS or TLS server object for an intake, configured from ``conf``."""
+    if kind in ("dns", "tls"):
+        return _make_name_server(kind, inspector, conf[kind])
     if kind == "icap":
         from agent.intake.icap.protocol import IcapLimits
         from agent.intake.icap.server import IcapServer
@@ -448,3 +451,18 @@ def make_server(kind: str, inspector, conf: Dict[str, Dict[str, Any]], istag=Non
                        undecodable_images=p["undecodable_images"],
                        limits=ProxyLimits(max_connections_per_client=p["max_connections_per_client"],
                                           max_scan_bytes=p["max_scan_bytes"], max_held_bytes=p["max_held_bytes"]))
+
+
+def _make_name_server(kind: str, inspector, c: Dict[str, Any]):
+    """The DNS forwarder or the TLS splice (url/domain lists), configured from its section."""
+    if kind == "dns":
+        from agent.intake.dns.message import BlockAnswer
+        from agent.intake.dns.server import DnsServer, Upstreams
+        try:
+            block = BlockAnswer(c["block_address"], c["block_ttl"])
+        except ValueError as exc:
+            raise ConfigError("dns.block_address/block_ttl: %s" % exc)
+        return DnsServer(inspector, upstreams=Upstreams(c["upstream"], c["resolv_file"]), block=block)
+    from agent.intake.tls.server import TlsSpliceServer
+    clients = None if [x.strip().lower() for x in c["clients"]] == ["any"] else c["clients"]
+    return TlsSpliceServer(inspector, clients=clients, allow_loopback_upstream=c["allow_loopback_upstream"])

@@ -12,6 +12,8 @@ other module talks to `MqttClient` and never imports paho itself.
 from __future__ import annotations
 
 import logging
+import os
+import random
 import socket
 import ssl
 import threading
@@ -35,6 +37,12 @@ DEFAULT_PREFIX = "gatewatch/v1"
 MAX_PAYLOAD = 128 * 1024
 
 PROTOCOLS = {"3.1.1": _paho.MQTTv311, "5": _paho.MQTTv5, "3.1": _paho.MQTTv31}
+
+#: How many partitions the confirmation request and report topics have (docs/cluster.md). Hub
+#: instances split them between them (tools/partitions.py); a device picks one per message from a
+#: random value, never from its identity. Part of the topic layout under the versioned prefix:
+#: devices and hub must agree, so it changes only with the prefix's version.
+PARTITIONS = 16
 
 Message = namedtuple("Message", "topic payload qos retain")
 Message.__doc__ = "An received MQTT message (immutable): topic str, payload bytes, qos int, retain bool."
@@ -90,6 +98,45 @@ def parse_url(url):
     }
 
 
+def broker_urls(url):
+    """(urls, parsed) of one URL, or of several: a list, or one string separated by commas or
+    spaces (the nodes of one clustered broker, tried in turn). Every URL must use the same scheme:
+    one TLS setting serves them all. Raises ConfigError."""
+    if isinstance(url, str):
+        urls = [u for u in url.replace(",", " ").split() if u]
+    else:
+        urls = [u for u in (url or ()) if u]
+    if not urls:
+        raise ConfigError("no broker URL given; use mqtt://host:1883 or mqtts://host:8883")
+    confs = [parse_url(u) for u in urls]
+    if len({c["tls"] for c in confs}) > 1:
+        raise ConfigError("broker URLs %s mix mqtt:// and mqtts://; use one scheme for every node"
+                          % ", ".join(urls))
+    return urls, confs
+
+
+def pick_partition(value=None, partitions=PARTITIONS):
+    """The partition of one message: from ``value`` (a random id: hex text or bytes, e.g. a report
+    id, so that a resend goes where the first copy went) or from fresh random bytes. Never pass
+    anything derived from the device (client id, login, address): the hub would see it in the topic."""
+    if value is None:
+        raw = os.urandom(4)
+    elif isinstance(value, bytes):
+        raw = value[:4]
+    else:
+        try:
+            raw = bytes.fromhex(str(value)[:8])
+        except ValueError:
+            raw = os.urandom(4)
+    return int.from_bytes(raw.ljust(4, b"\0"), "big") % int(partitions)
+
+
+def _check_partition(partition, partitions):
+    if isinstance(partition, bool) or not isinstance(partition, int) or not 0 <= partition < partitions:
+        raise TopicError("partition %r must be a whole number from 0 to %d" % (partition, partitions - 1))
+    return "%d" % partition
+
+
 def _check_segment(name, value):
     value = str(value)
     if not value or any(c in value for c in "/+#\0"):
@@ -105,11 +152,16 @@ class Topics:
     Every segment is validated: a source called ``a/b`` or ``#`` would widen a subscription.
     """
 
-    def __init__(self, prefix=DEFAULT_PREFIX):
+    def __init__(self, prefix=DEFAULT_PREFIX, partitions=PARTITIONS):
         prefix = prefix.strip("/")
         if not prefix or "+" in prefix or "#" in prefix:
             raise TopicError("topic prefix %r must be non-empty and free of wildcards" % (prefix,))
         self.prefix = prefix
+        self.partitions = int(partitions)
+
+    def pick_partition(self, value=None):
+        """A partition for one message (``pick_partition``): from a random ``value`` or fresh random bytes."""
+        return pick_partition(value, self.partitions)
 
     def _t(self, *segments):
         return "/".join((self.prefix,) + segments)
@@ -157,29 +209,49 @@ class Topics:
         return self._t("log", _check_segment("log", log), "step", "%d" % int(from_size))
 
     # confirmation
-    def confirm_eval(self):
-        """Where devices publish blinded evaluation requests (no identity in topic or payload)."""
-        return self._t("confirm", "eval")
+    def _partitioned(self, kind, partition):
+        if partition is None:
+            return self._t("confirm", kind)
+        return self._t("confirm", kind, _check_partition(partition, self.partitions))
 
-    def confirm_fetch(self):
-        """Where devices ask for sealed buckets (with the ticket of an evaluation)."""
-        return self._t("confirm", "fetch")
+    def confirm_eval(self, partition=None):
+        """Where devices publish blinded evaluation requests: ``confirm/eval/<partition>`` (a random
+        partition per request, ``pick_partition()``), or ``confirm/eval``. No identity in topic or payload."""
+        return self._partitioned("eval", partition)
+
+    def confirm_fetch(self, partition=None):
+        """Where devices ask for sealed buckets (with the ticket of an evaluation), partitioned likewise."""
+        return self._partitioned("fetch", partition)
+
+    def confirm_request_filters(self):
+        """Every evaluation and fetch request, partitioned or not (one hub instance that takes them all)."""
+        return [self._t("confirm", "eval", "#"), self._t("confirm", "fetch", "#")]
 
     def confirm_requests_shared(self, group="hub"):
-        """Shared subscription by which several hub instances split both kinds of request."""
-        return "$share/%s/%s" % (_check_segment("group", group), self._t("confirm", "+"))
+        """Shared subscriptions by which several hub instances split requests (evaluations, fetches and
+        token requests)."""
+        g = _check_segment("group", group)
+        return ["$share/%s/%s" % (g, f) for f in self.confirm_request_filters() + [self.tokens_req_filter()]]
 
     def confirm_resp(self, reply_id):
         """The answer to one request: a fresh random id the device chose, never its identity."""
         return self._t("confirm", "resp", _check_segment("reply_id", reply_id))
 
-    def tokens_req(self, login):
-        """Where a device asks for its epoch's batch of anonymous tokens (the ACL ties it to the login)."""
-        return self._t("tokens", "req", _check_segment("login", login))
+    def tokens_req(self, login, partition=None):
+        """Where a device asks for its epoch's batch of anonymous tokens (the ACL ties it to the login):
+        ``tokens/req/<login>/<partition>``, the partition fixed by the login (``pick_partition(login)``) so
+        that one hub instance counts a device's batches, or ``tokens/req/<login>``."""
+        if partition is None:
+            return self._t("tokens", "req", _check_segment("login", login))
+        return self._t("tokens", "req", _check_segment("login", login), _check_partition(partition, self.partitions))
 
-    def tokens_req_filter(self):
-        """What the hub subscribes to for token requests."""
-        return self._t("tokens", "req", "+")
+    def tokens_req_filter(self, partition=None):
+        """Token requests: all of them, those of one partition, or (``"legacy"``) the unpartitioned ones."""
+        if partition is None:
+            return self._t("tokens", "req", "#")
+        if partition == "legacy":
+            return self._t("tokens", "req", "+")
+        return self._t("tokens", "req", "+", _check_partition(partition, self.partitions))
 
     def tokens_resp(self, login, reply_id):
         """The answer to one token request."""
@@ -194,15 +266,28 @@ class Topics:
         return self._t("hub", "alarm")
 
     # reports
-    def reports(self, source, ack_token=None):
+    def reports(self, source, ack_token=None, partition=None):
         """Where devices publish reports for one source. No device identity in the topic.
 
         With ``ack_token`` (random, rotating; see docs/reports.md) the hub acknowledges the stored
         report on ``ack(ack_token)``; without it (older agents) nobody acknowledges but the broker.
+        ``partition`` (with a token; ``pick_partition(report id)``) picks the hub instance that
+        takes it: ``reports/<source>/<token>/<partition>``.
         """
         if ack_token is None:
             return self._t("reports", _check_segment("source", source))
-        return self._t("reports", _check_segment("source", source), _check_segment("ack_token", ack_token))
+        if partition is None:
+            return self._t("reports", _check_segment("source", source), _check_segment("ack_token", ack_token))
+        return self._t("reports", _check_segment("source", source), _check_segment("ack_token", ack_token),
+                       _check_partition(partition, self.partitions))
+
+    def reports_unpartitioned_filters(self):
+        """Reports of agents from before partitions: ``reports/<source>`` and ``reports/<source>/<token>``."""
+        return [self._t("reports", "+"), self._t("reports", "+", "+")]
+
+    def reports_partition_filter(self, partition):
+        """The reports of one partition, of every source and token."""
+        return self._t("reports", "+", "+", _check_partition(partition, self.partitions))
 
     def reports_filter(self):
         """All reports of all sources, with an ack token level (``reports/<source>/<token>``) or
@@ -224,9 +309,25 @@ class Topics:
         if not topic.startswith(head):
             return None
         parts = topic[len(head):].split("/")
-        if len(parts) > 2 or not all(parts):
+        if len(parts) > 3 or not all(parts):
             return None
-        return parts[0], (parts[1] if len(parts) == 2 else None)
+        if len(parts) == 3 and not self._is_partition(parts[2]):
+            return None
+        return parts[0], (parts[1] if len(parts) >= 2 else None)
+
+    def _is_partition(self, text):
+        # ASCII digits only ("\u0663" passes str.isdigit), no leading zeros, in range
+        return (0 < len(text) <= 6 and all("0" <= c <= "9" for c in text) and (text == "0" or text[0] != "0")
+                and int(text) < self.partitions)
+
+    # hub instances (tools/partitions.py): who is alive, so that each takes a share of the partitions
+    def hub_member(self, service, instance):
+        """Retained lease record of one hub instance of ``service`` (e.g. ``collect``, ``confirm``)."""
+        return self._t("hub", _check_segment("service", service), "members", _check_segment("instance", instance))
+
+    def hub_members_filter(self, service):
+        """Every instance of ``service``."""
+        return self._t("hub", _check_segment("service", service), "members", "+")
 
     def ack(self, ack_token):
         """Where the hub acknowledges stored reports to the device holding ``ack_token``.
@@ -314,14 +415,22 @@ class MqttClient:
 
     def __init__(self, url, client_id, username=None, password=None, tls=None, *,
                  clean_session=True, keepalive=30, protocol="3.1.1", reconnect=(0.5, 30.0),
-                 max_inflight=20, max_queued=0, will=None, on_connect=None, on_disconnect=None):
-        conf = parse_url(url)
+                 max_inflight=20, max_queued=0, will=None, on_connect=None, on_disconnect=None,
+                 first=None):
+        # ``url``: one URL, or several (a list, or one string separated by commas or spaces): the
+        # nodes of one clustered broker. ``first``: index to start at; None starts at a random one.
+        self.urls, confs = broker_urls(url)
+        conf = confs[0]
         if protocol not in PROTOCOLS:
             raise ConfigError("MQTT protocol %r unknown; use one of %s" % (protocol, sorted(PROTOCOLS)))
         if not client_id:
             raise ConfigError("an MQTT client id is required")
-        self.url = url
+        self._confs = confs
+        self._index = (random.randrange(len(confs)) if first is None else int(first)) % len(confs)
+        conf = confs[self._index]
+        self.url = self.urls[self._index]
         self.host, self.port = conf["host"], conf["port"]
+        self.failovers = 0
         self.client_id = client_id
         self.username = username if username is not None else conf["username"]
         self.password = password if password is not None else conf["password"]
@@ -360,6 +469,7 @@ class MqttClient:
         self._client.reconnect_delay_set(min_delay=max(1, int(reconnect[0])), max_delay=int(reconnect[1]))
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_publish = self._on_publish
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
@@ -398,8 +508,10 @@ class MqttClient:
                 break
         if not self._connected.is_set():
             why = self.last_connect_error or "no answer"
-            raise MqttError("could not connect to %s:%d within %.1fs (%s); is the broker running and "
-                            "are the credentials right?" % (self.host, self.port, timeout, why))
+            where = "%s:%d" % (self.host, self.port) if len(self.urls) < 2 else \
+                "any of %s" % ", ".join("%s:%d" % (c["host"], c["port"]) for c in self._confs)
+            raise MqttError("could not connect to %s within %.1fs (%s); is the broker running and "
+                            "are the credentials right?" % (where, timeout, why))
         return self
 
     def stop(self):
@@ -514,8 +626,32 @@ class MqttClient:
         self._connected.clear()
         if was:
             log.info("disconnected from %s:%d (%s)", self.host, self.port, rc)
+        if self._started:
+            self._next_broker()
         if self._user_on_disconnect:
             self._user_on_disconnect(self)
+
+    def _on_connect_fail(self, client, userdata, *rest):
+        self.last_connect_error = "unreachable"
+        self._next_broker()
+
+    def _next_broker(self):
+        """Point paho's next reconnect at the next URL (several URLs: the nodes of one cluster).
+
+        paho reconnects to ``_host``/``_port`` (1.6.1 and 2.x alike) and offers no public way to
+        change them while its loop runs (2.x's ``host`` setter refuses unless fully closed);
+        both versions read them afresh at every reconnect, so setting them here is enough.
+        """
+        if len(self._confs) < 2:
+            return
+        self._index = (self._index + 1) % len(self._confs)
+        conf = self._confs[self._index]
+        self.url = self.urls[self._index]
+        self.host, self.port = conf["host"], conf["port"]
+        self._client._host, self._client._port = conf["host"], conf["port"]
+        self.failovers += 1
+        log.info("next connection attempt: %s:%d (broker %d of %d)", self.host, self.port,
+                 self._index + 1, len(self._confs))
 
     def _on_publish(self, client, userdata, mid, *rest):
         failed = bool(rest) and PAHO2 and _rc_failed(rest[0])

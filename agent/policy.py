@@ -6,7 +6,7 @@ no hashing, no network I/O of its own (it calls the confirmer it is given) and w
 Defaults, and why:
 
 - ``mode = "block"``: the point of the agent is that known material does not load.
-- ``exact_unconfirmed = "block"``: an exact-list (sha256/sha1/md5) hit is near-certain (the filter's
+- ``exact_unconfirmed = "block"``: an exact-list (sha256/sha1/md5, url/domain) hit is near-certain (the filter's
   design false-positive rate, 1e-6 by default), so while the hub is unreachable the agent still
   blocks it; the cost of the rare false positive is one image not loading.
 - ``candidate_unconfirmed = "allow"``: a perceptual candidate is not a match until the hub's full
@@ -31,14 +31,15 @@ import threading
 import time
 from typing import Callable, Optional
 
-from agent.core.errors import ConfigError
+from agent.core.errors import ConfigError, GatewatchError
+from agent.core.signals import EXACT_SIGNALS  # digests and url/domain: a hit is near-certain
 from agent.intake import Decision
+from agent.lists import names
 
 log = logging.getLogger("gatewatch.policy")
 
 MODES = ("block", "report-only", "monitor")
 UNCONFIRMED = ("block", "allow")
-EXACT_SIGNALS = ("sha256", "sha1", "md5")
 
 
 class PolicySettings:
@@ -272,3 +273,64 @@ class PolicyInspector:
             log.warning("scan failed: %s", exc)
             return Decision("allow", "scan-error: %s" % type(exc).__name__, None, url)
         return self.policy.decide(result, url)
+
+    def inspect_url(self, url: str) -> Decision:
+        """Look a request's URL up in the url and domain lists and decide, before it is fetched."""
+        return self._decide_names(self._lookup(lambda scanner: scanner.lookup_url(url)), lambda: url)
+
+    def inspect_name(self, name) -> Decision:
+        """Look a host name up in the domain lists (DNS, TLS server name, CONNECT) and decide.
+
+        The decision's URL is '//host': a report then names the host alone (no URL was seen).
+        """
+        return self._decide_names(self._lookup(lambda scanner: scanner.lookup_domain(name)), lambda: _host_url(name))
+
+    def inspect_url_fast(self, url: str) -> Optional[Decision]:
+        """``inspect_url`` when it needs no wait (nothing listed: allow); None when a hit needs the policy,
+        which may ask the hub (the caller then runs ``inspect_url`` in a thread)."""
+        return self._clean_or_none(self._lookup(lambda scanner: scanner.lookup_url(url)), url)
+
+    def inspect_name_fast(self, name) -> Optional[Decision]:
+        """``inspect_name`` when it needs no wait (nothing listed: allow); None otherwise."""
+        return self._clean_or_none(self._lookup(lambda scanner: scanner.lookup_domain(name)), None)
+
+    def _lookup(self, lookup):
+        """The scanner's results, or a Decision when there is nothing to look up with or it failed."""
+        try:
+            scanner = self.scanner_ref()
+            if scanner is None:
+                return Decision("allow", "no-lists", None, None)
+            return lookup(scanner)
+        except Exception as exc:
+            self.policy.counters.errors += 1
+            log.warning("name lookup failed: %s", exc)
+            return Decision("allow", "scan-error: %s" % type(exc).__name__, None, None)
+
+    def _clean_or_none(self, results, url) -> Optional[Decision]:
+        if isinstance(results, Decision):
+            return results
+        if len(results) == 1 and results[0].verdict == "clean":
+            self.policy.counters.scanned += 1
+            return Decision("allow", "clean", results[0], url)
+        return None
+
+    def _decide_names(self, results, url_of) -> Decision:
+        """Every result of a name lookup goes through the policy, most specific first; the first block
+        wins (a hit the hub refutes does not hide a less specific one). Any fault allows (fail-open)."""
+        if isinstance(results, Decision):
+            return results
+        url = url_of()
+        decision = Decision("allow", "clean", None, url)
+        for result in results:
+            decision = self.policy.decide(result, url)
+            if decision.action == "block":
+                break
+        return decision
+
+
+def _host_url(name) -> Optional[str]:
+    """'//host' for a report of a name hit (the canonical host alone), None when it has none."""
+    try:
+        return "//%s" % names.canonical_host(name)
+    except GatewatchError:
+        return None

@@ -7,7 +7,10 @@
 
 Per platform it times, in one process on that platform: the full image pipeline (decode, SHA-256,
 SHA-1, MD5, PDQ) on benign generated 1024x768 JPEGs; single Bloom lookups through the portable core
-(``key in bloom``, what a MicroPython device does); numpy batch lookups (``bloom_batch``). The
+(``key in bloom``, what a MicroPython device does); numpy batch lookups (``bloom_batch``); the
+neural hash where a TFLite runtime is installed (arm64: the aarch64 ai-edge-litert wheel that
+firmware/qemu/litert-site.sh puts in the board; armhf has none): model load, JPEG bytes -> code,
+one interpreter invoke. The
 baseline is the native run in the same invocation: every ARM figure is also given as a slowdown
 factor against it. The MicroPython row times only single core lookups (a 2,000-entry filter: the
 port's heap is small, and lookup cost does not depend on the filter size) in the WebAssembly port
@@ -18,7 +21,8 @@ where emulation (and so, likely, a weak core) hurts most.
 RSS: the full agent, `gatewatch run` with the emulated HAL and no broker, started on a folder with
 a 1,000,000-entry SHA-256 list and a 100,000-entry PDQ list (fp 1e-6), then asked to scan the
 benchmark's 1024x768 JPEGs through its local API; VmRSS and VmHWM come from /proc/PID/status. The
-baseline is the same daemon on an empty list folder.
+baseline is the same daemon on one-entry lists; a third run adds a 10,000-entry neural list, so the
+daemon loads the model and computes codes (the model's and the runtime's memory).
 """
 
 from __future__ import annotations
@@ -86,6 +90,38 @@ def inner(share: Path) -> dict:
     t = time.perf_counter()
     bloom_batch.contains_many(bloom, probes)
     out["batch_keys_per_s"] = BATCH_KEYS / (time.perf_counter() - t)
+    out.update(inner_neural(blobs))
+    return out
+
+
+def inner_neural(blobs) -> dict:
+    """The neural hash on this platform: runtime, model load, bytes -> code, one invoke; or why not."""
+    from agent.core.errors import ConfigError
+    from agent.hashing import neural
+
+    t = time.perf_counter()
+    try:
+        hasher = neural.get_hasher()
+    except neural.RuntimeMissing:
+        return {"neural": "none (neural lists refused)"}
+    except ConfigError as e:
+        return {"neural": "unavailable: %s" % str(e)[:80]}
+    out = {"neural": hasher.runtime, "neural_load_ms": (time.perf_counter() - t) * 1000}
+    neural.neural_hash_bytes(blobs[0])  # warm-up: the interpreter's first invoke prepares its kernels
+    times = []
+    for b in blobs:
+        t = time.perf_counter()
+        neural.neural_hash_bytes(b)
+        times.append(time.perf_counter() - t)
+    out["neural_ms"] = statistics.median(times) * 1000
+    from PIL import Image
+    import io
+
+    x = neural.preprocess(Image.open(io.BytesIO(blobs[0])), hasher.size, hasher.trim_tolerance)
+    t = time.perf_counter()
+    for _ in range(20):
+        hasher._run(x)
+    out["neural_invoke_ms"] = (time.perf_counter() - t) / 20 * 1000
     return out
 
 
@@ -143,9 +179,16 @@ def build_rss_lists(folder: Path):
     exact = rng.integers(0, 256, size=(1_000_000, 32), dtype=np.uint8)
     pdq = rng.integers(0, 256, size=(100_000, 32), dtype=np.uint8)
     # The baseline gets a one-entry list: the daemon refuses to run without any verified list.
-    for sub, n_exact, n_pdq in (("lists", len(exact), len(pdq)), ("tiny", 1, 1)):
+    codes = rng.integers(0, 256, size=(10_000, 16), dtype=np.uint8)
+    # "neural": the baseline's one-entry lists plus a 10k-entry neural list, so the daemon loads the
+    # model (when a TFLite runtime is installed) and computes a code per scanned image
+    for sub, n_exact, n_pdq, n_neural in (("lists", len(exact), len(pdq), 0), ("tiny", 1, 1, 0),
+                                          ("neural", 1, 1, len(codes))):
         (folder / sub).mkdir()
-        for name, signal, arr, n in (("exact", "sha256", exact, n_exact), ("pdq", "pdq", pdq, n_pdq)):
+        for name, signal, arr, n in (("exact", "sha256", exact, n_exact), ("pdq", "pdq", pdq, n_pdq),
+                                     ("neural", "neural", codes, n_neural)):
+            if not n:
+                continue
             entries = [Entry("e%d" % i, bytes(arr[i])) for i in range(n)]
             dev, _, _ = build_list(source="bench", name=name, signal=signal, entries=entries, key=key,
                                    out_dir=str(folder / ("%s-%s" % (sub, name))), fp_rate=1e-6, expires_days=1)
@@ -208,7 +251,8 @@ def measure_rss(share: Path) -> dict:
         lists_dir, tiny, pub = build_rss_lists(work)
         build_s = time.perf_counter() - t
         images = sorted(share.glob("*.jpg"))
-        res = {"baseline": daemon_rss(tiny, pub, images, work), "loaded": daemon_rss(lists_dir, pub, images, work)}
+        res = {"baseline": daemon_rss(tiny, pub, images, work), "loaded": daemon_rss(lists_dir, pub, images, work),
+               "neural": daemon_rss(work / "neural", pub, images, work)}
         res["filter_bytes"] = sum(os.path.getsize(p) for p in lists_dir.iterdir())
         res["build_s"] = build_s
         return res
@@ -235,6 +279,24 @@ def run_on(arch: str, share: Path) -> dict:
     if p.returncode != 0:
         raise SystemExit("bench on %s failed:\n%s" % (arch, p.stderr[-3000:]))
     return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def neural_table(results: dict) -> str:
+    """The neural hash per platform, with its slowdown against native in the same run."""
+    base = results["native"]
+    lines = ["| platform | TFLite runtime | model load (ms) | JPEG bytes -> neural code (ms, median) "
+             "| invoke (ms) | slowdown vs native (code / invoke) |", "|---|---|---|---|---|---|"]
+    for arch, r in results.items():
+        if arch == "micropython":
+            continue
+        if "neural_ms" not in r:
+            lines.append("| %s (%s) | %s | - | - | - | - |" % (arch, r["machine"], r.get("neural", "-")))
+            continue
+        ratio = ("%.1fx / %.1fx" % (r["neural_ms"] / base["neural_ms"], r["neural_invoke_ms"] / base["neural_invoke_ms"])
+                 if "neural_ms" in base else "-")
+        lines.append("| %s (%s) | %s | %.0f | %.1f | %.2f | %s |" % (
+            arch, r["machine"], r["neural"], r["neural_load_ms"], r["neural_ms"], r["neural_invoke_ms"], ratio))
+    return "\n".join(lines)
 
 
 def table(results: dict) -> str:
@@ -282,6 +344,8 @@ def report(args, arches, share: Path) -> int:
         results[arch] = run_micropython() if arch == "micropython" else run_on(arch, share)
         print("%s done in %.0f s: %s" % (arch, time.perf_counter() - t, json.dumps(results[arch])), file=sys.stderr)
     print(table(results))
+    print()
+    print(neural_table(results))
     if args.rss:
         rss = measure_rss(share)
         b, l = rss["baseline"], rss["loaded"]
@@ -293,8 +357,13 @@ def report(args, arches, share: Path) -> int:
             b["rss_kb"] / 1024, b["scanned_rss_kb"] / 1024, b["hwm_kb"] / 1024))
         print("| 1M SHA-256 + 100k PDQ lists (fp 1e-6) | %.1f | %.1f | %.1f | %.1f |" % (
             l["rss_kb"] / 1024, l["scanned_rss_kb"] / 1024, l["hwm_kb"] / 1024, rss["filter_bytes"] / 2 ** 20))
+        n = rss["neural"]
+        print("| one-entry lists + 10k-entry neural list (model loaded) | %.1f | %.1f | %.1f | - |" % (
+            n["rss_kb"] / 1024, n["scanned_rss_kb"] / 1024, n["hwm_kb"] / 1024))
         print("\nRSS with lists / baseline: %.2fx (after scans); peak goal <= 64 MB: %s" % (
             l["scanned_rss_kb"] / b["scanned_rss_kb"], "met" if l["hwm_kb"] <= 64 * 1024 else "NOT met"))
+        print("RSS with the neural model loaded: +%.1f MB over the baseline after scans (%.2fx)" % (
+            (n["scanned_rss_kb"] - b["scanned_rss_kb"]) / 1024, n["scanned_rss_kb"] / b["scanned_rss_kb"]))
     return 0
 
 

@@ -211,10 +211,17 @@ UCI_SCHEMA = {
         "proxy": ("bool", None, None),
         "proxy_listen": ("hostport", None, None),
         "transparent": ("bool", None, None),
+        "dns": ("bool", None, None),
+        "dns_listen": ("hostport", None, None),
+        "tls": ("bool", None, None),
+        "tls_listen": ("hostport", None, None),
     },
 }
 REQUIRED = {"agent": ("state_dir",)}
-DEFAULTS = {"icap_listen": "127.0.0.1:1344", "proxy_listen": "0.0.0.0:3128"}
+DEFAULTS = {"icap_listen": "127.0.0.1:1344", "proxy_listen": "0.0.0.0:3128", "dns_listen": "127.0.0.1:5353",
+            "tls_listen": "0.0.0.0:3130"}
+# where OpenWrt's netifd writes the WAN's resolvers: the DNS forwarder's upstreams
+RESOLV_AUTO = "/tmp/resolv.conf.d/resolv.conf.auto"
 
 
 def _convert(section, key, value):
@@ -287,10 +294,12 @@ def parse_settings(text):
     intake = seen.setdefault("intake", {})
     intake.setdefault("proxy", True)
     intake.setdefault("icap", False)
+    intake.setdefault("dns", False)
+    intake.setdefault("tls", False)
     if intake.get("transparent") and not intake["proxy"]:
         raise ConfigError("gatewatch.intake.transparent needs the proxy intake (gatewatch.intake.proxy=1)")
-    if not intake["icap"] and not intake["proxy"]:
-        raise ConfigError("no intake enabled: set gatewatch.intake.icap or gatewatch.intake.proxy to 1")
+    if not any(intake[k] for k in ("icap", "proxy", "dns", "tls")):
+        raise ConfigError("no intake enabled: set gatewatch.intake.icap, proxy, dns or tls to 1")
     return seen
 
 
@@ -312,6 +321,10 @@ def uci_to_config(text):
         config["icap"] = {"listen": intake.get("icap_listen", DEFAULTS["icap_listen"])}
     if intake["proxy"]:
         config["proxy"] = {"listen": intake.get("proxy_listen", DEFAULTS["proxy_listen"])}
+    if intake["dns"]:  # dnsmasq asks it first (/usr/libexec/gatewatch-dnsmasq enable); it asks the WAN's resolvers
+        config["dns"] = {"listen": intake.get("dns_listen", DEFAULTS["dns_listen"]), "resolv_file": RESOLV_AUTO}
+    if intake["tls"]:
+        config["tls"] = {"listen": intake.get("tls_listen", DEFAULTS["tls_listen"])}
     return config
 
 
@@ -322,9 +335,10 @@ def service_options(text):
     port = None
     if intake["proxy"]:
         port = int(intake.get("proxy_listen", DEFAULTS["proxy_listen"]).rpartition(":")[2])
+    tls_port = int(intake.get("tls_listen", DEFAULTS["tls_listen"]).rpartition(":")[2]) if intake["tls"] else None
     return {"enabled": settings.get("agent", {}).get("enabled", True),
             "console": settings.get("agent", {}).get("console", ""),
-            "transparent": bool(intake.get("transparent", False)), "proxy_port": port}
+            "transparent": bool(intake.get("transparent", False)), "proxy_port": port, "tls_port": tls_port}
 
 
 def _toml_value(value):
@@ -364,11 +378,12 @@ def config_to_toml(config):
 
 # ---------------------------------------------------------------- fw4 include
 
-def fw4_include(proxy_port=None, lan_device="br-lan"):
+def fw4_include(proxy_port=None, lan_device="br-lan", tls_port=None):
     """The nft text fw4 includes inside ``table inet fw4`` (table-post): block sets and chains.
 
     With ``proxy_port``, also a chain redirecting LAN tcp/80 not addressed to the router itself to
-    the agent's proxy (transparent intake).
+    the agent's proxy (transparent intake). With ``tls_port``, LAN tcp/443 goes to the TLS splice and
+    LAN udp/443 (QUIC, whose ClientHello the splice cannot read) is dropped, so browsers use TCP.
     """
     text = ("# gatewatch: block sets (timeouts expire entries in the kernel) and the chains using them.\n"
             "# Included by fw4 inside table inet fw4; the agent adds elements with nft.\n")
@@ -382,15 +397,30 @@ def fw4_include(proxy_port=None, lan_device="br-lan"):
                  "\ttype nat hook prerouting priority dstnat - 5; policy accept;\n"
                  "\tiifname \"%s\" fib daddr type != local tcp dport 80 counter redirect to :%d\n"
                  "}\n") % (lan_device, proxy_port)
+    if tls_port is not None:
+        if not isinstance(tls_port, int) or not 0 < tls_port < 65536:
+            raise ConfigError("TLS port must be 1-65535, got %r" % (tls_port,))
+        if not re.match(r"^[A-Za-z0-9_.-]{1,15}$", lan_device):
+            raise ConfigError("LAN device %r is not a valid interface name" % (lan_device,))
+        text += ("chain gatewatch_tls {\n"
+                 "\ttype nat hook prerouting priority dstnat - 5; policy accept;\n"
+                 "\tiifname \"%s\" fib daddr type != local tcp dport 443 counter redirect to :%d\n"
+                 "}\n"
+                 "chain gatewatch_quic {\n"
+                 "\ttype filter hook forward priority filter - 5; policy accept;\n"
+                 "\tiifname \"%s\" udp dport 443 counter drop\n"
+                 "}\n") % (lan_device, tls_port, lan_device)
     return text
 
 
 def redirect_include(options, lan_device="br-lan"):
-    """The transparent-proxy include for ``service_options()`` (a comment when interception is off)."""
-    if not options.get("transparent"):
+    """The transparent-proxy and TLS-splice include for ``service_options()`` (a comment when both are off)."""
+    transparent, tls_port = options.get("transparent"), options.get("tls_port")
+    if not transparent and not tls_port:
         return "# gatewatch: transparent proxy disabled\n"
-    full = fw4_include(proxy_port=options["proxy_port"], lan_device=lan_device)
-    return full[full.index("chain gatewatch_redirect"):]
+    full = fw4_include(proxy_port=options["proxy_port"] if transparent else None, lan_device=lan_device,
+                       tls_port=tls_port)
+    return full[full.index("chain gatewatch_redirect" if transparent else "chain gatewatch_tls"):]
 
 
 def main(argv=None):

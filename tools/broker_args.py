@@ -3,11 +3,13 @@
 Owns: ``--broker``, ``--prefix``, ``--client-id``, ``--username`` and the password (never on the
 command line, where every local user could read it in the process list: ``--password-file``, or
 the variable that ``--password-env`` names), and ``--ca``/``--cert``/``--key`` for mqtts://. Used by
-`publish`, `serve` and `reports collect`. Must not touch: what a command does once connected.
+`publish`, `serve` and `reports collect`; ``--broker`` repeated names the nodes of one clustered
+broker. Must not touch: what a command does once connected.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 from typing import Optional
 
@@ -17,10 +19,20 @@ PASSWORD_ENV = "GATEWATCH_HUB_PASSWORD"
 USERNAME_ENV = "GATEWATCH_HUB_USERNAME"
 
 
-def add_broker_arguments(parser, client_id: str, key_flag: str = "--key") -> None:
+class _BrokerList(argparse.Action):
+    """Repeated --broker URLs, kept as one comma-separated string (what MqttClient takes)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        prev = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, values if not prev else "%s,%s" % (prev, values))
+
+
+def add_broker_arguments(parser, client_id: str, key_flag: str = "--key", required: bool = True) -> None:
     """Add the broker flags to ``parser``; ``client_id`` is the default MQTT client id."""
     g = parser.add_argument_group("broker")
-    g.add_argument("--broker", required=True, help="mqtt://host:1883 or mqtts://host:8883")
+    g.add_argument("--broker", required=required, action=_BrokerList,
+                   help="mqtt://host:1883 or mqtts://host:8883; repeat it for each node of a clustered broker "
+                        "(tried in turn when one is unreachable)")
     g.add_argument("--prefix", default="gatewatch/v1", help="topic prefix (default: %(default)s)")
     g.add_argument("--client-id", default=client_id, help="MQTT client id (default: %(default)s)")
     g.add_argument("--username", default=os.environ.get(USERNAME_ENV),

@@ -29,8 +29,9 @@ from agent.confirm.wire import Entry
 from agent.core import listfile
 from agent.core.bloom import expected_fp_rate
 from agent.core.errors import ConfigError, ListFormatError
-from agent.core.signals import EXACT_SIGNALS, HEX_LENGTHS, PERCEPTUAL_SIGNALS
-from agent.lists.assemble import DEFAULT_FP_RATE, assemble, lsh_params
+from agent.core.signals import EXACT_SIGNALS, HEX_LENGTHS, NAME_SIGNALS, PERCEPTUAL_SIGNALS
+from agent.lists.assemble import DEFAULT_FP_RATE, DEFAULT_NEURAL_MODEL, assemble, lsh_params
+from agent.lists.names import read_names
 from agent.lists.store import list_file_name, parse_file_name
 from agent.lists.trust import PUB_PREFIX, check_name, key_id, parse_public_key, public_key_line
 
@@ -272,7 +273,7 @@ def _parse_hex(signal: str, text: str, where: str) -> bytes:
 
 def _signal_of_hex_length(n: int) -> List[str]:
     # an untagged 32-hex line is guessed to be md5, never a neural code (tag it 'neural,<hex>')
-    return [s for s, length in HEX_LENGTHS.items() if length == n and s != "neural"]
+    return [s for s, length in HEX_LENGTHS.items() if length == n and s != "neural" and s not in NAME_SIGNALS]
 
 
 def _te_file_kind(path: str) -> Optional[str]:
@@ -317,6 +318,12 @@ def read_hash_text(path: str, signal: str) -> List[Entry]:
         raise ConfigError("%s is not a text file of hashes (not UTF-8 text)" % path)
     if "\x00" in text:
         raise ConfigError("%s is not a text file of hashes (binary data)" % path)
+    if signal in NAME_SIGNALS:
+        entries = read_names(text, signal, path)
+        if not entries:
+            raise ConfigError("%s holds no %s (one a line; '#' starts a comment)"
+                              % (path, "URL" if signal == "url" else "domain name"))
+        return entries
     te_kind = _te_file_kind(path)
     if te_kind is not None:
         named = _SIGNAL_ALIASES.get(te_kind)
@@ -417,6 +424,9 @@ def hash_folder(path: str, signal: str, progress: bool = False) -> Tuple[List[En
     from agent.hashing.imaging import DEFAULT_LIMITS, digests, hash_image
     from agent.core.errors import ImageError
 
+    if signal in NAME_SIGNALS:
+        raise ConfigError("--signal %s lists are built from a text file (one %s a line), not a folder: "
+                          "--input %s is a folder" % (signal, "URL" if signal == "url" else "domain name", path))
     hasher = None
     if signal == "neural":
         from agent.hashing import neural
@@ -577,7 +587,7 @@ def build_list(*, source: str, name: str, signal: str, entries: Sequence[Entry],
     n = len(unique)
     model = None
     if signal == "neural":
-        model = "neural-v1"  # agent.hashing.neural.DEFAULT_MODEL: the only model that ships
+        model = DEFAULT_NEURAL_MODEL  # the only model that ships; images are hashed with it
     params = lsh_params(signal, lsh, model)
 
     version, prev = next_version(out_dir, source, name, version)

@@ -10,7 +10,7 @@ import sys
 
 from agent.core import listfile
 from agent.core.errors import ConfigError, ListFormatError
-from agent.core.signals import EXACT_SIGNALS, PERCEPTUAL_SIGNALS
+from agent.core.signals import EXACT_SIGNALS, NAME_SIGNALS, PERCEPTUAL_SIGNALS
 from agent.lists.assemble import DEFAULT_FP_RATE
 from agent.lists.trust import check_name
 from agent.lists.verify import DEFAULT_MAX_BYTES
@@ -26,9 +26,12 @@ file (SOURCE+LIST.vN.gwl) and the hub's private entries (hub/, mode 0600).
 
 --input takes a folder of images (hashed with --signal), or a text file: one hex digest a line,
 'pdq <hex>' or 'pdq,<hex>' lines, ThreatExchange .te rows ('<hex>,<count>,...'), or CSV with a type
-column (id,type,hash). --signal neural hashes images with the neural network (models/neural-v1; needs
+column (id,type,hash). --signal neural hashes images with the neural network (models/neural-v2; needs
 a TFLite runtime, the tflite extra) or reads 'neural,<hex>' lines and bare 32-hex codes; its LSH section
-(4 bands, multi-probe, the model's threshold) is signed into the manifest. --key is the source's private key (NAME.key from `gatewatch-hub keys
+(4 bands, multi-probe, the model's threshold) is signed into the manifest. --signal url and --signal domain take a
+text file of URLs or domain names, one a line ('#' comments): each is canonicalised the Safe Browsing
+way and the list holds the SHA-256 of its expression ('example.org/dir/' covers every URL below it;
+a domain entry 'example.org' covers its subdomains). --key is the source's private key (NAME.key from `gatewatch-hub keys
 generate`); the NAME.pub beside it must name the same --source."""
 
 DESCRIPTION = """\
@@ -65,7 +68,8 @@ def add_arguments(p) -> None:
     b.add_argument("--signal", required=True, choices=EXACT_SIGNALS + PERCEPTUAL_SIGNALS)
     b.add_argument("--input", required=True, metavar="PATH",
                    help="folder of images, or a text file of hashes (hex lines, 'pdq <hex>' or 'pdq,<hex>' "
-                        "lines, ThreatExchange .te rows, or CSV with a type column)")
+                        "lines, ThreatExchange .te rows, or CSV with a type column), or for url/domain a text "
+                        "file of URLs or names, one a line")
     b.add_argument("--key", required=True, metavar="KEY",
                    help="the source's private key file (NAME.key from keys generate); the NAME.pub beside it "
                         "must name --source (without a .pub beside it the source is not checked: a warning)")
@@ -111,6 +115,9 @@ def main(args) -> int:
     if not os.path.exists(args.input):
         raise ConfigError("--input %s does not exist" % args.input)
     check_out_dir(args.out)
+    if os.path.isdir(args.input) and args.signal in NAME_SIGNALS:
+        raise ConfigError("--signal %s lists are built from a text file (one %s a line), not a folder: --input %s "
+                          "is a folder" % (args.signal, "URL" if args.signal == "url" else "domain name", args.input))
     if os.path.isdir(args.input):
         inp, out = os.path.realpath(args.input), os.path.realpath(args.out)
         if out == inp or out.startswith(inp.rstrip(os.sep) + os.sep):

@@ -1,7 +1,8 @@
 """Collect anonymised reports from the broker into SQLite (exactly once per id) and export them per source.
 
 Owns the hub's report store: ``gatewatch-hub reports collect`` subscribes to the reports of every
-source through a shared subscription (several collectors split the load), validates each report
+source (several collectors split them by report partition and lease, tools/partitions.py, or
+through a shared subscription with ``--group``), validates each report
 against the schema and stores it once by report id; ``gatewatch-hub reports export`` writes one
 source's reports as CSV or JSON so that each hotline receives its own. Must not touch lists,
 confirmations or anything the devices hold.
@@ -40,6 +41,7 @@ import time
 from agent.core.report import MAX_REPORT_BYTES, ReportError, decode_report
 from agent.core.errors import ConfigError
 from tools.broker_args import add_broker_arguments, client_from_args, topics_from_args
+from tools.partitions import add_lease_arguments, lease_of, member_will, split_topics
 
 log = logging.getLogger(__name__)
 
@@ -199,11 +201,17 @@ class Collector:
     A stored report (new or duplicate) is acknowledged to the device on ``ack/<token>`` once committed.
     """
 
-    def __init__(self, client, store, topics, group="hub", sources=None, log_every=1000, after_commit=None):
+    def __init__(self, client, store, topics, group="hub", sources=None, log_every=1000, after_commit=None,
+                 instance=None, lease=None):
         self.client = client
         self.store = store
         self.topics = topics
         self.group = group
+        # with ``instance``: this collector takes its share of the report partitions (leases, or
+        # $share over the partitions with ``group``; tools/partitions.py). ``lease``: its timings.
+        self.instance = instance
+        self.lease = dict(lease or {})
+        self.split = None
         self.sources = frozenset(sources) if sources else None
         self.stored = 0
         self.duplicates = 0
@@ -216,9 +224,20 @@ class Collector:
 
     def start(self):
         """Subscribe; messages are handled on the client's network thread."""
+        if self.instance is not None:
+            self.split = split_topics(self.client, self.topics, SERVICE, report_partitions(self.topics),
+                                      lambda p: report_filters(self.topics, p), self._on_message,
+                                      instance=self.instance, group=self.group or None, **self.lease).start()
+            self.subscribed = self.split  # .wait(timeout), as a SubscribeAck
+            return self
         topic = self.topics.reports_shared(self.group) if self.group else self.topics.reports_filter()
         self.subscribed = self.client.subscribe(topic, self._on_message, qos=1)
         return self
+
+    def stop(self):
+        """Hand this collector's partitions to the others at once (leases), before disconnecting."""
+        if self.split is not None:
+            self.split.stop()
 
     def _refuse(self, reason, message=None):
         self.rejected += 1
@@ -277,6 +296,22 @@ class Collector:
                 "acked": self.acked, "refusals": dict(self.refusals)}
 
 
+SERVICE = "collect"
+
+
+def report_partitions(topics):
+    """The collector's partitions: one per report partition, and ``"legacy"`` for the reports of
+    agents from before partitions (``reports/<source>``, ``reports/<source>/<token>``)."""
+    return list(range(topics.partitions)) + ["legacy"]
+
+
+def report_filters(topics, partition):
+    """The topic filters of one of the collector's partitions."""
+    if partition == "legacy":
+        return topics.reports_unpartitioned_filters()
+    return [topics.reports_partition_filter(partition)]
+
+
 def _ack_payload(ids):
     return json.dumps({"ids": list(ids)}, separators=(",", ":")).encode("ascii")
 
@@ -290,8 +325,10 @@ def add_arguments(parser):
     add_broker_arguments(c, "gatewatch-collector-%s" % socket.gethostname())
     c.add_argument("--db", required=True, help="SQLite file (created if missing)")
     c.add_argument("--group", default="", help="shared-subscription group to split reports between collectors; "
-                        "default: none (a plain subscription: mosquitto 2.0.11 forgets shared "
-                        "subscriptions when it restarts, which would drop reports)")
+                        "default: none: collectors split the report partitions by leases (docs/cluster.md; "
+                        "mosquitto 2.0.11 forgets shared subscriptions when it restarts, which would drop "
+                        "reports, and aedes has none)")
+    add_lease_arguments(c)
     c.add_argument("--source", action="append", default=[],
                    help="a source (hotline) this hub serves; repeat or comma-separate. Reports for "
                         "other sources are refused (counted)")
@@ -332,12 +369,17 @@ def _export(args):
         text = export(store, args.source, args.format)
     finally:
         store.close()
-    if args.out == "-":
+    write_output(text, args.out)
+    return 0
+
+
+def write_output(text, out):
+    """An export's text to standard output (``-``) or to the file ``out``."""
+    if out == "-":
         sys.stdout.write(text)
     else:
-        with open(args.out, "w", newline="") as f:
+        with open(out, "w", newline="", encoding="utf-8") as f:
             f.write(text)
-    return 0
 
 
 def _fault_hook():
@@ -365,10 +407,13 @@ def _collect(args):
                           "--any-source; reports for other sources are refused")
     started = time.monotonic()
     store = ReportStore(args.db)
-    # keep --client-id stable: the broker keeps the session (and queues reports) under it
-    client = client_from_args(args, clean_session=False, reconnect=(1, 5))
-    collector = Collector(client, store, topics_from_args(args), group=args.group,
-                          sources=sources or None, after_commit=_fault_hook()).start()
+    # keep --client-id stable: the broker keeps the session (and queues reports) under it; it also
+    # names this instance's lease on its share of the report partitions
+    topics = topics_from_args(args)
+    client = client_from_args(args, clean_session=False, reconnect=(1, 5),
+                              will=member_will(topics, SERVICE, args.client_id))
+    collector = Collector(client, store, topics, group=args.group, sources=sources or None,
+                          after_commit=_fault_hook(), instance=args.client_id, lease=lease_of(args)).start()
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
@@ -383,11 +428,12 @@ def _collect(args):
         store.close()
         return 1
     print("collecting reports from %s into %s (%s)" % (
-        args.broker, args.db, "sources: " + ", ".join(sorted(sources)) if sources else "any source"), flush=True)
+        client.url, args.db, "sources: " + ", ".join(sorted(sources)) if sources else "any source"), flush=True)
     if args.duration is not None:
         done.wait(max(0.0, args.duration - (time.monotonic() - started)))
     else:
         done.wait()
+    collector.stop()
     client.stop()
     store.close()
     st = collector.stats()

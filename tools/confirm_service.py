@@ -9,7 +9,10 @@ and kind. Must not touch: building or publishing lists, reports.
 
 Inputs: a `lists build` output folder's hub/ files: ``*.sealed`` (the sealed tables, newest versions
 per list) and ``<source>.<key id>.confirm`` (the sources' confirmation keys). The plain entries files
-are not read.
+are not read. Several instances share the load: each takes a share of the request partitions by lease
+(tools/partitions.py, docs/cluster.md), or, with ``--group``, every partition through shared
+subscriptions. An evaluation and its fetch may reach different instances: tickets are checked by a
+MAC under the source's key, not by memory.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Dict, Optional, Tuple
 from agent.confirm import oprf, sealed, tokens, wire
 from agent.core.errors import ConfigError, ConfirmError, GatewatchError
 from tools.broker_args import add_broker_arguments, client_from_args, topics_from_args
+from tools.partitions import add_lease_arguments, lease_of, member_will, split_topics
 from tools.sealing import load_service_keys
 
 HELP = "answer devices' private confirmation requests (blinded probes, sealed buckets, tokens)"
@@ -173,7 +177,8 @@ class ConfirmService:
 
     def __init__(self, client, topics, lists_dir: str, *, ttl_positive: float = DEFAULT_TTL_POSITIVE,
                  ttl_negative: float = DEFAULT_TTL_NEGATIVE, db: Optional[str] = None, group: Optional[str] = "hub",
-                 reload_interval: float = 5.0, token_budget: int = tokens.DEFAULT_BUDGET,
+                 reload_interval: float = 5.0, instance: Optional[str] = None, lease: Optional[dict] = None,
+                 token_budget: int = tokens.DEFAULT_BUDGET,
                  max_evals_per_hour: int = DEFAULT_MAX_EVALS_PER_HOUR,
                  alarm_evals_per_minute: int = DEFAULT_ALARM_EVALS_PER_MINUTE,
                  alarm_refusals_per_minute: int = DEFAULT_ALARM_REFUSALS_PER_MINUTE, clock=time.time):
@@ -187,6 +192,8 @@ class ConfirmService:
         self.ttl = [float(ttl_positive), float(ttl_negative)]
         self.group = group
         self.clock = clock
+        self.instance = instance  # with it: a lease on a share of the request partitions (below)
+        self.lease = lease
         self.stats = ConfirmStats(db, clock)
         self.reload_interval = reload_interval
         self.token_budget = token_budget
@@ -254,22 +261,20 @@ class ConfirmService:
 
     # ------------------------------------------------------------ MQTT
     def start(self) -> "ConfirmService":
-        """Subscribe: shared with the other instances of ``group``, or plainly when group is None
-        (for brokers without reliable shared subscriptions)."""
-        if self.group:
-            self.subscription = self.client.subscribe(self.topics.confirm_requests_shared(self.group),
-                                                      self._on_request, qos=1)
-        else:
-            self.subscription = self.client.subscribe(self.topics.confirm_eval(), self._on_request, qos=1)
-            self.client.subscribe(self.topics.confirm_fetch(), self._on_request, qos=1)
-        tokens_filter = self.topics.tokens_req_filter()
-        if self.group:
-            tokens_filter = "$share/%s/%s" % (self.group, tokens_filter)
-        self.client.subscribe(tokens_filter, self._on_tokens, qos=1)
+        """Subscribe to the requests this instance takes (``subscribe_requests``, below)."""
+        # something to .wait(timeout) on when started on a connected client (else: subscribed on connect)
+        self.subscription = subscribe_requests(self.client, self.topics, self._dispatch, group=self.group,
+                                               instance=self.instance, lease=self.lease)
         return self
 
+    def _dispatch(self, msg) -> None:
+        if msg.topic.startswith(self.topics.prefix + "/tokens/"):
+            self._on_tokens(msg)
+        else:
+            self._on_request(msg)
+
     def _on_request(self, msg) -> None:
-        kind = msg.topic.rsplit("/", 1)[-1]
+        kind = msg.topic[len(self.topics.prefix) + 1:].split("/")[1]  # confirm/<kind>[/<partition>]
         self._maybe_reload()
         answer = self.answer_eval(msg.payload) if kind == "eval" else (
             self.answer_fetch(msg.payload) if kind == "fetch" else None)
@@ -277,7 +282,8 @@ class ConfirmService:
 
     def _on_tokens(self, msg) -> None:
         self._maybe_reload()
-        self._send(self.answer_tokens(msg.topic.rsplit("/", 1)[-1], msg.payload))
+        login = msg.topic[len(self.topics.prefix) + 1:].split("/")[2]  # tokens/req/<login>[/<partition>]
+        self._send(self.answer_tokens(login, msg.payload))
 
     def _send(self, answer) -> None:
         if answer is None:
@@ -436,11 +442,57 @@ class ConfirmService:
         return topic_of(rid), wire.dumps(body)
 
 
+# --- which request topics an instance takes: the partition layer's business (tools/partitions.py).
+# How a request is answered is not touched here. Devices spread evaluations and fetches over
+# confirm/eval/<partition> and confirm/fetch/<partition> (a random partition each), and token requests
+# over tokens/req/<login>/<partition> (the login's own partition); "legacy" is the unpartitioned topics.
+SERVICE = "confirm"
+
+
+def request_partitions(topics) -> list:
+    """The service's partitions: one per request partition, and ``"legacy"``."""
+    return list(range(topics.partitions)) + ["legacy"]
+
+
+def request_filters(topics, partition) -> list:
+    """The topic filters of one partition."""
+    if partition == "legacy":
+        return [topics.confirm_eval(), topics.confirm_fetch(), topics.tokens_req_filter("legacy")]
+    return [topics.confirm_eval(partition), topics.confirm_fetch(partition), topics.tokens_req_filter(partition)]
+
+
+class _AllAcks:
+    def __init__(self, acks):
+        self.acks = acks
+
+    def wait(self, timeout=None):
+        return all(a.wait(timeout) for a in self.acks)
+
+
+def subscribe_requests(client, topics, handler, *, group: Optional[str], instance: Optional[str],
+                       lease: Optional[dict] = None):
+    """Subscribe ``handler`` to the requests this instance takes; returns what to ``.wait(timeout)`` on.
+
+    With ``instance``: its share of the partitions by leases (the client must carry
+    ``member_will(topics, SERVICE, instance)``), or every partition through ``$share/<group>`` if
+    ``group``. Without: every request, shared in ``group`` or plainly (the embedded demo broker)."""
+    if instance is not None:
+        return split_topics(client, topics, SERVICE, request_partitions(topics),
+                            lambda p: request_filters(topics, p), handler, instance=instance,
+                            group=group or None, **(lease or {})).start()
+    filters = (topics.confirm_requests_shared(group) if group else
+               topics.confirm_request_filters() + [topics.tokens_req_filter()])
+    return _AllAcks([client.subscribe(f, handler, qos=1) for f in filters])
+
+
 def add_arguments(parser) -> None:
     add_broker_arguments(parser, "gatewatch-hub-serve-%d" % os.getpid())
     parser.add_argument("--lists", required=True, help="a `lists build` output folder (its hub/ sealed tables and keys)")
     parser.add_argument("--db", required=True, help="SQLite file for counts per hour and kind")
-    parser.add_argument("--group", default="hub", help="shared subscription group (default hub; '' subscribes plainly)")
+    parser.add_argument("--group", default="", help="split requests between instances through this shared "
+                        "subscription group; default: none: instances split the request partitions by leases "
+                        "(docs/cluster.md)")
+    add_lease_arguments(parser)
     parser.add_argument("--ttl-positive", type=float, default=DEFAULT_TTL_POSITIVE,
                         help="seconds a device may cache a positive answer (default 86400)")
     parser.add_argument("--ttl-negative", type=float, default=DEFAULT_TTL_NEGATIVE,
@@ -463,9 +515,11 @@ def main(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stop = threading.Event()
     try:
-        client = client_from_args(args)
-        service = ConfirmService(client, topics_from_args(args), args.lists, ttl_positive=args.ttl_positive,
+        topics = topics_from_args(args)
+        client = client_from_args(args, will=member_will(topics, SERVICE, args.client_id))
+        service = ConfirmService(client, topics, args.lists, ttl_positive=args.ttl_positive,
                                  ttl_negative=args.ttl_negative, db=args.db, group=args.group or None,
+                                 instance=args.client_id, lease=lease_of(args),
                                  token_budget=args.tokens_per_device,
                                  max_evals_per_hour=args.max_evaluations_per_hour,
                                  alarm_evals_per_minute=args.alarm_evaluations_per_minute,
@@ -482,5 +536,7 @@ def main(args) -> int:
             service.stats.flush()
     finally:
         service.stats.flush()
+        if hasattr(service.subscription, "stop"):
+            service.subscription.stop()  # hand the partitions over at once
         client.stop()
     return 0

@@ -15,6 +15,7 @@ COMMANDS = {
     "publish": "tools.publish",
     "serve": "tools.confirm_service",
     "reports": "tools.collector",
+    "hotline": "tools.hotline.cli",
     "demo": "tools.demo",
     "log": "tools.cmd_log",
 }

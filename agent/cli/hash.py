@@ -14,7 +14,8 @@ from agent.hashing.imaging import digests, hash_image
 HELP = "print the digests and PDQ hash of image files, one JSON object a line"
 DESCRIPTION = """\
 Prints path, bytes, sha256, sha1, md5, pdq (64 hex) and pdq_quality for each file (folders are read
-recursively), and neural (32 hex, the code of models/neural-v1) when a TFLite runtime is installed; a file that cannot be hashed as an image prints its digests with pdq null and a reason.
+recursively), and neural (32 hex, the code of the shipped model in models/) when a TFLite runtime is
+installed; a file that cannot be hashed as an image prints its digests with pdq null and a reason.
 Exit 0 when every file was hashed, 1 when some could not be, 2 when a path does not exist or a folder
 holds no files. This is for the operator's own files: never paste its output anywhere for images that
 did not match."""

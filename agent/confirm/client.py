@@ -23,6 +23,7 @@ answers what does not verify: the list is unanswered (policy decides; no report 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -236,7 +237,9 @@ class Confirmer:
             rid = os.urandom(16).hex()
             body = {"v": wire.PROTOCOL, "source": source, "reply": rid, "e": [wire.b64(b) for b in batch.blinded]}
             deadline = time.monotonic() + (timeout if timeout is not None else max(self.timeout, 10.0))
-            doc = self._exchange(self.topics.tokens_req(self.login), body, rid, deadline)
+            # the login's own partition: one hub instance counts this device's batches
+            partition = self.topics.pick_partition(hashlib.sha256(self.login.encode()).digest())
+            doc = self._exchange(self.topics.tokens_req(self.login, partition), body, rid, deadline)
             if doc is None:
                 return 0
             try:
@@ -368,7 +371,7 @@ class Confirmer:
         body = {"v": wire.PROTOCOL, "key": s["key"], "reply": rid, "token": {"n": wire.b64(tok[0]), "y": wire.b64(tok[1])},
                 "e": [wire.b64(b) for b in wire.pad_elements([b for _, b in blinded], group.random_element)]}
         try:
-            doc = self._exchange(self.topics.confirm_eval(), body, rid, deadline)
+            doc = self._exchange(self.topics.confirm_eval(self.topics.pick_partition()), body, rid, deadline)
         finally:
             self._drop_reply(rid)
         if doc is None:
@@ -400,7 +403,7 @@ class Confirmer:
         body = {"v": wire.PROTOCOL, "list": lst.ident, "version": lst.version, "ticket": wire.b64(ticket),
                 "reply": rid, "b": indices}
         try:
-            doc = self._exchange(self.topics.confirm_fetch(), body, rid, deadline)
+            doc = self._exchange(self.topics.confirm_fetch(self.topics.pick_partition()), body, rid, deadline)
         finally:
             self._drop_reply(rid)
         if doc is None:

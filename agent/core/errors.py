@@ -38,6 +38,9 @@ try:
 
     class ProofError(TrustError):
         """A transparency-log proof or tree head is malformed or does not verify."""
+
+    class UrlError(GatewatchError, ValueError):
+        """A URL or host name has no canonical form: over the size limit, no host, not a web URL."""
 except TypeError:  # pragma: no cover - MicroPython: one built-in base only, so the root alone
     class ListFormatError(GatewatchError):
         """A list file or filter is malformed: bad magic, truncated, inconsistent parameters."""
@@ -65,3 +68,6 @@ except TypeError:  # pragma: no cover - MicroPython: one built-in base only, so 
 
     class ProofError(TrustError):
         """A transparency-log proof or tree head is malformed or does not verify."""
+
+    class UrlError(GatewatchError):
+        """A URL or host name has no canonical form: over the size limit, no host, not a web URL."""

@@ -30,7 +30,7 @@ except ImportError:  # MicroPython
 
 MAGIC = b"GWL1"
 FORMAT_VERSION = 1
-SIGNALS = ("sha256", "sha1", "md5", "pdq", "neural")
+SIGNALS = ("sha256", "sha1", "md5", "url", "domain", "pdq", "neural")
 REQUIRED = ("format", "source", "list", "signal", "version", "created", "expires", "key_id",
             "content_length", "content_sha256", "filter")
 FILTER_REQUIRED = ("type", "m", "k", "salt", "entries")

@@ -49,7 +49,7 @@ except ImportError:  # pragma: no cover - MicroPython
 
 SCHEMA_VERSION = 1
 MAX_REPORT_BYTES = 4096
-SIGNALS = ("sha256", "sha1", "md5", "pdq", "neural")
+SIGNALS = ("sha256", "sha1", "md5", "url", "domain", "pdq", "neural")
 HOSTING_MODES = ("url", "url-noquery", "host", "none")
 #: The query string of a URL may carry a subscriber's session token, so it stays home by default.
 DEFAULT_HOSTING = "url-noquery"
@@ -177,13 +177,17 @@ def hosting_from_url(url, mode=DEFAULT_HOSTING, ip=None, country=None):
 
     ``url``: scheme, host, port, path and query, never user info or fragment. ``url-noquery``: the
     same without the query (which may hold a subscriber's session token). ``host``: the host only.
-    ``none``: nothing. ``ip`` is the *hosting server's* address; a private, loopback or link-local
+    ``none``: nothing. ``'//host'`` (DNS, TLS: no URL is known) gives the host under every mode but
+    ``none``. ``ip`` is the *hosting server's* address; a private, loopback or link-local
     address is left out because it is more likely a subscriber's LAN address than a server's.
     """
     if mode not in HOSTING_MODES:
         raise ReportError("hosting mode %r unknown; use one of %s" % (mode, ", ".join(HOSTING_MODES)))
     out = {}
-    if mode != "none" and url:
+    if mode != "none" and url and url.startswith("//"):
+        # '//host': a host seen without any URL (a DNS question, a TLS server name): the host alone
+        out["host"] = _host_of(url[2:].split("/")[0])
+    elif mode != "none" and url:
         scheme, authority, tail = _split_url(url)
         if "@" in authority:
             authority = authority[authority.rfind("@") + 1:]

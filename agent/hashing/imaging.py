@@ -75,6 +75,8 @@ class ImageHashes(NamedTuple):
     neural: Optional[bytes] = None  # 16-byte code of agent.hashing.neural; never leaves the device
     neural_margins: Optional[np.ndarray] = None
     neural_model: Optional[str] = None
+    # (code, margins) of the neural extra queries (hash_image(neural_variants=True)): band lookups only
+    neural_variants: Optional[List[Tuple[bytes, np.ndarray]]] = None
 
 
 _MAGIC = (
@@ -399,11 +401,12 @@ def _perceptual(pixels, full_shape, dihedral: bool) -> List[pdq.PdqResult]:
 
 
 def hash_image(data: bytes, *, limits: Limits = DEFAULT_LIMITS, fast: bool = True, dihedral: bool = False,
-               neural=None) -> ImageHashes:
+               neural=None, neural_variants: bool = False) -> ImageHashes:
     """Digests and PDQ of one image given as bytes; ImageError (with a reason) if it is not acceptable.
 
     ``neural``: an ``agent.hashing.neural.NeuralHasher``; its code is computed from the same decoded
     image (no second decode). An exception of the network itself is not an ImageError: it propagates.
+    ``neural_variants``: also the codes of the hasher's extra query pictures (what the scanner looks up).
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError("image data must be bytes, got %s" % type(data).__name__)
@@ -445,9 +448,11 @@ def hash_image(data: bytes, *, limits: Limits = DEFAULT_LIMITS, fast: bool = Tru
             raise ImageError(_decode_reason(exc, fmt)) from None
         # Decoding is done (errors surfaced above); a RowSource still reads bands from the image.
         results = _perceptual(pixels, full_shape, dihedral)
-        code = code_margins = None
+        code = code_margins = variants = None
         if neural is not None and min(width, height) >= pdq.MIN_HASHABLE_DIM:
             code, code_margins = neural.code_and_margins(img)
+            if neural_variants:
+                variants = neural.variant_codes(img)
     finally:
         img.close()
 
@@ -469,5 +474,6 @@ def hash_image(data: bytes, *, limits: Limits = DEFAULT_LIMITS, fast: bool = Tru
         neural=code,
         neural_margins=code_margins,
         neural_model=neural.manifest.get("name") if code is not None else None,
+        neural_variants=variants,
     )
 

@@ -16,7 +16,8 @@ significant bit of the last byte). ``margins[i]`` is |output i|: small means bit
 multi-probe LSH, like PDQ's margins).
 
 Preprocessing (``preprocess``): RGB (alpha flattened onto white) -> luma ("L", ITU-R 601) -> downscale
-so the longer side is at most 256 -> trim near-uniform borders (padding, letterboxing) -> resize to
+so the longer side is at most 256 -> trim near-uniform borders (padding, letterboxing; lines whose
+95th-percentile deviation from the border colour is within ``trim_tolerance`` grey levels) -> resize to
 the model's input (64x64, bilinear, antialiased) -> per-image standardisation (zero mean, unit
 variance, clipped to +-3). Input tensor: float32 NHWC [1, 64, 64, 1].
 
@@ -32,7 +33,7 @@ import io
 import json
 import os
 import threading
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
@@ -47,6 +48,7 @@ __all__ = [
     "find_runtime",
     "load_manifest",
     "preprocess",
+    "query_variants",
     "NeuralHasher",
     "get_hasher",
     "neural_hash",
@@ -55,12 +57,21 @@ __all__ = [
 ]
 
 MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "models")
-DEFAULT_MODEL = "neural-v1"
+DEFAULT_MODEL = "neural-v2"
 
 WORK_SIDE = 256  # longer side of the working image the border trim runs on
-TRIM_TOLERANCE = 12  # grey levels: a border line is one whose 95th-percentile deviation stays within this
+# grey levels: a border line is one whose 95th-percentile deviation stays within this. Padding is
+# near-flat even after JPEG; 12 (neural-v1) also ate low-contrast content (a plain wall, the moon's
+# surface) by different amounts in a crop and its original. The manifest's input.trim_tolerance wins.
+TRIM_TOLERANCE = 4
 TRIM_MAX_FRACTION = 0.45  # never trim more than this of a dimension (on each axis, both sides together)
 NORM_CLIP = 3.0
+# Device-side extra queries (docs/neural.md, "Extra queries"): a copy of the query zoomed out by 12%
+# (reflected borders: the inverse of a crop) and turned by 6 degrees either way (the inverse of a
+# small rotation). Their codes only look up band keys, so a crop or rotation that moved the code's
+# bands can still find its entry; confirmation still compares the query's own code with the
+# entry at the list's threshold. Measured on held-out photos: 10% crop found 13/17 -> 17/17.
+QUERY_VARIANTS = (("zoom-out", 0.12), ("rotate", 6.0), ("rotate", -6.0))
 
 try:  # Pillow >= 9.1
     _BILINEAR = Image.Resampling.BILINEAR
@@ -99,7 +110,7 @@ def find_runtime():
         tried.append("tensorflow (%s)" % exc)
     raise RuntimeMissing(
         "no TFLite runtime installed for the neural hash: pip install ai-edge-litert (x86_64/aarch64) "
-        "or tflite-runtime (armv7/older Python); tried " + "; ".join(tried)
+        "or tflite-runtime (older Pythons; PyPI has no armv7 wheel for Python 3.11); tried " + "; ".join(tried)
     )
 
 
@@ -131,41 +142,66 @@ def _to_luma(img: Image.Image) -> Image.Image:
     return img
 
 
-def _border_lines(lines: np.ndarray, limit: int) -> int:
+def _border_lines(lines: np.ndarray, limit: int, tolerance: float) -> int:
     """How many leading lines (rows of ``lines``) are near-uniform in the colour of the first one."""
     ref = float(np.median(lines[0]))
     dev = np.abs(lines[:limit].astype(np.float32) - ref)
-    ok = np.percentile(dev, 95, axis=1) <= TRIM_TOLERANCE
+    ok = np.percentile(dev, 95, axis=1) <= tolerance
     if ok.all():
         return limit
     return int(np.argmin(ok))  # first line that is not border
 
 
-def trim_box(a: np.ndarray) -> Tuple[int, int, int, int]:
+def trim_box(a: np.ndarray, tolerance: float = TRIM_TOLERANCE) -> Tuple[int, int, int, int]:
     """(top, bottom, left, right) line counts of near-uniform borders of uint8 luma ``a``."""
     h, w = a.shape
     if h < 8 or w < 8:
         return 0, 0, 0, 0
     lim_h, lim_w = int(h * TRIM_MAX_FRACTION / 2), int(w * TRIM_MAX_FRACTION / 2)
-    top = _border_lines(a, lim_h)
-    bottom = _border_lines(a[::-1], lim_h)
-    left = _border_lines(a.T, lim_w)
-    right = _border_lines(a.T[::-1], lim_w)
+    top = _border_lines(a, lim_h, tolerance)
+    bottom = _border_lines(a[::-1], lim_h, tolerance)
+    left = _border_lines(a.T, lim_w, tolerance)
+    right = _border_lines(a.T[::-1], lim_w, tolerance)
     return top, bottom, left, right
 
 
-def preprocess(img: Image.Image, size: int = 64) -> np.ndarray:
-    """The network input for ``img``: float32 [1, size, size, 1], as in training (see module doc)."""
+def _working(img: Image.Image, trim_tolerance: float) -> Image.Image:
+    """Luma, longer side <= WORK_SIDE, near-uniform borders trimmed: what the network's input is cut from."""
     img = _to_luma(img)
     w, h = img.size
     if max(w, h) > WORK_SIDE:
         s = WORK_SIDE / float(max(w, h))
         img = img.resize((max(1, int(round(w * s))), max(1, int(round(h * s)))), _BILINEAR)
     a = np.asarray(img, dtype=np.uint8)
-    top, bottom, left, right = trim_box(a)
+    top, bottom, left, right = trim_box(a, trim_tolerance)
     if top or bottom or left or right:
         a = a[top:a.shape[0] - bottom, left:a.shape[1] - right]
         img = Image.fromarray(np.ascontiguousarray(a), "L")
+    return img
+
+
+def preprocess(img: Image.Image, size: int = 64, trim_tolerance: float = TRIM_TOLERANCE) -> np.ndarray:
+    """The network input for ``img``: float32 [1, size, size, 1], as in training (see module doc)."""
+    return _standardise(_working(img, trim_tolerance), size)
+
+
+def query_variants(img: Image.Image, trim_tolerance: float = TRIM_TOLERANCE):
+    """The extra query pictures of ``img`` (``QUERY_VARIANTS``), as working images (see ``_working``)."""
+    base = _working(img, trim_tolerance)
+    out = []
+    for kind, amount in QUERY_VARIANTS:
+        if kind == "zoom-out":  # what the picture may have looked like before a crop: reflected borders
+            a = np.asarray(base)
+            py, px = int(a.shape[0] * amount / 2), int(a.shape[1] * amount / 2)
+            if min(py, px) < 1 or py >= a.shape[0] or px >= a.shape[1]:
+                continue
+            out.append(Image.fromarray(np.pad(a, ((py, py), (px, px)), mode="reflect"), "L"))
+        else:  # rotate back by a small angle, canvas grown as a rotation usually leaves it
+            out.append(_working(base.rotate(amount, resample=_BILINEAR, expand=True, fillcolor=0), trim_tolerance))
+    return out
+
+
+def _standardise(img: Image.Image, size: int) -> np.ndarray:
     x = np.asarray(img.resize((size, size), _BILINEAR), dtype=np.float32)
     x -= x.mean()
     x /= max(float(x.std()), 8.0)
@@ -201,6 +237,7 @@ class NeuralHasher:
         self.runtime, interpreter_cls = find_runtime()
         self.bits = int(self.manifest["output_bits"])
         self.size = int(self.manifest["input"].get("height", 64))
+        self.trim_tolerance = float(self.manifest["input"].get("trim_tolerance", TRIM_TOLERANCE))
         self._interp = interpreter_cls(model_path=self.path, num_threads=max(1, int(threads)))
         self._interp.allocate_tensors()
         inp = self._interp.get_input_details()[0]
@@ -229,12 +266,20 @@ class NeuralHasher:
 
     def outputs(self, img: Image.Image) -> np.ndarray:
         """The raw tanh outputs (float32[bits]) for ``img``."""
-        return self._run(preprocess(img, self.size))
+        return self._run(preprocess(img, self.size, self.trim_tolerance))
 
     def code_and_margins(self, img: Image.Image) -> Tuple[bytes, np.ndarray]:
         """(code bytes, |output| per bit) of ``img``."""
         y = self.outputs(img)
         return np.packbits((y > 0)[::-1]).tobytes(), np.abs(y)
+
+    def variant_codes(self, img: Image.Image) -> List[Tuple[bytes, np.ndarray]]:
+        """(code, margins) of each extra query picture of ``img`` (``query_variants``), for band lookups only."""
+        out = []
+        for v in query_variants(img, self.trim_tolerance):
+            y = self._run(_standardise(v, self.size))
+            out.append((np.packbits((y > 0)[::-1]).tobytes(), np.abs(y)))
+        return out
 
     def code(self, img: Image.Image) -> bytes:
         """The binary code of ``img``: bits/8 bytes; bit i is output i > 0 (module doc: layout)."""

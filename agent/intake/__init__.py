@@ -26,6 +26,14 @@ class Inspector:
         """Return the decision for ``body`` fetched from ``url`` with ``content_type``."""
         raise NotImplementedError
 
+    def inspect_url(self, url: str) -> Decision:
+        """Return the decision for a request to ``url`` before it is fetched (url and domain lists)."""
+        return Decision("allow", "clean", None, url)
+
+    def inspect_name(self, name) -> Decision:
+        """Return the decision for a host name seen without a URL (DNS question, TLS server name)."""
+        return Decision("allow", "clean", None, None)
+
 
 _HOST_MAX = 255
 _HOST_PUNCT = frozenset(".-_:[]")
@@ -97,4 +105,50 @@ async def inspect_fail_open(inspector: Inspector, executor, body: bytes, content
                 log.exception("on_block hook failed")
     else:
         stats["allowed"] += 1
+    return decision
+
+
+async def lookup_fail_open(inspector, method: str, executor, arg, *, what: str, host: str, timeout: float,
+                           stats: dict, on_block: Optional[Callable] = None,
+                           log: logging.Logger = logging.getLogger("gatewatch.intake")) -> Optional[Decision]:
+    """Run a name lookup (``inspector.inspect_url`` or ``inspect_name``, by ``method``) in ``executor``;
+    None means fail-open (error or time-out), counted as ``lookup_errors``/``lookup_timeouts`` and
+    ``bypassed``, logged with the host, or an inspector without that method (it has no name lists).
+    ``what`` says which path asked ('dns', 'tls', 'http', 'reqmod', ...)."""
+    inspector_call = getattr(inspector, method, None)
+    if inspector_call is None or getattr(type(inspector), method, None) is getattr(Inspector, method):
+        return None  # no name lists behind this inspector: nothing to ask, no thread hop
+    fast = getattr(inspector, method + "_fast", None)
+    if fast is not None:
+        # a clean name is decided here, on the loop (Bloom lookups, ~0.1 ms): no thread hop for it; a
+        # hit may wait for the hub, so it goes to the pool below
+        try:
+            decision = fast(arg)
+        except Exception:
+            decision = None
+        if decision is not None:
+            stats["lookups"] += 1
+            return decision
+    loop = asyncio.get_running_loop()
+    try:
+        decision = await asyncio.wait_for(loop.run_in_executor(executor, inspector_call, arg), timeout)
+    except asyncio.TimeoutError:
+        stats["lookup_timeouts"] += 1
+        stats["bypassed"] += 1
+        log.warning("%s lookup of %s timed out after %.1fs; passed (fail-open)", what, host, timeout)
+        return None
+    except Exception as exc:
+        stats["lookup_errors"] += 1
+        stats["bypassed"] += 1
+        log.warning("%s lookup of %s failed: %s; passed (fail-open)", what, host, type(exc).__name__)
+        return None
+    stats["lookups"] += 1
+    if decision.action == "block":
+        stats["names_blocked"] += 1
+        log.info("blocked %s %s (%s)", what, host, decision.reason)
+        if on_block is not None:
+            try:
+                on_block(decision, host)
+            except Exception:
+                log.exception("on_block hook failed")
     return decision

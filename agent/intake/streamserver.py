@@ -36,6 +36,25 @@ async def linger(reader, writer, seconds: float = 0.2) -> None:
         pass
 
 
+async def relay(read, dst, idle_timeout: float) -> None:
+    """Copy ``await read()`` pieces to ``dst`` until EOF, an error or ``idle_timeout`` without progress,
+    then half-close ``dst``: one direction of a tunnel (CONNECT, the TLS splice). Never raises."""
+    try:
+        while True:
+            data = await read()
+            if not data:
+                break
+            dst.write(data)
+            await asyncio.wait_for(dst.drain(), idle_timeout)
+    except (Exception, asyncio.CancelledError):
+        pass
+    finally:
+        try:
+            dst.write_eof()
+        except (OSError, RuntimeError, AttributeError):
+            pass
+
+
 async def close_writer(writer) -> None:
     """Close a connection, waiting a little for the transport, never raising."""
     try:

@@ -18,11 +18,12 @@ from agent.matching import bloom_batch
 from agent.matching import lsh_batch as lsh_np
 from agent.core import lsh as core_lsh
 from agent.core.lsh import hamming
-from agent.core.signals import EXACT_SIGNALS, PERCEPTUAL_SIGNALS
-from agent.core.errors import ConfigError, ImageError
+from agent.core.signals import BYTE_SIGNALS, EXACT_SIGNALS, PERCEPTUAL_SIGNALS
+from agent.core.errors import ConfigError, GatewatchError, ImageError
 from agent.hashing.imaging import DEFAULT_LIMITS, Limits, digests, hash_image
 from agent.confirm.sealed import EXACT_BAND, band_value_bytes
 from agent.confirm.wire import Entry, EntryIndex
+from agent.lists import names
 from agent.lists.verify import LoadedList
 
 log = logging.getLogger("gatewatch.scanner")
@@ -117,7 +118,7 @@ class Scanner:
         if len(data) > self.limits.max_bytes:
             return ScanResult("error", reason="body of %d bytes exceeds limit %d"
                               % (len(data), self.limits.max_bytes), elapsed=time.perf_counter() - start)
-        d = dict(zip(EXACT_SIGNALS, digests(data)))
+        d = dict(zip(BYTE_SIGNALS, digests(data)))
         hits: List[Hit] = []
         for lst in lists:
             if lst.signal in d:
@@ -141,7 +142,8 @@ class Scanner:
         if perceptual or (self.validate and not hits):
             try:
                 hashes = hash_image(data, limits=self.limits, fast=self.fast,
-                                    dihedral=any(lst.signal == "pdq" for lst in perceptual), neural=hasher)
+                                    dihedral=any(lst.signal == "pdq" for lst in perceptual), neural=hasher,
+                                    neural_variants=hasher is not None)
             except ImageError as e:
                 reason = str(e)
         if hashes is not None:
@@ -164,6 +166,45 @@ class Scanner:
         return ScanResult(verdict, tuple(hits), reason if verdict == "error" else None, hashes, d,
                           time.perf_counter() - start)
 
+    def lookup_url(self, url) -> Tuple[ScanResult, ...]:
+        """A URL (plain HTTP, ICAP) against the url lists, and its hosts against the domain lists.
+
+        One result per canonical expression that hit (agent.lists.names), most specific first, each
+        like an exact-digest result (verdict match, ``digests[signal]`` the expression's digest), so
+        that confirmation and policy treat it as they treat a sha256 hit; one clean result when none
+        hit, one error result when the URL has no canonical form. Never raises for bad input.
+        """
+        return self._lookup_names(url, names.url_lookups, ("url", "domain"))
+
+    def lookup_domain(self, name) -> Tuple[ScanResult, ...]:
+        """A host name (DNS question, TLS server name, CONNECT target) against the domain lists;
+        results as ``lookup_url``."""
+        return self._lookup_names(name, names.name_lookups, ("domain",))
+
+    def _lookup_names(self, text, expand, signals) -> Tuple[ScanResult, ...]:
+        start = time.perf_counter()
+        lists = [lst for lst in self.lists if lst.signal in signals]
+        try:
+            pairs = expand(text)
+        except GatewatchError as e:  # UrlError: too long, no host, not a web URL
+            return (ScanResult("error", reason=str(e), elapsed=time.perf_counter() - start),)
+        results: List[ScanResult] = []
+        for expr, digest in pairs:
+            host_only = expr.find("/") == len(expr) - 1  # a domain list holds only 'host/' expressions
+            hits = []
+            for lst in lists:
+                if lst.signal == "domain" and not host_only:
+                    continue
+                try:
+                    if digest[:16] in lst.bloom:
+                        hits.append(Hit(lst, ((EXACT_BAND, digest),), distance=0))
+                except Exception as exc:  # one broken list must not hide the others' hits
+                    self._fault(lst, exc)
+            if hits:
+                results.append(ScanResult("match", tuple(hits), digests={h.list.signal: digest for h in hits},
+                                          elapsed=time.perf_counter() - start))
+        return tuple(results) or (ScanResult("clean", elapsed=time.perf_counter() - start),)
+
     def _perceptual(self, lst: LoadedList, hashes) -> Optional[Hit]:
         params = lst.lsh or {}
         # The PDQ quality of the same decode gates both signals: flat and tiny images carry no picture.
@@ -176,7 +217,9 @@ class Scanner:
                 return None
             if hashes.neural_model != lst.model:
                 raise ValueError("list is of neural model %s, the scanner computes %s" % (lst.model, hashes.neural_model))
-            queries = [(hashes.neural, hashes.neural_margins)]  # no mirrored variants (docs/neural.md)
+            # the code and its extra queries (agent.hashing.neural.QUERY_VARIANTS: band lookups only;
+            # confirmation compares the code itself); no mirrored variants (docs/neural.md)
+            queries = [(hashes.neural, hashes.neural_margins)] + list(hashes.neural_variants or ())
         else:
             queries = [(getattr(v, "hash", None) or getattr(v, "pdq"), getattr(v, "margins", None))
                        for v in (hashes.dihedral or [hashes])]

@@ -269,7 +269,9 @@ class Reporter:
         for rid, payload in batch:
             try:
                 source = json.loads(payload.decode("utf-8"))["source"]
-                topic = self.topics.reports(source, self.token if self.ack_mode == "hub" else None)
+                # the partition comes from the random report id: a resend goes where the first did
+                topic = (self.topics.reports(source, self.token, self.topics.pick_partition(rid)) if self.ack_mode == "hub"
+                         else self.topics.reports(source))
             except (ValueError, KeyError, TypeError, UnicodeError) as exc:
                 # cannot ever be delivered: drop it, counted, rather than block the queue
                 log.error("spooled report %s is unreadable (%s); dropping it", rid, exc)

@@ -6,8 +6,8 @@
 #   COMMAND runs in /opt/gatewatch inside the chroot, e.g. `python3 -c 'import platform; ...'`.
 #
 # The cached root filesystem (build-rootfs.sh, built on first use) is unpacked into a fresh
-# temporary folder; the work tree's agent/, hal/, tools/, models/, tests/ and pyproject.toml
-# are copied to /opt/gatewatch (on PYTHONPATH: no pip under emulation). The chroot runs in its
+# temporary folder (arm64: with the cached ai-edge-litert wheel of litert-site.sh installed);
+# the work tree's agent/, hal/, tools/, models/, tests/ and pyproject.toml are copied to /opt/gatewatch (on PYTHONPATH: no pip under emulation). The chroot runs in its
 # own mount and PID namespaces, so /proc is unmounted and stray processes end with it.
 # GW_SHARE=DIR copies DIR to /opt/share inside (inputs such as benign test images).
 # GW_KEEP_ROOT=1 keeps the unpacked folder and prints where it is.
@@ -25,6 +25,10 @@ shift
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 TAR=$("$HERE/build-rootfs.sh" "$ARCH" | tail -n1)
+# The neural hash's TFLite runtime where PyPI has one (arm64: the aarch64 ai-edge-litert wheel,
+# cached by litert-site.sh); armhf has none and refuses neural lists, as an armv7 router would.
+SITE=""
+[ "$ARCH" = arm64 ] && SITE=$("$HERE/litert-site.sh" "$ARCH" | tail -n1)
 "$HERE/binfmt.sh" "$QEMU_BINFMT"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gw-$ARCH.XXXXXX")
@@ -38,6 +42,11 @@ ROOT="$WORK/root"
 mkdir -p "$ROOT"
 tar -C "$ROOT" -xf "$TAR"
 
+if [ -n "$SITE" ]; then
+    # bookworm's Python 3.11 (the wheel is cp311) looks here first, before Debian's dist-packages
+    mkdir -p "$ROOT/usr/local/lib/python3.11/dist-packages"
+    cp -a "$SITE"/. "$ROOT/usr/local/lib/python3.11/dist-packages/"
+fi
 DEST="$ROOT/opt/gatewatch"
 mkdir -p "$DEST"
 for p in agent hal tools models tests bench pyproject.toml; do

@@ -7,6 +7,7 @@ import json
 import pytest
 from PIL import Image
 
+from agent.hashing import neural
 from tests.cli.test_cli import hub, lines, run
 
 LISTED = ("astronaut", "chelsea", "rocket")
@@ -54,7 +55,7 @@ def test_neural_confirms_a_cropped_photo_that_pdq_misses(built):
     assert rows["chelsea-crop10.jpg"]["verdict"] == "match"
     assert rows["chelsea-crop10.jpg"]["signal"] == "neural"
     assert rows["chelsea-crop10.jpg"]["entry"] == "chelsea.jpg"
-    assert rows["chelsea-crop10.jpg"]["distance"] <= 28
+    assert rows["chelsea-crop10.jpg"]["distance"] <= neural.load_manifest()["threshold"]
     assert rows["camera.jpg"]["verdict"] == "clean"
     rc, rows, err = scan(built, "pdq")
     assert rc == 0, err
@@ -66,8 +67,9 @@ def test_inspect_shows_the_neural_manifest(built):
     rc, out, err = hub("lists", "inspect", path)
     assert rc == 0, err
     m = json.loads(out)["manifest"]
-    assert m["signal"] == "neural" and m["model"] == "neural-v1"
-    assert m["lsh"] == {"bands": 4, "depth": 2, "flip_bits": 8, "key_bits": 16, "min_quality": 20, "threshold": 28}
+    assert m["signal"] == "neural" and m["model"] == neural.DEFAULT_MODEL
+    assert m["lsh"] == {"bands": 4, "depth": 2, "flip_bits": 8, "key_bits": 16, "min_quality": 20,
+                        "threshold": neural.load_manifest()["threshold"]}
 
 
 def test_hash_prints_the_neural_code_and_a_text_list_of_codes_builds(built, tmp_path):

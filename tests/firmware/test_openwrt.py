@@ -34,7 +34,7 @@ def test_shipped_uci_config_maps_to_a_valid_config():
         "proxy": {"listen": "0.0.0.0:3128"},
     }
     assert openwrt.service_options(_read("gatewatch.config")) == {
-        "enabled": True, "console": "", "transparent": False, "proxy_port": 3128}
+        "enabled": True, "console": "", "transparent": False, "proxy_port": 3128, "tls_port": None}
 
 
 def test_rendered_toml_is_accepted_by_the_daemon(tmp_path):

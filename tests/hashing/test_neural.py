@@ -2,7 +2,7 @@
 
 Tests that run the network skip with a reason when no TFLite runtime (ai-edge-litert or tflite-runtime)
 is installed; the manifest, tamper and missing-runtime tests need none. Photos are scikit-image samples,
-none of which the model was trained on (models/neural-v1.json "held_out").
+none of which the model was trained on (models/<model>.json "held_out").
 """
 
 import builtins
@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -103,6 +104,50 @@ def test_missing_runtime_is_a_clear_typed_error(monkeypatch):
     assert isinstance(info.value, ConfigError)
     with pytest.raises(neural.RuntimeMissing):
         neural.NeuralHasher()
+
+
+def test_the_list_builder_names_the_model_the_agent_loads(manifest):
+    from agent.lists.assemble import DEFAULT_NEURAL_MODEL
+
+    assert DEFAULT_NEURAL_MODEL == neural.DEFAULT_MODEL == manifest["name"]
+    assert manifest["file"] == neural.DEFAULT_MODEL + ".tflite"
+
+
+def test_low_contrast_content_is_not_trimmed_as_padding(photos):
+    """neural-v1 trimmed lines within 12 grey levels of the border colour: the plain wall beside the
+    clock and the moon's surface went, by different amounts in a 10% crop and its original (37 bits
+    apart). Now only near-flat lines (padding, letterboxing) are trimmed."""
+    for name in ("clock", "moon"):
+        for img in (photos[name], _crop(photos[name], 0.10)):
+            small = img.convert("L").resize((256, 256 * img.size[1] // img.size[0]))
+            a = np.asarray(small)
+            box = neural.trim_box(a)
+            assert max(box) <= 6, (name, img.size, box)
+            assert max(neural.trim_box(a, tolerance=12)) > 20  # what v1's tolerance did
+
+
+def test_hasher_preprocesses_with_its_manifests_trim_tolerance(manifest, tmp_path):
+    assert manifest["input"]["trim_tolerance"] == neural.TRIM_TOLERANCE
+    if _NO_RUNTIME is None:
+        assert neural.NeuralHasher().trim_tolerance == manifest["input"]["trim_tolerance"]
+
+
+def test_query_variants_zoom_out_and_turn_both_ways():
+    img = samples.generate_image(12, (400, 300))
+    base = neural._working(img, neural.TRIM_TOLERANCE)
+    out = neural.query_variants(img)
+    assert [k for k, _ in neural.QUERY_VARIANTS] == ["zoom-out", "rotate", "rotate"] and len(out) == 3
+    zoom, left, right = out
+    assert all(v.mode == "L" for v in out)
+    assert zoom.size == (base.size[0] + 2 * int(base.size[0] * 0.06), base.size[1] + 2 * int(base.size[1] * 0.06))
+    dy, dx = int(base.size[1] * 0.06), int(base.size[0] * 0.06)
+    middle = np.asarray(zoom)[dy:dy + base.size[1], dx:dx + base.size[0]]
+    assert (middle == np.asarray(base)).all()  # the picture itself sits unchanged in the middle
+    # canvas grown by the turn (then scaled to the working size): relatively taller than the picture
+    assert left.size == right.size and left.size[1] / left.size[0] > base.size[1] / base.size[0]
+    assert [v.tobytes() for v in neural.query_variants(img)] == [v.tobytes() for v in out]  # deterministic
+    tiny = Image.new("RGB", (3, 3), (9, 9, 9))
+    assert len(neural.query_variants(tiny)) == 2  # too small to zoom out: the turns only
 
 
 def test_preprocess_trims_solid_padding_and_standardises():

@@ -85,7 +85,7 @@ def test_a_signal_this_agent_cannot_match_is_refused(key, trust, monkeypatch):
 
     monkeypatch.setattr(neural, "find_runtime", no_runtime)
     monkeypatch.setattr(neural, "_HASHERS", {})
-    data = signed(key, {"signal": "neural", "model": "neural-v1",
+    data = signed(key, {"signal": "neural", "model": neural.DEFAULT_MODEL,
                         "lsh": {"bands": 4, "flip_bits": 8, "depth": 2, "threshold": 28, "key_bits": 16}})
     with pytest.raises(TrustError, match="cannot compute .*no TFLite runtime installed"):
         verify_bytes(data, trust, now=NOW)

@@ -183,25 +183,33 @@ def test_device_writes_reports_requests_and_own_status_only(fleet):
     seen, d2_seen = queue.Queue(), queue.Queue()
     try:
         assert hub.subscribe(T.reports_shared(), seen.put).wait(5)   # shared, as collectors do
-        assert hub.subscribe(T.confirm_requests_shared(), seen.put).wait(5)
-        assert hub.subscribe(T.tokens_req_filter(), seen.put).wait(5)
+        for f in T.confirm_requests_shared():
+            assert hub.subscribe(f, seen.put).wait(5)
         assert hub.subscribe(T.status_filter(), seen.put).wait(5)
         assert hub.subscribe("gatewatch/v1/confirm/resp/#", seen.put).wait(5)
         assert hub.subscribe("gatewatch/v1/ack/#", seen.put).wait(5)
+        assert hub.subscribe("gatewatch/v1/hub/#", seen.put).wait(5)
         d2.subscribe("gatewatch/v1/reports/#", d2_seen.put).wait(5)
-        d2.subscribe("gatewatch/v1/confirm/+", d2_seen.put).wait(5)
+        d2.subscribe("gatewatch/v1/confirm/eval/#", d2_seen.put).wait(5)
+        d2.subscribe("gatewatch/v1/confirm/fetch/#", d2_seen.put).wait(5)
         d2.subscribe(T.tokens_req_filter(), d2_seen.put).wait(5)
         d2.subscribe(T.status_filter(), d2_seen.put).wait(5)
         report = make_report("hl1", "sha256", 1, "sha256", 0, "e1", now=1_800_000_000, agent_version="0.1.0")
         allowed = [(T.reports("hl1"), encode_report(report)), (T.confirm_eval(), b"request"),
                    (T.confirm_fetch(), b"fetch"), (T.tokens_req("gw-0001"), b"tokens please"),
                    (T.reports("hl1", "0123456789abcdef"), encode_report(report)),
+                   (T.reports("hl1", "0123456789abcdef", 3), encode_report(report)),
+                   (T.confirm_eval(T.partitions - 1), b"partitioned request"),
+                   (T.confirm_fetch(0), b"partitioned fetch"), (T.tokens_req("gw-0001", 5), b"tokens, partitioned"),
                    (T.status("gw-0001"), b"status-1")]
         denied = [(T.status("gw-0002"), b"forged-status"),
                   (T.confirm_resp("c" * 32), b"forged-answer"), (T.tokens_req("gw-0002"), b"not mine"),
                   (T.tokens_resp("gw-0001", "r9"), b"forged-tokens"),
                   ("gatewatch/v1/other", b"x"),
-                  ("gatewatch/v1/reports/hl1/0123456789abcdef/more", b"deeper than a report topic"),
+                  ("gatewatch/v1/reports/hl1/0123456789abcdef/3/more", b"deeper than a report topic"),
+                  ("gatewatch/v1/confirm/eval/3/more", b"deeper than a request topic"),
+                  (T.tokens_req("gw-0002", 5), b"not mine either"),
+                  (T.hub_member("collect", "gw-0001"), b"a device posing as a hub instance"),
                   (T.ack("0123456789abcdef"), b'{"ids":[]}')]
         wait_all([d1.publish(t, p, qos=1) for t, p in allowed + denied], 5)
         got = {(m.topic, m.payload) for m in drain(seen, 1.0)}
@@ -286,3 +294,18 @@ def test_collector_login_reads_acked_reports_and_clears_retained_ones(fleet, tmp
         col_client.stop()
         d1.stop()
         store.close()
+
+
+def test_collector_login_holds_its_lease_devices_cannot_pose_as_hub_instances(fleet):
+    """tools/partitions.py: collectors renew their leases on hub/collect/members/<instance>; the
+    collector login may, a device may not (it could otherwise take report partitions nobody serves)."""
+    hub, col, d1 = login(fleet, "gatewatch-hub"), login(fleet, "gatewatch-collector"), login(fleet, "gw-0001")
+    seen = queue.Queue()
+    try:
+        assert hub.subscribe(T.hub_members_filter("collect"), seen.put).wait(5)
+        assert d1.publish(T.hub_member("collect", "evil"), b'{"forged":1}', qos=1).wait(5)
+        assert col.publish(T.hub_member("collect", "c1"), b'{"lease":1}', qos=1).wait(5)
+        assert [(m.topic, m.payload) for m in drain(seen, 1.0)] == [(T.hub_member("collect", "c1"), b'{"lease":1}')]
+    finally:
+        for c in (hub, col, d1):
+            c.stop()

@@ -39,7 +39,10 @@ def test_topics():
     assert t.delta_chunk("hl1", "pdq", 6, 7, 2) == "gatewatch/v1/lists/hl1/pdq/delta/6-7/2"
     assert t.confirm_resp("r9") == "gatewatch/v1/confirm/resp/r9"
     assert t.tokens_resp("dev1", "r9") == "gatewatch/v1/tokens/resp/dev1/r9"
-    assert t.confirm_requests_shared() == "$share/hub/gatewatch/v1/confirm/+"
+    assert t.confirm_requests_shared() == ["$share/hub/gatewatch/v1/confirm/eval/#",
+                                           "$share/hub/gatewatch/v1/confirm/fetch/#", "$share/hub/gatewatch/v1/tokens/req/#"]
+    assert t.confirm_eval(3) == "gatewatch/v1/confirm/eval/3" and t.confirm_fetch() == "gatewatch/v1/confirm/fetch"
+    assert t.tokens_req("gw-1", 2) == "gatewatch/v1/tokens/req/gw-1/2"
     assert t.reports_shared("c") == "$share/c/gatewatch/v1/reports/#"
     assert t.source_of_report_topic("gatewatch/v1/reports/hl1") == "hl1"
     assert t.source_of_report_topic("gatewatch/v1/reports/hl1/0123abcd") == "hl1"  # <source>/<ack token>
@@ -52,6 +55,73 @@ def test_topics():
             t.reports(bad)
     with pytest.raises(TopicError):
         Topics("a/#")
+
+
+def test_partitioned_topics_and_the_partition_pick():
+    t = Topics(partitions=16)
+    assert t.confirm_eval() == "gatewatch/v1/confirm/eval"  # unpartitioned
+    assert t.confirm_eval(7) == "gatewatch/v1/confirm/eval/7"
+    assert t.confirm_request_filters() == ["gatewatch/v1/confirm/eval/#", "gatewatch/v1/confirm/fetch/#"]
+    assert t.reports("hl1", "0123456789abcdef", 15) == "gatewatch/v1/reports/hl1/0123456789abcdef/15"
+    assert t.reports_partition_filter(3) == "gatewatch/v1/reports/+/+/3"
+    assert t.parse_report_topic("gatewatch/v1/reports/hl1/0123abcd/15") == ("hl1", "0123abcd")
+    # a third level that is not a partition of this layout is no report topic
+    for bad in ("16", "-1", "03", "\u0663", "x", "1e3", " 1", "99999999"):
+        assert t.parse_report_topic("gatewatch/v1/reports/hl1/0123abcd/" + bad) is None, bad
+    for bad in (16, -1, True, "3", 1.0, None.__class__):
+        with pytest.raises(TopicError):
+            t.confirm_eval(bad)
+    assert t.hub_member("collect", "c-1") == "gatewatch/v1/hub/collect/members/c-1"
+    with pytest.raises(TopicError):
+        t.hub_member("collect", "a/b")
+    # the partition comes from a random value: a report id always lands in the same one (resends
+    # go where the first copy went), fresh random values spread over all of them
+    rid = os.urandom(16).hex()
+    assert len({t.pick_partition(rid) for _ in range(5)}) == 1
+    assert {t.pick_partition() for _ in range(2000)} == set(range(16))
+    assert {t.pick_partition(os.urandom(16).hex()) for _ in range(2000)} == set(range(16))
+    for odd in ("", "zz", "\u0663\u0663", b"", b"\xff" * 40):
+        assert 0 <= t.pick_partition(odd) < 16
+
+
+def test_several_broker_urls():
+    from agent.mqtt import broker_urls
+    urls, confs = broker_urls("mqtt://a:1, mqtt://b:2 mqtt://c")
+    assert urls == ["mqtt://a:1", "mqtt://b:2", "mqtt://c"] and [c["port"] for c in confs] == [1, 2, 1883]
+    assert broker_urls(["mqtt://a", "mqtt://b"])[0] == ["mqtt://a", "mqtt://b"]
+    for bad in ("", [], ["mqtt://a", "mqtts://b"], "mqtt://a,http://b", ["mqtt://a", "mqtt://h:99999"]):
+        with pytest.raises(ConfigError):
+            broker_urls(bad)
+    c = MqttClient(["mqtt://127.0.0.1:1", "mqtt://127.0.0.1:2"], "x", first=1)
+    assert (c.port, c.url) == (2, "mqtt://127.0.0.1:2")
+    # without ``first`` a client starts at a random node: a fleet spreads over the cluster
+    assert {MqttClient("mqtt://127.0.0.1:1,mqtt://127.0.0.1:2", "x").port for _ in range(60)} == {1, 2}
+
+
+def test_fails_over_to_the_next_broker_and_back(tmp_path):
+    """Two independent brokers stand in for two nodes: the client starts on a dead one, moves on,
+    and when its broker dies it reconnects to the other one with its subscriptions."""
+    from tests.waiting import free_port, wait_for
+    a = start_mosquitto(tmp_path / "a")
+    b = start_mosquitto(tmp_path / "b")
+    dead = "mqtt://127.0.0.1:%d" % free_port()
+    got = queue.Queue()
+    c = MqttClient([dead, a.url, b.url], "multi", first=0, reconnect=(1, 2))
+    try:
+        c.connect(timeout=15)
+        assert c.port == a.port and c.failovers >= 1
+        assert c.subscribe("fo/#", got.put).wait(5)
+        a.kill()
+        wait_for(lambda: c.connected and c.port == b.port, timeout=20)
+        with MqttClient(b.url, "pub-b") as pub:
+            wait_for(lambda: pub.publish("fo/x", b"on b", qos=1).wait(5) and not got.empty(), timeout=10)
+        assert got.get(timeout=1).payload == b"on b"  # subscribed again on the other node
+    finally:
+        c.stop()
+        a.kill()
+        b.kill()
+    with pytest.raises(MqttError, match="any of"):
+        MqttClient([dead, "mqtt://127.0.0.1:%d" % free_port()], "none").connect(timeout=1.5)
 
 
 def test_publish_subscribe_qos1(mosquitto):

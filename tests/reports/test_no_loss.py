@@ -84,11 +84,12 @@ def test_no_report_lost_across_broker_outage_and_agent_sigkill(tmp_path):
             assert cap.assert_clean(forbidden, "/reports/") > 0
             # topics: reports/<source>/<random token>, acks ack/<token>; never the client id
             import re
+            # (reports/<source>/<token>/<partition>: the partition from the random report id)
             topics = {t for t, _ in cap.messages if "/reports/" in t or "/ack/" in t}
-            assert topics and all(re.fullmatch(r"gatewatch/v1/(reports/hotline-[ab]|ack)/[0-9a-f]{16}", t)
-                                  for t in topics), sorted(topics)[:5]
+            assert topics and all(re.fullmatch(r"gatewatch/v1/(reports/hotline-[ab]/[0-9a-f]{16}/([0-9]|1[0-5])|"
+                                               r"ack/[0-9a-f]{16})", t) for t in topics), sorted(topics)[:5]
             assert not any("driver-device" in t for t in topics)
-            tokens = {t.rsplit("/", 1)[1] for t in topics}
+            tokens = {t.split("/")[3] if "/ack/" in t else t.split("/")[4] for t in topics}
             assert len(tokens) == 2  # one per agent process (a restart draws a new token)
             acks = [json.loads(p) for t, p in cap.messages if "/ack/" in t]
             assert acks and all(set(a) == {"ids"} for a in acks)  # report ids only

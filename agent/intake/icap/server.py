@@ -38,7 +38,7 @@ from agent.intake.icap import protocol as P
 from agent.intake.coding import DecodeError, TooLarge, content_codings, decodable
 from agent.intake.coding import decode as decode_body, encode as encode_body
 from agent.intake.sniff import SNIFF_BYTES, says_nothing, should_scan, type_says_image
-from agent.intake import Decision, host_of
+from agent.intake import Decision, host_of, lookup_fail_open
 from agent.intake.http1 import LAST_CHUNK, encode_chunk
 from agent.intake.streamserver import StreamIntakeServer, linger
 
@@ -73,7 +73,8 @@ def _codings_text(codings) -> str:
 
 _COUNTERS = ("connections", "requests", "options", "scanned", "blocked", "allowed", "passed_unscanned",
              "bypassed", "too_large", "errors", "rejected", "timeouts", "early_heads", "protocol_errors",
-             "unscanned_images", "internal_errors", "encoded_unscanned")
+             "unscanned_images", "internal_errors", "encoded_unscanned", "lookups", "lookup_errors", "lookup_timeouts",
+             "names_blocked")
 
 
 def request_url(req: P.Request) -> Optional[str]:
@@ -279,8 +280,28 @@ class _Session:
             self.server.stats["bypassed"] += 1
             log.warning("RESPMOD for %s refused (%s); the client may pass it unscanned", host_of(request_url(req)), why)
 
+    async def url_listed(self, req: P.Request, what: str) -> bool:
+        """Whether the url/domain lists block the encapsulated request's URL; if so, the block answer is sent
+        (after the body the client sends is drained). A lookup fault passes, counted."""
+        url = request_url(req)
+        if not url:
+            return False
+        decision = await lookup_fail_open(self.server.inspector, "inspect_url", self.server._executor, url, what=what,
+                                          host=host_of(url), timeout=self.limits.scan_timeout,
+                                          stats=self.server.stats, on_block=self.server.on_block, log=log)
+        if decision is None or decision.action != "block":
+            return False
+        await self.drain_body(req)
+        media = req.http_response.media_type() if req.http_response is not None else ""
+        await self.send(self.block_answer(req, url, media))
+        self.finish(req)
+        return True
+
     async def reqmod(self, req: P.Request) -> None:
-        """Request bodies (uploads) are not scanned; one that may be an image is counted and logged."""
+        """A listed URL is answered with the block page before it is fetched. Request bodies (uploads) are
+        not scanned; one that may be an image is counted and logged."""
+        if await self.url_listed(req, "reqmod"):
+            return
         if not req.has_body:
             await self.pass_unchanged(req, b"")
             return
@@ -332,6 +353,9 @@ class _Session:
                 return bytes(got), ("ieof" if event.ieof else "end")
 
     async def respmod(self, req: P.Request) -> None:
+        # a listed URL (e2guardian sends only RESPMOD): the block answer, whatever the body is
+        if await self.url_listed(req, "respmod"):
+            return
         http_res = req.http_response  # None when the client sent no res-hdr (c-icap-client -noreshdr)
         if not req.has_body:
             await self.pass_through(req)

@@ -42,8 +42,8 @@ from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 from agent.intake.blockpage import BlockPage
 from agent.core.errors import ConfigError
 from agent.intake.sniff import SNIFF_BYTES, should_scan, type_says_image
-from agent.intake import Decision, host_of
-from agent.intake.streamserver import StreamIntakeServer, linger
+from agent.intake import Decision, host_of, lookup_fail_open
+from agent.intake.streamserver import StreamIntakeServer, linger, relay
 from agent.intake.http1 import (CRLF, HOP_BY_HOP, LAST_CHUNK, ChunkedDecoder, Head, HttpError, body_framing,
                                encode_chunk, parse_authority, parse_head, response_has_body)
 from agent.intake.coding import BoundedDecoder, DecodeError, content_codings, decodable, offered_encodings
@@ -56,7 +56,8 @@ UNDECODABLE = ("pass", "block")
 _COUNTERS = ("connections", "requests", "tunnels", "scanned", "blocked", "allowed", "passed_unscanned",
              "bypassed", "too_large", "over_budget", "errors", "rejected", "rejected_per_client",
              "refused_clients", "refused_upstreams", "loops", "timeouts", "head_timeouts", "idle_closed",
-             "evicted_idle", "upstream_errors", "internal_errors", "decoded", "undecodable", "partial_refused", "ranges_stripped")
+             "evicted_idle", "upstream_errors", "internal_errors", "decoded", "undecodable", "partial_refused", "ranges_stripped",
+             "lookups", "lookup_errors", "lookup_timeouts", "names_blocked")
 _PIECE = 64 * 1024
 _CONTENT_RANGE = re.compile(r"bytes\s+([0-9]{1,15})-([0-9]{1,15})/([0-9]{1,15})\Z", re.I)
 
@@ -529,6 +530,14 @@ class ProxyServer(StreamIntakeServer):
             req_framing = body_framing(req, request=True)
         except HttpError as exc:
             raise _bad(exc)
+        if await self._listed("http", "inspect_url", url, host):
+            # blocked before anything is fetched; a request body we did not read ends the connection
+            keep = client_keep and req_framing == ("length", 0)
+            head, page = self.block_page.response(req, url, "", version="HTTP/1.1")
+            head = head.replace(add=(("Connection", "keep-alive" if keep else "close"),))
+            writer.write(head.serialize() + page)
+            await asyncio.wait_for(writer.drain(), self.limits.read_timeout)
+            return keep
         up_reader, up_writer = await self._open_upstream(host, port)
         up = Input(up_reader)
         sent_before = writer.sent
@@ -814,6 +823,13 @@ class ProxyServer(StreamIntakeServer):
             writer.write(LAST_CHUNK)
         await asyncio.wait_for(writer.drain(), self.limits.read_timeout)
 
+    async def _listed(self, what: str, check, arg, host: str) -> bool:
+        """Whether the url/domain lists block ``arg`` (a URL, or a CONNECT host); faults pass, counted."""
+        decision = await lookup_fail_open(self.inspector, check, self._executor, arg, what=what, host=host_of("//" + host),
+                                          timeout=self.limits.scan_timeout, stats=self.stats,
+                                          on_block=self.on_block, log=log)
+        return decision is not None and decision.action == "block"
+
     async def _tunnel(self, req: Head, inp: Input, writer) -> None:
         """CONNECT host:port: a blind byte pipe (TLS is not inspected)."""
         if self.mode != "explicit":
@@ -828,31 +844,18 @@ class ProxyServer(StreamIntakeServer):
         if self.limits.connect_ports is not None and port not in self.limits.connect_ports:
             raise _Reply(403, "Forbidden", "CONNECT is allowed to ports %s only"
                          % ", ".join(str(p) for p in self.limits.connect_ports))
+        if await self._listed("connect", "inspect_name", host, host):
+            raise _Reply(403, "Forbidden", "this site is blocked: it is on a list of known child sexual abuse material")
         up_reader, up_writer = await self._open_upstream(host, port)
         self.stats["tunnels"] += 1
         writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
         await writer.drain()
 
-        async def pipe(read, dst):
-            try:
-                while True:
-                    data = await read()
-                    if not data:
-                        break
-                    dst.write(data)
-                    await asyncio.wait_for(dst.drain(), self.limits.idle_timeout)
-            except (Exception, asyncio.CancelledError):
-                pass
-            finally:
-                try:
-                    dst.write_eof()
-                except (OSError, RuntimeError, AttributeError):
-                    pass
-
         try:
-            await asyncio.gather(pipe(lambda: inp.read(_PIECE, self.limits.idle_timeout), up_writer),
-                                 pipe(lambda: asyncio.wait_for(up_reader.read(_PIECE), self.limits.idle_timeout),
-                                      writer))
+            await asyncio.gather(relay(lambda: inp.read(_PIECE, self.limits.idle_timeout), up_writer,
+                                       self.limits.idle_timeout),
+                                 relay(lambda: asyncio.wait_for(up_reader.read(_PIECE), self.limits.idle_timeout),
+                                       writer, self.limits.idle_timeout))
         finally:
             up_writer.close()
 

@@ -1,0 +1,1 @@
+"""The DNS intake: a forwarder that dnsmasq forwards to (``message``: wire format, ``server``: I/O)."""
