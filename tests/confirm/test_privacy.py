@@ -50,8 +50,8 @@ def _record(broker):
     """A spy with the hub's rights: every request on confirm/eval and confirm/fetch, in order."""
     seen = []
     spy = MqttClient(broker.url, "curious-hub").connect()
-    for t in (Topics().confirm_eval(), Topics().confirm_fetch()):
-        spy.subscribe(t, lambda m: seen.append((m.topic.rsplit("/", 1)[-1], m.payload))).wait(5)
+    for t in Topics().confirm_request_filters():  # confirm/<kind>/<partition>
+        spy.subscribe(t, lambda m: seen.append((m.topic.split("/")[3], m.payload))).wait(5)
     return spy, seen
 
 
@@ -273,16 +273,16 @@ class _LyingHub:
         self.client = MqttClient(broker.url, "lying-hub").connect()
         self.svc = ConfirmService(None, Topics(), world["hub"].out)
         self.tamper = tamper
-        for t in (Topics().confirm_eval(), Topics().confirm_fetch()):
+        for t in Topics().confirm_request_filters():
             self.client.subscribe(t, self._on).wait(5)
-        self.client.subscribe(Topics().tokens_req_filter(), self._tokens).wait(5)
+        self.client.subscribe(Topics().tokens_req_filter(), self._tokens).wait(5)  # tokens/req/<login>/<p>
 
     def _tokens(self, msg):
-        topic, body = self.svc.answer_tokens(msg.topic.rsplit("/", 1)[-1], msg.payload)
+        topic, body = self.svc.answer_tokens(msg.topic.split("/")[4], msg.payload)
         self.client.publish(topic, body, qos=1)
 
     def _on(self, msg):
-        if msg.topic.endswith("/eval"):
+        if "/eval" in msg.topic:
             topic, body = self.svc.answer_eval(msg.payload)
         else:
             topic, body = self.svc.answer_fetch(msg.payload)

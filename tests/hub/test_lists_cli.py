@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from agent.confirm import tokens, wire
 from agent.mqtt import MqttClient, Topics
 from agent.lists.store import ListStore
 from agent.updates.updater import Updater
@@ -101,7 +102,7 @@ def test_serve_command_answers_and_stops_on_sigterm(mosquitto, tmp_path):
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     rows = dict(sqlite3.connect(db).execute("SELECT kind, SUM(n) FROM confirm_counts GROUP BY kind").fetchall())
-    assert rows["evaluations"] == 8 and rows["fetches"] == 1 and rows["tokens-issued"] == 32
+    assert rows["evaluations"] == wire.ELEMENTS and rows["fetches"] == 1 and rows["tokens-issued"] == tokens.DEFAULT_BUDGET
     # the database holds counts only: no login, no probe, no hash
     dump = "\n".join(sqlite3.connect(db).iterdump())
     assert "dev-serve" not in dump and entries[5].hash.hex() not in dump
