@@ -133,3 +133,42 @@ allow_loopback_upstream = true  # the test's origin is on loopback
     log = _log(tmp_path)
     assert "allowed by hl1/allow v1 entry #0 (sha256)" in log
     assert not [line for line in log.splitlines() if "allowed by" in line and ("fp.jpg" in line or "127.0.0.1" in line)]
+
+
+def test_status_topic_counts_allowed_and_uncorroborated_hits(mosquitto, tmp_path):
+    """The retained status topic carries the two counters, and only counts: an image an allow list
+    lets through and one the two-countries rule holds back each add one, nothing names them."""
+    from agent.daemon import Agent
+    from agent.intake.localapi import LocalApiClient
+    from tests.daemon.test_daemon_login import _agent_conf
+    from tools.allow import build_allow_list
+
+    fp, lone = (encode(generate_image(8900 + i, (256, 192)), "JPEG", 90) for i in range(2))
+    hub = Hub(tmp_path / "hub")
+    hub.build([Entry("fp-entry", hashlib.sha256(fp).digest()), Entry("lone-entry", hashlib.sha256(lone).digest())],
+              capacity=50)
+    (tmp_path / "allow.txt").write_text("sha256,%s\n" % hashlib.sha256(fp).hexdigest())
+    build_allow_list(str(tmp_path / "allow.txt"), hub.out, "hl1", hub.key_path)
+    conf = _agent_conf(tmp_path, hub, mosquitto.url, "dev-counts")
+    conf["lists"]["dir"] = hub.out  # no hub answers confirmations: exact hits act while it is away
+    conf["policy"].update(confirm_timeout=0.3, source_country=["hl1=DE"], min_countries=2)
+    statuses = []
+    watcher = MqttClient(mosquitto.url, "status-watcher")
+    watcher.subscribe(Topics().status("dev-counts"), lambda m: statuses.append(json.loads(m.payload)))
+    watcher.connect()
+    agent = Agent(conf).start()
+    try:
+        wait_for(lambda: any(s.get("online") for s in statuses), 20)
+        assert (statuses[-1]["allowed"], statuses[-1]["uncorroborated"]) == (0, 0)
+        with LocalApiClient(conf["localapi"]["socket"]) as api:
+            assert api.check_bytes(fp, url="http://origin.test/fp.jpg")["reason"] == "allowed-by-list"
+            assert api.check_bytes(lone, url="http://origin.test/lone.jpg")["reason"] == "uncorroborated"
+        wait_for(lambda: statuses[-1]["allowed"] == 1 and statuses[-1]["uncorroborated"] == 1, 10)
+        last = statuses[-1]
+        assert set(last) == {"client", "online", "agent", "lists", "spool_depth", "log_fork", "allowed",
+                             "uncorroborated"}
+        assert "fp-entry" not in json.dumps(statuses) and "origin.test" not in json.dumps(statuses)
+        assert agent.status()["policy"]["reported"] == 0 and agent.status()["policy"]["blocked"] == 0
+    finally:
+        agent.stop()
+        watcher.stop()
