@@ -163,10 +163,12 @@ def run(args) -> int:
             client = client_from_args(args, clean_session=False, reconnect=(1, 5))
             Collector(client, CaseSink(hub), topics_from_args(args), group=args.group, sources=served).start()
             client.connect(timeout=args.connect_timeout)
-        print("hub %s: peers at https://%s:%d%s%s; %d cases held" % (
+        feed = hub.on_reject
+        print("hub %s: peers at https://%s:%d%s%s%s; %d cases held" % (
             hub.me, host, peer.port, ", review at http%s://%s:%d" % ("s" if args.review_cert else "", rhost, review.port)
-            if review else "", ", reports from %s" % args.broker if args.broker else "", store.count_cases()),
-            flush=True)
+            if review else "", ", reports from %s" % args.broker if args.broker else "",
+            ", allow lists of %s signed into %s" % (", ".join(sorted(feed.keys)), feed.publish_dir)
+            if feed is not None and feed.keys else "", store.count_cases()), flush=True)
         done = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: done.set())

@@ -91,6 +91,7 @@ def test_rejected_in_the_browser_the_image_passes_on_the_device_unreported(tmp_p
     device = drv = None
     try:
         hub.start()
+        assert any("allow lists of hotline-a signed into %s" % lists.out in ln for ln in hub.lines), hub.lines
         device = _start_agent(tmp_path, """
 [agent]
 state_dir = "%s"
