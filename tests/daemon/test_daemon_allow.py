@@ -13,19 +13,17 @@ import json
 import os
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 
 import pytest
 
 from agent.confirm.wire import Entry
 from agent.hashing.samples import encode, generate_image
 from agent.mqtt import MqttClient, Topics
-from tests.brokers import free_port, mosquitto  # noqa: F401
-from tests.daemon.test_daemon import _log, _start_agent, _status
+from tests.brokers import mosquitto  # noqa: F401
+from tests.daemon.proxydevice import ProxyDevice
+from tests.daemon.test_daemon import _log, _status
 from tests.listkit import Hub, only, wait_for
 from tests.paths import ROOT
-from tests.waiting import stop_process, wait_port
 from tools.collector import Collector, ReportStore
 from tools.confirm_service import ConfirmService
 from tools.demo import Origin
@@ -60,39 +58,16 @@ def test_rejected_false_positive_passes_after_the_next_update(mosquitto, tmp_pat
     Collector(collector_client, store, topics).start()
     collector_client.connect()
     origin = Origin({"/fp.jpg": ("image/jpeg", fp), "/other.jpg": ("image/jpeg", other)}).start()
-    state = tmp_path / "state"
-    (state / "trust").mkdir(parents=True)
-    (state / "trust" / "hl1.pub").write_text(open(hub.pub_path).read())
-    proxy_port = free_port()
-    proc = _start_agent(tmp_path, """
-[agent]
-state_dir = "%s"
-client_id = "dev-allow"
-status_interval = 0.5
-hal = "emulated"
-[broker]
-url = "%s"
-[policy]
-confirm_timeout = 5.0
-[localapi]
-enabled = false
-[proxy]
-listen = "127.0.0.1:%d"
-allow_loopback_upstream = true  # the test's origin is on loopback
-""" % (state, mosquitto.url, proxy_port))
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": "http://127.0.0.1:%d" % proxy_port}))
+    device = ProxyDevice(tmp_path, mosquitto.url, "dev-allow", "hl1", hub.pub_path)
+    state = device.state
 
     def fetch(path):
-        try:
-            return opener.open(origin.url(path), timeout=30).read()
-        except urllib.error.HTTPError as e:
-            return e.code
+        return device.fetch(origin.url(path))
 
-    def held(ident):
-        return ((_status(state)[1] or {}).get("lists", {}).get(ident) or {}).get("version")
+    held = device.held
 
     try:
-        wait_port(proxy_port, 30, proc)
+        device.wait_listening()
         wait_for(lambda: held("hl1/sha") == 1, 30)
         assert fetch("/fp.jpg") == 403
         wait_for(lambda: store.count() == 1, 20)
@@ -123,12 +98,12 @@ allow_loopback_upstream = true  # the test's origin is on loopback
         assert held("hl1/allow") == 2 and fetch("/fp.jpg") == 403
         wait_for(lambda: store.count() == 4, 20)
     finally:
-        stop_process(proc)
+        code = device.stop()
         hub_client.stop()
         collector_client.stop()
         origin.stop()
         store.close()
-    assert proc.returncode == 0, _log(tmp_path)
+    assert code == 0, _log(tmp_path)
     # the log says what was allowed without the URL or anything about the subscriber
     log = _log(tmp_path)
     assert "allowed by hl1/allow v1 entry #0 (sha256)" in log

@@ -21,8 +21,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 
 import pytest
 
@@ -30,13 +28,13 @@ from agent.confirm.wire import Entry
 from agent.hashing.samples import encode, generate_image
 from agent.mqtt import MqttClient, Topics
 from tests.brokers import mosquitto  # noqa: F401
-from tests.daemon.test_daemon import _log, _start_agent, _status
+from tests.daemon.proxydevice import ProxyDevice
 from tests.hub.hotline.chromium import browser, click_through, log_in
 from tests.hub.hotline.kit import Network, env_with_root
 from tests.hub.hotline.procs import HubProcess, read_db
 from tests.listkit import Hub
 from tests.paths import ROOT
-from tests.waiting import free_port, stop_process, wait_for, wait_port
+from tests.waiting import free_port, stop_process, wait_for
 from tools.demo import Origin
 from tools.hotline.review import add_account
 from tools.hotline.store import open_store
@@ -80,10 +78,6 @@ def test_rejected_in_the_browser_the_image_passes_on_the_device_unreported(tmp_p
         stdout=publish_log, stderr=subprocess.STDOUT, env=env_with_root(ROOT), cwd=str(ROOT))
     confirm = start_confirmation(mosquitto.url, lists.out)
     origin = Origin({"/fp.jpg": ("image/jpeg", fp)}).start()
-    state = tmp_path / "state"
-    (state / "trust").mkdir(parents=True)
-    (state / "trust" / "hotline-a.pub").write_text(open(lists.pub_path).read())
-    proxy_port = free_port()
     statuses = []
     watcher = MqttClient(mosquitto.url, "status-watcher")
     watcher.subscribe(Topics().status("dev-fp"), lambda m: statuses.append(json.loads(m.payload)))
@@ -92,45 +86,18 @@ def test_rejected_in_the_browser_the_image_passes_on_the_device_unreported(tmp_p
     try:
         hub.start()
         assert any("allow lists of hotline-a signed into %s" % lists.out in ln for ln in hub.lines), hub.lines
-        device = _start_agent(tmp_path, """
-[agent]
-state_dir = "%s"
-client_id = "dev-fp"
-status_interval = 0.5
-hal = "emulated"
-[broker]
-url = "%s"
-[policy]
-confirm_timeout = 5.0
-[reports]
-resend_after = 0.5
-resend_max = 1.0
-[localapi]
-enabled = false
-[proxy]
-listen = "127.0.0.1:%d"
-allow_loopback_upstream = true  # the test's origin is on loopback
-""" % (state, mosquitto.url, proxy_port))
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": "http://127.0.0.1:%d" % proxy_port}))
+        device = ProxyDevice(tmp_path, mosquitto.url, "dev-fp", "hotline-a", lists.pub_path,
+                             extra="[reports]\nresend_after = 0.5\nresend_max = 1.0\n")
 
         def fetch():
-            try:
-                return opener.open(origin.url("/fp.jpg"), timeout=30).read()
-            except urllib.error.HTTPError as e:
-                return e.code
+            return device.fetch(origin.url("/fp.jpg"))
 
-        def device_status():
-            return _status(state)[1] or {}
-
-        def held(ident):
-            return (device_status().get("lists", {}).get(ident) or {}).get("version")
-
-        wait_port(proxy_port, 30, device)
-        wait_for(lambda: held("hotline-a/known") == 1, 30)
+        device.wait_listening()
+        wait_for(lambda: device.held("hotline-a/known") == 1, 30)
         assert fetch() == 403
         # the report reaches the hub's collector, becomes a case, and the device's spool empties
         wait_for(lambda: [c["reports"] for c in read_db(str(db))[1]] == [1], 30)
-        wait_for(lambda: device_status()["reports"]["spool_depth"] == 0, 30)
+        wait_for(lambda: device.status()["reports"]["spool_depth"] == 0, 30)
         case = read_db(str(db))[0][0]
         assert (case["url"], case["country"], case["responsible"]) == (origin.url("/fp.jpg"), None, None)
 
@@ -144,27 +111,26 @@ allow_loopback_upstream = true  # the test's origin is on loopback
         assert read_db(str(db))[0][0]["status"] == "rejected"
 
         # the rebuilt, signed allow list travels through the publisher and the broker to the device
-        wait_for(lambda: held("hotline-a/allow") == 1, 30)
-        assert device_status()["lists"]["hotline-a/allow"]["entries"] == 2     # the entry and its digest
+        wait_for(lambda: device.held("hotline-a/allow") == 1, 30)
+        assert device.status()["lists"]["hotline-a/allow"]["entries"] == 2     # the entry and its digest
         assert fetch() == fp                                                    # loads, unchanged
         wait_for(lambda: statuses and statuses[-1]["allowed"] == 1, 10)        # status topic: counted
-        wait_for(lambda: device_status()["policy"]["allowed"] == 1, 10)
-        st = device_status()
+        wait_for(lambda: device.status()["policy"]["allowed"] == 1, 10)
+        st = device.status()
         assert (st["policy"]["reported"], st["policy"]["blocked"], st["reports"]["spool_depth"]) == (1, 1, 0)
         cases, counts, _ = read_db(str(db))                                     # nothing new at the hub
         assert len(cases) == 1 and [c["reports"] for c in counts] == [1]
     finally:
         if drv is not None:
             drv.quit()
-        if device is not None:
-            stop_process(device)
+        code = device.stop() if device is not None else None
         stop_process(publisher)
         publish_log.close()
         hub.stop()
         confirm.stop()
         watcher.stop()
         origin.stop()
-    assert device.returncode == 0, _log(tmp_path)
+    assert code == 0, device.log()
     lines = (tmp_path / "allow" / "hotline-a.txt").read_text().splitlines()
     assert "entry,hotline-a/known,known-0" in lines and "sha256,%s" % digest in lines
-    assert "allowed by hotline-a/allow v1 entry #" in _log(tmp_path)
+    assert "allowed by hotline-a/allow v1 entry #" in device.log()
