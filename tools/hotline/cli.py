@@ -80,7 +80,8 @@ def add_arguments(p) -> None:
     v.add_argument("--allow-key", action="append", default=[], metavar="SOURCE=KEY",
                    help="the signing key of a source's allow list")
     v.add_argument("--entries", metavar="DIR", help="the hub's entries folder (lists/hub) for hash allow lines")
-    v.add_argument("--allow-radius", type=int, default=8, help="radius of pdq/neural allow lines (default: %(default)s)")
+    v.add_argument("--allow-radius", type=int, default=None, help="radius in bits of pdq/neural allow lines, 0-14 "
+                   "(default: the signal's, pdq 8, neural 4)")
     v.add_argument("--retry-first", type=float, default=2.0, help="first retry of an unacknowledged forward, s")
     v.add_argument("--retry-max", type=float, default=300.0, help="longest retry interval, s")
     v.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
