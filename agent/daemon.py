@@ -390,7 +390,10 @@ class Agent:
                                     "stale": v.get("stale"), "expired": v.get("expired"), "behind": v.get("behind")}
                                 for k, v in st["lists"].items()},
                       "spool_depth": st["reports"]["spool_depth"],
-                      "log_fork": any(v.get("fork") for v in st["log"].values())}
+                      "log_fork": any(v.get("fork") for v in st["log"].values()),
+                      # counts only (never which list, entry or image): lets an operator see an allow
+                      # list or the two-countries rule at work across the fleet
+                      "allowed": st["policy"]["allowed"], "uncorroborated": st["policy"]["uncorroborated"]}
             self.client.publish(self.topics.status(self.client_id), json.dumps(public, sort_keys=True).encode(),
                                 qos=1, retain=True)
 

@@ -199,6 +199,12 @@ UCI_SCHEMA = {
         "exact_unconfirmed": ("choice", ("block", "allow"), ("policy", "exact_unconfirmed")),
         "candidate_unconfirmed": ("choice", ("block", "allow"), ("policy", "candidate_unconfirmed")),
         "firewall_seconds": ("uint", None, ("policy", "firewall_seconds")),
+        # per source (docs/config.md, "Per-source policy and allow lists"); the same checks as agent.sources
+        "source_action": ("pairs", ("block", "report-only", "monitor"), ("policy", "source_action")),
+        "source_trust": ("pairs", ("full", "corroborate"), ("policy", "source_trust")),
+        "source_country": ("pairs", "country", ("policy", "source_country")),
+        "min_countries": ("range", (1, 8), ("policy", "min_countries")),
+        "allow_others": ("sources", None, ("policy", "allow_others")),
     },
     "reports": {
         "region": ("region", None, ("reports", "region")),
@@ -224,9 +230,50 @@ DEFAULTS = {"icap_listen": "127.0.0.1:1344", "proxy_listen": "0.0.0.0:3128", "dn
 RESOLV_AUTO = "/tmp/resolv.conf.d/resolv.conf.auto"
 
 
+_SOURCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_COUNTRY = re.compile(r"^[A-Za-z]{2}$")
+
+
+def _source_name(where, name):
+    # ASCII only, as agent.sources: look-alike letters must not pass for a source's name
+    if not (name.isascii() and _SOURCE.match(name)):
+        raise ConfigError("%s: %r is not a source name (1-64 letters, digits, '.', '_' or '-')" % (where, name))
+    return name
+
+
+def _pairs(where, values, extra):
+    """SOURCE=VALUE items (a choice from ``extra``, or a country code) -> the same items, stripped."""
+    out, seen = [], set()
+    for item in values:
+        if item.count("=") != 1:
+            raise ConfigError("%s item %r: use SOURCE=VALUE, e.g. hl1=%s" % (where, item, "DE" if extra == "country" else extra[0]))
+        source, value = (x.strip() for x in item.split("="))
+        _source_name("%s item %r" % (where, item), source)
+        if source in seen:
+            raise ConfigError("%s item %r: source %s is named twice" % (where, item, source))
+        seen.add(source)
+        if extra == "country":
+            if not (value.isascii() and _COUNTRY.match(value)):
+                raise ConfigError("%s item %r: %r is not a two-letter country code (ISO 3166-1 alpha-2, e.g. DE)"
+                                  % (where, item, value))
+        elif value not in extra:
+            raise ConfigError("%s item %r: %r is not one of %s" % (where, item, value, ", ".join(extra)))
+        out.append("%s=%s" % (source, value))
+    return out
+
+
 def _convert(section, key, value):
     kind, extra, _ = UCI_SCHEMA[section][key]
     where = "gatewatch.%s.%s" % (section, key)
+    if kind in ("pairs", "sources"):
+        values = value if isinstance(value, list) else [value]
+        if kind == "pairs":
+            return _pairs(where, values, extra)
+        return [v if v == "*" else _source_name(where, v) for v in values]
+    if kind == "range":
+        if isinstance(value, list) or not (value.isascii() and value.isdigit()) or not extra[0] <= int(value) <= extra[1]:
+            raise ConfigError("%s must be a whole number from %d to %d, got %r" % (where, extra[0], extra[1], value))
+        return int(value)
     if kind == "pathlist":
         values = value if isinstance(value, list) else [value]
         for v in values:
@@ -291,6 +338,13 @@ def parse_settings(text):
         for key in keys:
             if key not in seen.get(section, {}):
                 raise ConfigError("gatewatch.%s.%s is required" % (section, key))
+    policy = seen.get("policy", {})
+    countries = {item.split("=")[0] for item in policy.get("source_country", ())}
+    for item in policy.get("source_trust", ()):
+        source, level = item.split("=")
+        if level == "corroborate" and source not in countries:
+            raise ConfigError("gatewatch.policy.source_trust: %s=corroborate needs the country of %s in "
+                              "gatewatch.policy.source_country (corroboration means another country)" % (source, source))
     intake = seen.setdefault("intake", {})
     intake.setdefault("proxy", True)
     intake.setdefault("icap", False)

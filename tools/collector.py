@@ -26,8 +26,6 @@ left behind expires with the broker's persistent_client_expiration, and its repo
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import logging
 import os
@@ -154,15 +152,14 @@ def export(store, source, fmt):
         return json.dumps(reports, indent=1, sort_keys=True) + "\n"
     if fmt != "csv":
         raise ConfigError("export format %r unknown; use csv or json" % (fmt,))
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
-    for r in reports:
+    from agent.csvsafe import csv_text
+
+    def row(r):
         h = r["hosting"]
         flat = dict(r, hosting_url=h.get("url"), hosting_host=h.get("host"), hosting_ip=h.get("ip"),
                     hosting_country=h.get("country"))
-        w.writerow(["" if flat[c] is None else flat[c] for c in CSV_COLUMNS])
-    return buf.getvalue()
+        return [flat[c] for c in CSV_COLUMNS]
+    return csv_text(CSV_COLUMNS, (row(r) for r in reports))
 
 
 REFUSALS = ("retained", "size", "topic", "source", "schema")

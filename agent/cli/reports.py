@@ -10,8 +10,6 @@ folder holds no state.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import sys
@@ -46,15 +44,14 @@ def render(records, fmt):
     """(state, record) pairs as JSON (a list) or CSV text."""
     if fmt == "json":
         return json.dumps([dict(rec, state=state) for state, rec in records], indent=1, sort_keys=True) + "\n"
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(COLUMNS)
-    for state, rec in records:
+    from agent.csvsafe import csv_text
+
+    def row(state, rec):
         h = rec.get("hosting") or {}
         flat = dict(rec, state=state, hosting_url=h.get("url"), hosting_host=h.get("host"),
                     hosting_ip=h.get("ip"), hosting_country=h.get("country"))
-        w.writerow(["" if flat.get(c) is None else flat.get(c) for c in COLUMNS])
-    return buf.getvalue()
+        return [flat.get(c) for c in COLUMNS]
+    return csv_text(COLUMNS, (row(state, rec) for state, rec in records))
 
 
 def main(args):

@@ -105,6 +105,20 @@ def _status(state):
     return r.returncode, (json.loads(r.stdout) if r.stdout.strip() else None)
 
 
+#: the first sections of a test device's config (fast status writes, the emulated HAL, a broker)
+DEVICE_TOML = """
+[agent]
+state_dir = "%(state)s"
+client_id = "%(client_id)s"
+status_interval = 0.5
+hal = "emulated"
+[broker]
+url = "%(broker)s"
+[policy]
+confirm_timeout = 5.0
+"""
+
+
 CLIENT_IP = "192.168.77.23"
 USER_AGENT = "SecretBrowser/9.1 (subscriber-laptop)"
 COOKIE = "sid=cookie-secret-4711"
@@ -162,16 +176,7 @@ def test_daemon_follows_updates_blocks_reports_and_stops_cleanly(mosquitto, tmp_
     icap_port, proxy_port = free_port(), free_port()
     from tools.demo import Origin
     origin = Origin({"/k0.jpg": ("image/jpeg", known[0]), "/other.jpg": ("image/jpeg", known[2])}).start()
-    proc = _start_agent(tmp_path, """
-[agent]
-state_dir = "%s"
-client_id = "dev-t1"
-status_interval = 0.5
-hal = "emulated"
-[broker]
-url = "%s"
-[policy]
-confirm_timeout = 5.0
+    proc = _start_agent(tmp_path, DEVICE_TOML % {"state": state, "client_id": "dev-t1", "broker": mosquitto.url} + """
 [localapi]
 socket = "%s"
 [icap]
@@ -179,7 +184,7 @@ listen = "127.0.0.1:%d"
 [proxy]
 listen = "127.0.0.1:%d"
 allow_loopback_upstream = true  # the test's origin is on loopback
-""" % (state, mosquitto.url, sock, icap_port, proxy_port))
+""" % (sock, icap_port, proxy_port))
     try:
         wait_for(lambda: os.path.exists(sock) and (_status(state)[1] or {}).get("lists", {}).get("hl1/sha", {})
                  .get("version") == 1, 30)

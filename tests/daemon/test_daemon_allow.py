@@ -13,19 +13,17 @@ import json
 import os
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 
 import pytest
 
 from agent.confirm.wire import Entry
 from agent.hashing.samples import encode, generate_image
 from agent.mqtt import MqttClient, Topics
-from tests.brokers import free_port, mosquitto  # noqa: F401
-from tests.daemon.test_daemon import _log, _start_agent, _status
+from tests.brokers import mosquitto  # noqa: F401
+from tests.daemon.proxydevice import ProxyDevice
+from tests.daemon.test_daemon import _log, _status
 from tests.listkit import Hub, only, wait_for
 from tests.paths import ROOT
-from tests.waiting import stop_process, wait_port
 from tools.collector import Collector, ReportStore
 from tools.confirm_service import ConfirmService
 from tools.demo import Origin
@@ -60,39 +58,16 @@ def test_rejected_false_positive_passes_after_the_next_update(mosquitto, tmp_pat
     Collector(collector_client, store, topics).start()
     collector_client.connect()
     origin = Origin({"/fp.jpg": ("image/jpeg", fp), "/other.jpg": ("image/jpeg", other)}).start()
-    state = tmp_path / "state"
-    (state / "trust").mkdir(parents=True)
-    (state / "trust" / "hl1.pub").write_text(open(hub.pub_path).read())
-    proxy_port = free_port()
-    proc = _start_agent(tmp_path, """
-[agent]
-state_dir = "%s"
-client_id = "dev-allow"
-status_interval = 0.5
-hal = "emulated"
-[broker]
-url = "%s"
-[policy]
-confirm_timeout = 5.0
-[localapi]
-enabled = false
-[proxy]
-listen = "127.0.0.1:%d"
-allow_loopback_upstream = true  # the test's origin is on loopback
-""" % (state, mosquitto.url, proxy_port))
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": "http://127.0.0.1:%d" % proxy_port}))
+    device = ProxyDevice(tmp_path, mosquitto.url, "dev-allow", "hl1", hub.pub_path)
+    state = device.state
 
     def fetch(path):
-        try:
-            return opener.open(origin.url(path), timeout=30).read()
-        except urllib.error.HTTPError as e:
-            return e.code
+        return device.fetch(origin.url(path))
 
-    def held(ident):
-        return ((_status(state)[1] or {}).get("lists", {}).get(ident) or {}).get("version")
+    held = device.held
 
     try:
-        wait_port(proxy_port, 30, proc)
+        device.wait_listening()
         wait_for(lambda: held("hl1/sha") == 1, 30)
         assert fetch("/fp.jpg") == 403
         wait_for(lambda: store.count() == 1, 20)
@@ -123,13 +98,52 @@ allow_loopback_upstream = true  # the test's origin is on loopback
         assert held("hl1/allow") == 2 and fetch("/fp.jpg") == 403
         wait_for(lambda: store.count() == 4, 20)
     finally:
-        stop_process(proc)
+        code = device.stop()
         hub_client.stop()
         collector_client.stop()
         origin.stop()
         store.close()
-    assert proc.returncode == 0, _log(tmp_path)
+    assert code == 0, _log(tmp_path)
     # the log says what was allowed without the URL or anything about the subscriber
     log = _log(tmp_path)
     assert "allowed by hl1/allow v1 entry #0 (sha256)" in log
     assert not [line for line in log.splitlines() if "allowed by" in line and ("fp.jpg" in line or "127.0.0.1" in line)]
+
+
+def test_status_topic_counts_allowed_and_uncorroborated_hits(mosquitto, tmp_path):
+    """The retained status topic carries the two counters, and only counts: an image an allow list
+    lets through and one the two-countries rule holds back each add one, nothing names them."""
+    from agent.daemon import Agent
+    from agent.intake.localapi import LocalApiClient
+    from tests.daemon.test_daemon_login import _agent_conf
+    from tools.allow import build_allow_list
+
+    fp, lone = (encode(generate_image(8900 + i, (256, 192)), "JPEG", 90) for i in range(2))
+    hub = Hub(tmp_path / "hub")
+    hub.build([Entry("fp-entry", hashlib.sha256(fp).digest()), Entry("lone-entry", hashlib.sha256(lone).digest())],
+              capacity=50)
+    (tmp_path / "allow.txt").write_text("sha256,%s\n" % hashlib.sha256(fp).hexdigest())
+    build_allow_list(str(tmp_path / "allow.txt"), hub.out, "hl1", hub.key_path)
+    conf = _agent_conf(tmp_path, hub, mosquitto.url, "dev-counts")
+    conf["lists"]["dir"] = hub.out  # no hub answers confirmations: exact hits act while it is away
+    conf["policy"].update(confirm_timeout=0.3, source_country=["hl1=DE"], min_countries=2)
+    statuses = []
+    watcher = MqttClient(mosquitto.url, "status-watcher")
+    watcher.subscribe(Topics().status("dev-counts"), lambda m: statuses.append(json.loads(m.payload)))
+    watcher.connect()
+    agent = Agent(conf).start()
+    try:
+        wait_for(lambda: any(s.get("online") for s in statuses), 20)
+        assert (statuses[-1]["allowed"], statuses[-1]["uncorroborated"]) == (0, 0)
+        with LocalApiClient(conf["localapi"]["socket"]) as api:
+            assert api.check_bytes(fp, url="http://origin.test/fp.jpg")["reason"] == "allowed-by-list"
+            assert api.check_bytes(lone, url="http://origin.test/lone.jpg")["reason"] == "uncorroborated"
+        wait_for(lambda: statuses[-1]["allowed"] == 1 and statuses[-1]["uncorroborated"] == 1, 10)
+        last = statuses[-1]
+        assert set(last) == {"client", "online", "agent", "lists", "spool_depth", "log_fork", "allowed",
+                             "uncorroborated"}
+        assert "fp-entry" not in json.dumps(statuses) and "origin.test" not in json.dumps(statuses)
+        assert agent.status()["policy"]["reported"] == 0 and agent.status()["policy"]["blocked"] == 0
+    finally:
+        agent.stop()
+        watcher.stop()

@@ -29,7 +29,8 @@ def test_shipped_uci_config_maps_to_a_valid_config():
     assert config == {
         "agent": {"hal": "openwrt", "state_dir": "/srv/gatewatch", "log_level": "info"},
         "broker": {"url": "mqtts://hub.example.invalid:8883"},
-        "policy": {"mode": "block", "exact_unconfirmed": "block", "candidate_unconfirmed": "allow", "firewall_seconds": 0},
+        "policy": {"mode": "block", "exact_unconfirmed": "block", "candidate_unconfirmed": "allow", "firewall_seconds": 0,
+                   "min_countries": 1},
         "reports": {"hosting": "url-noquery", "pseudonym": True},
         "proxy": {"listen": "0.0.0.0:3128"},
     }
@@ -87,13 +88,75 @@ def test_init_script_validates_the_same_options_and_types_as_the_mapping():
                 assert vtype.startswith("bool"), (section, name)
             elif kind == "uint":
                 assert vtype.startswith("uinteger"), (section, name)
-            elif kind == "pathlist":
+            elif kind in ("pathlist", "pairs", "sources"):
                 assert vtype == "list(string)", (section, name)
+            elif kind == "range":
+                assert vtype.startswith("range(%d,%d)" % extra), (section, name)
             elif kind == "choice":
                 choices = re.match(r'or\(([^)]*)\)', vtype).group(1)
                 assert choices == ",".join('"%s"' % c for c in extra), (section, name)
             else:
                 assert vtype.startswith("string"), (section, name)
+
+
+POLICY = """
+config agent 'agent'
+	option state_dir '/srv/gatewatch'
+
+config policy 'policy'
+%s
+"""
+PER_SOURCE = ("\tlist source_action 'hl3=report-only'\n\tlist source_country 'hl1=DE'\n\tlist source_country 'hl2 = fr'\n"
+              "\tlist source_country 'hl3=NL'\n\tlist source_trust 'hl3=corroborate'\n\toption min_countries '2'\n"
+              "\tlist allow_others 'hl1'")
+
+
+def test_per_source_policy_maps_onto_the_daemons_settings(tmp_path):
+    from agent import config
+    from agent.sources import rules_from_policy
+    mapped = openwrt.uci_to_config(POLICY % PER_SOURCE)["policy"]
+    assert mapped == {"source_action": ["hl3=report-only"], "source_country": ["hl1=DE", "hl2=fr", "hl3=NL"],
+                      "source_trust": ["hl3=corroborate"], "min_countries": 2, "allow_others": ["hl1"]}
+    path = tmp_path / "gatewatch.toml"
+    path.write_text(openwrt.config_to_toml(openwrt.uci_to_config(POLICY % PER_SOURCE)))
+    rules = rules_from_policy(config.load_config(str(path), environ={})["policy"])
+    assert (rules.countries, rules.min_countries, rules.actions, rules.trust, set(rules.allow_others)) == (
+        {"hl1": "DE", "hl2": "FR", "hl3": "NL"}, 2, {"hl3": "report-only"}, {"hl3": "corroborate"}, {"hl1"})
+    one = openwrt.uci_to_config(POLICY % "\toption source_country 'hl1=DE'\n\toption allow_others '*'")["policy"]
+    assert one == {"source_country": ["hl1=DE"], "allow_others": ["*"]}   # an option is a one-item list
+
+
+@pytest.mark.parametrize("setting, items", [
+    ("source_action", ["hl1=drop"]), ("source_action", ["hl1"]), ("source_action", ["hl1=block=x"]),
+    ("source_action", ["hl1=block", "hl1=monitor"]), ("source_action", ["-hl=block"]),
+    ("source_action", ["h\u0131=block"]), ("source_trust", ["hl1=maybe"]), ("source_country", ["hl1=DEU"]),
+    ("source_country", ["hl1=\uff24\uff25"]), ("source_country", ["hl1=D1"]), ("allow_others", ["hl 1"]),
+    ("allow_others", ["**"]), ("min_countries", "0"), ("min_countries", "9"), ("min_countries", "\u0662"),
+    ("min_countries", "-1"), ("min_countries", ["2"]), ("source_trust", ["hl9=corroborate"]),
+])
+def test_per_source_policy_is_refused_where_the_agent_refuses_it(setting, items):
+    """The UCI layer refuses what agent.sources refuses, with the setting named, before the agent starts."""
+    from agent.core.errors import ConfigError
+    from agent.sources import SourceRules
+    if setting == "min_countries" and isinstance(items, str):
+        line = "\toption min_countries '%s'" % items
+        value = int(items) if items.lstrip("-").isascii() and items.lstrip("-").isdigit() else items
+    else:
+        line = "\n".join("\tlist %s '%s'" % (setting, i) for i in items)
+        value = list(items)
+    with pytest.raises(ConfigError, match="gatewatch.policy.%s" % setting):
+        openwrt.uci_to_config(POLICY % line)
+    with pytest.raises(ConfigError):
+        SourceRules(**{setting: value})
+
+
+def test_init_refuses_a_bad_per_source_setting(tmp_path):
+    text = _read("gatewatch.config").replace("#list source_country 'hl1=DE'", "list source_country 'hl1=Germany'")
+    proc = _run_init(tmp_path, text)
+    assert "PROCD open_instance" not in proc.stdout and "section 'policy' of /etc/config/gatewatch is invalid" in proc.stderr
+    ok = _run_init(tmp_path, _read("gatewatch.config").replace("#list source_country 'hl1=DE'", "list source_country 'hl1=DE'"))
+    assert "PROCD open_instance agent" in ok.stdout
+    assert 'source_country = ["hl1=DE"]' in (tmp_path / "run" / "gatewatch.toml").read_text()
 
 
 def test_init_script_has_procd_essentials():

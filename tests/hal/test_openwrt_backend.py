@@ -80,7 +80,8 @@ def test_minimal_config_gets_defaults():
         "agent": {"hal": "openwrt", "state_dir": "/etc/gatewatch"},
         "proxy": {"listen": "0.0.0.0:3128"},
     }
-    assert openwrt.service_options(MINIMAL) == {"enabled": True, "console": "", "transparent": False, "proxy_port": 3128}
+    assert openwrt.service_options(MINIMAL) == {"enabled": True, "console": "", "transparent": False, "proxy_port": 3128,
+                                                  "tls_port": None}  # no TLS splice configured
 
 
 def test_every_option_maps_where_the_daemon_expects_it():

@@ -5,7 +5,7 @@ One module per concern: ``signing`` (canonical JSON under Ed25519), ``directory`
 countries to hotlines), ``geo`` (DNS at the hub and the country database), ``store`` (cases, counts,
 outbox, accounts over SQLite or PostgreSQL), ``cases`` (a report becomes a case; the case schema),
 ``peer`` (the HTTPS protocol between hubs and the outbox sender), ``review`` (the web pages),
-``allowfeed`` (a rejected case becomes allow-list input), ``export`` (CSV/JSON per hotline),
+``allowfeed`` (a rejected case becomes allow-list input and the next signed allow list), ``export`` (CSV/JSON per hotline),
 ``serve`` (one running hub) and ``cli`` (`gatewatch-hub hotline ...`). Must not touch the device's
 code beyond the wire formats the hub already shares (agent.core.report, agent.lists.trust).
 """

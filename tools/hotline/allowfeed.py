@@ -17,13 +17,24 @@ import os
 from typing import Callable, Dict, List, Optional
 
 from agent.atomicfile import write_atomic
+from agent.core import allowlist
 from agent.core.errors import ConfigError
 from agent.lists.store import parse_file_name
 
 log = logging.getLogger(__name__)
 
-PERCEPTUAL = ("pdq", "neural")
-DEFAULT_RADIUS = 8
+#: the largest radius a rejection may ask for: one every perceptual signal accepts (neural's maximum is
+#: the smaller), so that a line this hub writes never stops every later build of the allow list
+MAX_RADIUS = min(allowlist.MAX_RADIUS.values())
+
+
+def check_radius(radius: Optional[int]) -> Optional[int]:
+    """``--allow-radius``: None (each signal's default) or 0..MAX_RADIUS; ConfigError otherwise."""
+    if radius is not None and (type(radius) is not int or not 0 <= radius <= MAX_RADIUS):
+        raise ConfigError("--allow-radius must be a whole number from 0 to %d bits (the signal's default without it: "
+                          "pdq %d, neural %d), not %r" % (MAX_RADIUS, allowlist.DEFAULT_RADIUS["pdq"],
+                                                         allowlist.DEFAULT_RADIUS["neural"], radius))
+    return radius
 
 
 def entry_hash(entries_dir: Optional[str], source: str, list_name: str, entry: str) -> Optional[str]:
@@ -48,16 +59,18 @@ def entry_hash(entries_dir: Optional[str], source: str, list_name: str, entry: s
     return None
 
 
-def allow_lines(case: dict, entries_dir: Optional[str], radius: int = DEFAULT_RADIUS) -> List[str]:
+def allow_lines(case: dict, entries_dir: Optional[str], radius: Optional[int] = None) -> List[str]:
     """The allow input lines for a rejected case: the entry line, and the hash line where the hash is known."""
     for field in (case["source"], case["list"], case["entry"]):
         if "," in field or "\n" in field or "\r" in field:
             raise ConfigError("case %s: %r cannot go into an allow line (a comma or line break)" % (case["id"], field))
     lines = ["entry,%s/%s,%s" % (case["source"], case["list"], case["entry"])]
     h = entry_hash(entries_dir, case["source"], case["list"], case["entry"])
-    if h:
-        lines.append("%s,%s,%d" % (case["signal"], h, radius) if case["signal"] in PERCEPTUAL
-                     else "%s,%s" % (case["signal"], h))
+    if h and case["signal"] in allowlist.PERCEPTUAL:
+        r = allowlist.DEFAULT_RADIUS[case["signal"]] if radius is None else radius
+        lines.append("%s,%s,%d" % (case["signal"], h, r))
+    elif h:
+        lines.append("%s,%s" % (case["signal"], h))
     return lines
 
 
@@ -91,12 +104,12 @@ class AllowFeed:
     """Called with each case this hub rejects (or that a partner rejects) for a source it serves."""
 
     def __init__(self, allow_dir: str, publish_dir: str, keys: Dict[str, str], entries_dir: Optional[str] = None,
-                 radius: int = DEFAULT_RADIUS, builder: Callable[[str, str, str, str], object] = rebuild_allow_list):
+                 radius: Optional[int] = None, builder: Callable[[str, str, str, str], object] = rebuild_allow_list):
         self.allow_dir = allow_dir
         self.publish_dir = publish_dir
         self.keys = keys
         self.entries_dir = entries_dir
-        self.radius = radius
+        self.radius = check_radius(radius)
         self.builder = builder
         self.built = 0
         self.errors: List[str] = []

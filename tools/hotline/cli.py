@@ -17,13 +17,16 @@ server in a country (DNS at the hub, a country database), forward each case to t
 covering that country and a copy to the list's source, receive cases from other hubs, and serve the
 analysts' review pages. hotline directory build|show: the signed map of countries to hotlines.
 hotline account add: an analyst's log-in. hotline export: one hotline's cases as CSV or JSON.
-hotline locate: where a hosting URL is, as the hub sees it. See docs/hotlines.md.
+hotline locate: where a hosting URL is, as the hub sees it. A case an analyst rejects as a false positive
+of a list this hub serves becomes the next signed allow list of that source in --publish-dir: point it
+at the folder `gatewatch-hub publish --every` sends. See docs/hotlines.md.
 
   gatewatch-hub hotline directory build --input members.json --key network.key --out directory.json
   gatewatch-hub hotline account add --db hub.sqlite --name alice --password-file pw.txt
   gatewatch-hub hotline serve --hotline hotline-a --key keys/hotline-a.key --directory directory.json \\
       --directory-key network.pub --db hub.sqlite --peer-listen 0.0.0.0:8443 --tls-cert hub.crt \\
-      --tls-key hub.key --review-listen 127.0.0.1:8080 --broker mqtts://broker:8883 --source hotline-a
+      --tls-key hub.key --review-listen 127.0.0.1:8080 --broker mqtts://broker:8883 --lists lists/ \\
+      --allow-dir allow/ --publish-dir lists/ --allow-key hotline-a=keys/hotline-a.key --entries lists/hub
   gatewatch-hub hotline export --db hub.sqlite --hotline hotline-b --format csv --out cases.csv
 """
 
@@ -77,7 +80,8 @@ def add_arguments(p) -> None:
     v.add_argument("--allow-key", action="append", default=[], metavar="SOURCE=KEY",
                    help="the signing key of a source's allow list")
     v.add_argument("--entries", metavar="DIR", help="the hub's entries folder (lists/hub) for hash allow lines")
-    v.add_argument("--allow-radius", type=int, default=8, help="radius of pdq/neural allow lines (default: %(default)s)")
+    v.add_argument("--allow-radius", type=int, default=None, help="radius in bits of pdq/neural allow lines, 0-14 "
+                   "(default: the signal's, pdq 8, neural 4)")
     v.add_argument("--retry-first", type=float, default=2.0, help="first retry of an unacknowledged forward, s")
     v.add_argument("--retry-max", type=float, default=300.0, help="longest retry interval, s")
     v.add_argument("--duration", type=float, default=None, help="stop after this many seconds")

@@ -8,14 +8,13 @@ to its recorded removal. Must not touch storage beyond ``HubStore.cases``.
 from __future__ import annotations
 
 import calendar
-import csv
-import io
 import json
 import statistics
 import time
 from typing import Dict, List, Optional
 
 from agent.core.errors import ConfigError
+from agent.csvsafe import csv_text
 
 COLUMNS = ("case_id", "period", "status", "url", "host", "ip", "country", "responsible", "source", "list",
            "entry", "signal", "sightings", "reports", "first_seen", "last_seen", "origins", "created_at",
@@ -53,12 +52,7 @@ def export(store, hotline: str, fmt: str) -> str:
     rows = [row(c) for c in reversed(cases_for(store, hotline))]
     if fmt == "json":
         return json.dumps(rows, indent=1, sort_keys=True) + "\n"
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
-    return buf.getvalue()
+    return csv_text(COLUMNS, ([r[k] for k in COLUMNS] for r in rows))
 
 
 def summary(cases: List[dict]) -> Dict[str, List[dict]]:

@@ -76,6 +76,12 @@ def server_tls(cert: str, key: str) -> ssl.SSLContext:
     return ctx
 
 
+def _served(args) -> set:
+    """The list sources this hub serves (--source, --lists)."""
+    from tools.collector import served_sources
+    return set(served_sources(args.source, args.lists))
+
+
 def build_hub(args):
     """The HotlineHub and its store from the `hotline serve` arguments."""
     from agent.lists.trust import key_id
@@ -95,17 +101,22 @@ def build_hub(args):
     if key_id(key.public_key()) != key_id(member.key):
         raise ConfigError("--key %s is not the key the directory names for %s: other hubs would refuse every "
                           "message it signs" % (args.key, args.hotline))
-    sources = set()
-    for s in args.source or ():
-        sources.update(x.strip() for x in s.split(",") if x.strip())
+    sources = _served(args)  # --lists too: the hub collects their reports, so their false positives are its own
     feed = None
+    if (args.allow_key or args.publish_dir) and not args.allow_dir:
+        raise ConfigError("--allow-key and --publish-dir need --allow-dir (where rejected false positives are "
+                          "written, one allow input file per source)")
     if args.allow_dir:
         keys = {}
         for spec in args.allow_key or ():
             src, sep, path = spec.partition("=")
             if not sep:
                 raise ConfigError("--allow-key takes SOURCE=KEYFILE, got %r" % spec)
+            load_private_key(path)  # a key that cannot sign is said now, not at the first rejection
             keys[src] = path
+        for src in sorted(sources - set(keys)):
+            log.warning("no --allow-key for source %s: its rejected false positives go to %s/%s.txt only; build "
+                        "and publish its allow list by hand (gatewatch-hub allow build)", src, args.allow_dir, src)
         feed = AllowFeed(args.allow_dir, args.publish_dir or args.allow_dir, keys,
                          entries_dir=args.entries, radius=args.allow_radius)
     locator = HostingLocator(CountryDb(args.geo_db), args.dns_server, args.dns_timeout)
@@ -145,18 +156,19 @@ def run(args) -> int:
         parts.append(forwarder)
         if args.broker:
             from tools.broker_args import client_from_args, topics_from_args
-            from tools.collector import served_sources
-            served = served_sources(args.source, args.lists)
+            served = hub.sources
             if not served:
                 raise ConfigError("name the list sources this hub collects reports for (--source NAME, --lists "
                                   "DIR); reports for other sources are refused")
             client = client_from_args(args, clean_session=False, reconnect=(1, 5))
             Collector(client, CaseSink(hub), topics_from_args(args), group=args.group, sources=served).start()
             client.connect(timeout=args.connect_timeout)
-        print("hub %s: peers at https://%s:%d%s%s; %d cases held" % (
+        feed = hub.on_reject
+        print("hub %s: peers at https://%s:%d%s%s%s; %d cases held" % (
             hub.me, host, peer.port, ", review at http%s://%s:%d" % ("s" if args.review_cert else "", rhost, review.port)
-            if review else "", ", reports from %s" % args.broker if args.broker else "", store.count_cases()),
-            flush=True)
+            if review else "", ", reports from %s" % args.broker if args.broker else "",
+            ", allow lists of %s signed into %s" % (", ".join(sorted(feed.keys)), feed.publish_dir)
+            if feed is not None and feed.keys else "", store.count_cases()), flush=True)
         done = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: done.set())

@@ -1,18 +1,18 @@
-"""The review pages in a real headless browser: Debian's chromium driven by Selenium through Debian's
-chromedriver (no browser download: both come from apt, tests/setup/apt-hotline.txt).
+"""The review pages in a real headless browser (tests/hub/hotline/chromium.py), over an in-process hub
+seeded with cases in several countries.
 
-Log in (a wrong password first), see the case in the queue, reject it as a false positive; the test
-stops at "the allow input has the line and the allow list builder was called" (the device-side step,
-the image passing after the next list update, joins when the allow list lands). Screenshots of the
-queue and the summary go to GATEWATCH_SCREENSHOTS (a folder; docs/ for the documentation) or tmp.
+Log in (a wrong password first), see the case in the queue, reject it as a false positive: the allow
+input has the lines and the allow list builder was called (the whole way to a device, with real
+processes: test_false_positive_e2e.py). Screenshots of the queue and the summary go to
+GATEWATCH_SCREENSHOTS (a folder; docs/ for the documentation) or tmp.
 """
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
+from tests.hub.hotline.chromium import browser, click_through, log_in
 from tests.hub.hotline.hubs import review_hub
 from tests.hub.hotline.kit import Network, report
 from tests.waiting import free_port
@@ -20,23 +20,7 @@ from tools.hotline.review import create_app
 from tools.hotline.serve import Listener
 from tools.hotline.store import now_iso
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 PASSWORD = "correct horse battery staple"
-
-
-def browser(profile):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        pytest.fail("chromium and chromedriver are not installed: run tests/setup/install.sh")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-              "--disable-component-update", "--disable-sync", "--user-data-dir=%s" % profile,
-              "--window-size=1500,1000", "--force-device-scale-factor=1"):
-        opts.add_argument(a)
-    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
 
 
 def seed(h, net_store):
@@ -78,19 +62,14 @@ def test_analyst_logs_in_sees_the_case_and_rejects_it_as_a_false_positive(tmp_pa
     try:
         drv.get(base + "/")
         assert "/login" in drv.current_url
-        drv.find_element(By.ID, "name").send_keys("alice")
-        drv.find_element(By.ID, "password").send_keys("not the password")
-        drv.find_element(By.ID, "login").click()
+        log_in(drv, "alice", "not the password")
         assert "Wrong account or password" in drv.find_element(By.ID, "error").text
-        drv.find_element(By.ID, "name").clear()
-        drv.find_element(By.ID, "name").send_keys("alice")
-        drv.find_element(By.ID, "password").send_keys(PASSWORD)
-        drv.find_element(By.ID, "login").click()
+        log_in(drv, "alice", PASSWORD)
         row = drv.find_element(By.ID, "case-" + target["id"])
         assert "http://cdn.hosted-in-nl.test/k.jpg" in row.text and "known-0" in row.text and "NL" in row.text
         assert drv.find_elements(By.TAG_NAME, "img") == []
         drv.save_screenshot(os.path.join(shots, "hotline-queue.png"))
-        row.find_element(By.CSS_SELECTOR, "button.act-reject").click()
+        click_through(drv, row.find_element(By.CSS_SELECTOR, "button.act-reject"))
         assert "reject as false positive" in drv.find_element(By.CLASS_NAME, "flash").text
         assert h.store.case(target["id"])["status"] == "rejected"
         assert not drv.find_elements(By.ID, "case-" + target["id"]) or "rejected" in \
@@ -98,7 +77,7 @@ def test_analyst_logs_in_sees_the_case_and_rejects_it_as_a_false_positive(tmp_pa
         lines = (tmp_path / "allow" / "hotline-a.txt").read_text().splitlines()
         assert "entry,hotline-a/known,known-0" in lines and "sha256,%s" % known.hex() in lines
         assert len(calls) == 1 and calls[0][2] == "hotline-a"
-        drv.find_element(By.LINK_TEXT, "Summary").click()
+        click_through(drv, drv.find_element(By.LINK_TEXT, "Summary"))
         assert drv.find_element(By.ID, "chart").is_displayed()
         assert "NL" in drv.find_element(By.ID, "summary-country").text
         drv.save_screenshot(os.path.join(shots, "hotline-summary.png"))

@@ -1,6 +1,7 @@
 """`gatewatch-hub hotline ...`: directory build/show, accounts, the per-hotline export, serve's refusals."""
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -84,6 +85,34 @@ def test_serve_refuses_a_key_the_directory_does_not_name(tmp_path, capsys):
     assert rc == 2 and "name the list sources" in err              # a collector must know its sources
     rc, out, _ = run(base + ["--hotline", "hotline-a", "--key", net.keys["hotline-a"]], capsys)
     assert rc == 0 and "hub hotline-a stopped" in out
+
+
+def test_serve_checks_the_allow_list_options_at_start(tmp_path, capsys, caplog):
+    """A signing key that cannot sign, or allow options without --allow-dir, stop the hub at start (not at the
+    first rejection); a served source without a key is said in the log; sources of --lists are served."""
+    from tools.hotline.cli import add_arguments
+    from tools.hotline.serve import build_hub
+    net = Network(tmp_path, {"hotline-a": ["NL"]})
+    base = ["hotline", "serve", "--directory", net.directory_file, "--directory-key", net.dir_pub, "--db",
+            str(tmp_path / "h.sqlite"), "--peer-listen", "127.0.0.1:0", "--tls-cert", net.cert, "--tls-key",
+            net.tls_key, "--duration", "0.1", "--hotline", "hotline-a", "--key", net.keys["hotline-a"]]
+    (tmp_path / "not-a-key").write_text("hello\n")
+    rc, _, err = run(base + ["--allow-dir", str(tmp_path / "allow"), "--allow-key",
+                             "hotline-a=%s" % (tmp_path / "not-a-key")], capsys)
+    assert rc == 2 and "not-a-key" in err
+    rc, _, err = run(base + ["--publish-dir", str(tmp_path / "pub")], capsys)
+    assert rc == 2 and "need --allow-dir" in err
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "hotline-x+known.v1.gwl").write_bytes(b"")
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(base[1:] + ["--lists", str(tmp_path / "lists"), "--source", "hotline-a", "--allow-dir",
+                                    str(tmp_path / "allow"), "--allow-key", "hotline-a=%s" % net.keys["hotline-a"]])
+    with caplog.at_level("WARNING"):
+        hub, store = build_hub(args)
+    store.close()
+    assert hub.sources == {"hotline-a", "hotline-x"}
+    assert "no --allow-key for source hotline-x" in caplog.text and "source hotline-a" not in caplog.text
 
 
 @pytest.mark.parametrize("listen", ["127.0.0.1", "127.0.0.1:x", "127.0.0.1:99999", ":80", "127.0.0.1:٨٠"])

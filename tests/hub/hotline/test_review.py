@@ -8,10 +8,11 @@ import re
 import pytest
 
 from agent.confirm.wire import Entry
+from agent.core.errors import ConfigError
 from tests.hub.hotline.hubs import review_hub
 from tests.hub.hotline.kit import Network, report
 from tools.build import build_list, load_private_key
-from tools.hotline.allowfeed import allow_lines, append_lines
+from tools.hotline.allowfeed import AllowFeed, allow_lines, append_lines
 from tools.hotline.review import LOCK_AFTER, LoginGuard, create_app
 
 PASSWORD = "correct horse battery staple"
@@ -128,6 +129,14 @@ def test_allow_lines_for_each_signal(tmp_path):
     build_list(source="hl", name="p", signal="pdq", entries=[Entry("e-1", b"\x11" * 32)],
                key=load_private_key(Network(tmp_path / "n", {"hl": ["NL"]}).keys["hl"]), out_dir=str(tmp_path / "l"))
     assert allow_lines(case, str(tmp_path / "l" / "hub"), radius=6) == ["entry,hl/p,e-1", "pdq,%s,6" % ("11" * 32)]
+    assert allow_lines(case, str(tmp_path / "l" / "hub"))[1] == "pdq,%s,8" % ("11" * 32)   # the signal's default
+    build_list(source="hl", name="n", signal="neural", entries=[Entry("e-2", b"\x22" * 16)],
+               key=load_private_key(Network(tmp_path / "n2", {"hl": ["NL"]}).keys["hl"]), out_dir=str(tmp_path / "l"))
+    neural = dict(case, list="n", entry="e-2", signal="neural")
+    assert allow_lines(neural, str(tmp_path / "l" / "hub")) == ["entry,hl/n,e-2", "neural,%s,4" % ("22" * 16)]
+    for bad in (-1, 15, 99, True, "8"):   # 15 would pass for pdq and stop every later build with a neural line
+        with pytest.raises(ConfigError, match="allow-radius"):
+            AllowFeed(str(tmp_path / "a"), str(tmp_path / "p"), {}, radius=bad)
     with pytest.raises(Exception, match="comma"):
         allow_lines(dict(case, entry="a,b"), None)
     p = tmp_path / "allow.txt"
