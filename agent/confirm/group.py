@@ -18,8 +18,6 @@ hub a hash: both backends speak the same one.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import threading
 
@@ -43,6 +41,8 @@ _impl = None
 
 
 def _candidates():
+    import ctypes.util  # only here: a router without python3-ctypes still runs the pure-Python twin
+
     env = os.environ.get("GATEWATCH_LIBSODIUM")
     if env:
         yield env
@@ -63,6 +63,8 @@ class _Sodium:
         self.lib = lib
 
     def _call(self, fn, n, *args):
+        import ctypes
+
         out = ctypes.create_string_buffer(n)
         return out.raw if getattr(self.lib, fn)(out, *args) == 0 else None
 
@@ -82,16 +84,22 @@ class _Sodium:
         return self._call("crypto_scalarmult_ristretto255_base", ELEMENT_BYTES, n)
 
     def random_element(self):
+        import ctypes
+
         out = ctypes.create_string_buffer(ELEMENT_BYTES)
         self.lib.crypto_core_ristretto255_random(out)
         return out.raw
 
     def scalar_random(self):
+        import ctypes
+
         out = ctypes.create_string_buffer(SCALAR_BYTES)
         self.lib.crypto_core_ristretto255_scalar_random(out)
         return out.raw
 
     def scalar_reduce(self, w):
+        import ctypes
+
         out = ctypes.create_string_buffer(SCALAR_BYTES)
         self.lib.crypto_core_ristretto255_scalar_reduce(out, w)
         return out.raw
@@ -100,6 +108,8 @@ class _Sodium:
         return self._call("crypto_core_ristretto255_scalar_invert", SCALAR_BYTES, s)
 
     def _op(self, fn, a, b):
+        import ctypes
+
         out = ctypes.create_string_buffer(SCALAR_BYTES)
         getattr(self.lib, fn)(out, a, b)
         return out.raw
@@ -115,6 +125,10 @@ class _Sodium:
 
 
 def _libsodium():
+    try:
+        import ctypes
+    except ImportError as exc:  # OpenWrt without python3-ctypes
+        raise CryptoUnavailable("no ctypes module (OpenWrt: python3-ctypes): %s" % exc)
     reasons = []
     for name in _candidates():
         try:

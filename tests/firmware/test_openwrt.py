@@ -259,7 +259,8 @@ def test_feed_makefile_parses_and_installs_every_file(tmp_path):
     name, deps, src = out.split(" | ")
     assert "SECTION:=net" in deps
     assert name.split() == ["gatewatch", "gatewatch"]
-    for dep in ("+python3-light", "+python3-numpy", "+python3-pillow", "+python3-cryptography",
+    for dep in ("+python3-light", "+python3-numpy", "+python3-pillow", "+python3-cryptography", "+libsodium",
+                "+python3-ctypes",
                 "+python3-paho-mqtt", "+python3-pyserial", "+nftables"):
         assert dep in deps
     assert os.path.samefile(src.strip(), os.path.dirname(os.path.dirname(PKG)) + "/..")
