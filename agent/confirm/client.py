@@ -154,6 +154,7 @@ class Confirmer:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        self.wallet.save()
 
     def _add_reply_topic(self) -> None:
         rid = os.urandom(16).hex()
@@ -282,6 +283,7 @@ class Confirmer:
                 # at the next epoch, plus a random spread so that a fleet does not ask all at once
                 now = self.clock()
                 wait = tokens.EPOCH_SECONDS - now % tokens.EPOCH_SECONDS + random.uniform(0, 600)
+            self.wallet.save()  # what was spent since the last look (never on a confirmation's path)
             self._wake.wait(min(wait, 600.0))
             self._wake.clear()
 

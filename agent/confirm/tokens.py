@@ -81,6 +81,8 @@ class TokenWallet:
         self.clock = clock
         self._lock = threading.Lock()
         self._tokens: Dict[str, List[Tuple[bytes, bytes]]] = {}
+        self._batches: Dict[str, int] = {}  # the newest epoch whose batch each source gave (spent or not)
+        self._dirty = False
         self._load()
 
     def _load(self) -> None:
@@ -92,15 +94,18 @@ class TokenWallet:
             for source, items in doc.get("tokens", {}).items():
                 self._tokens[source] = [(bytes.fromhex(n), bytes.fromhex(y)) for n, y in items
                                         if len(n) == 64 and len(y) == 128]
+            self._batches = {s: e for s, e in doc.get("batches", {}).items() if type(e) is int}
         except (OSError, ValueError, AttributeError, TypeError):
-            self._tokens = {}  # a damaged wallet costs one epoch's tokens, never a crash
+            self._tokens, self._batches = {}, {}  # a damaged wallet costs one epoch's tokens, never a crash
 
     def _save(self) -> None:
+        self._dirty = False
         if not self.path:
             return
         from agent.atomicfile import write_atomic
 
-        doc = {"tokens": {s: [[n.hex(), y.hex()] for n, y in items] for s, items in self._tokens.items()}}
+        doc = {"tokens": {s: [[n.hex(), y.hex()] for n, y in items] for s, items in self._tokens.items()},
+               "batches": self._batches}
         try:
             write_atomic(self.path, json.dumps(doc).encode(), mode=0o600)
         except OSError:
@@ -113,10 +118,15 @@ class TokenWallet:
     def add(self, source: str, tokens: Sequence[Tuple[bytes, bytes]]) -> None:
         with self._lock:
             self._tokens[source] = self._fresh(self._tokens.get(source, [])) + list(tokens)
+            for n, _ in tokens:
+                self._batches[source] = max(self._batches.get(source, 0), nonce_epoch(n))
             self._save()
 
     def take(self, source: str) -> Optional[Tuple[bytes, bytes]]:
-        """One unspent token of ``source`` (oldest first), or None."""
+        """One unspent token of ``source`` (oldest first), or None.
+
+        Not written to disk here (no fsync on the path of a confirmation): a token spent and then lost
+        in a power cut comes back after the restart and is refused once as spent (counted), no more."""
         with self._lock:
             items = self._fresh(self._tokens.get(source, []))
             if not items:
@@ -124,17 +134,23 @@ class TokenWallet:
                 return None
             tok = items.pop(0)
             self._tokens[source] = items
-            self._save()
+            self._dirty = True
             return tok
+
+    def save(self) -> None:
+        """Write the wallet if tokens were spent since the last write."""
+        with self._lock:
+            if self._dirty:
+                self._save()
 
     def count(self, source: str) -> int:
         with self._lock:
             return len(self._fresh(self._tokens.get(source, [])))
 
     def has_epoch(self, source: str, epoch: int) -> bool:
-        """True when the wallet already holds tokens issued for ``epoch``."""
+        """True when ``source`` already gave this device its batch for ``epoch`` (spent or not)."""
         with self._lock:
-            return any(nonce_epoch(n) == epoch for n, _ in self._tokens.get(source, []))
+            return self._batches.get(source, -1) >= epoch
 
 
 class SpentTokens:
