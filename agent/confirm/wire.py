@@ -184,12 +184,16 @@ def loads(payload: bytes, what: str) -> dict:
     return doc
 
 
+def _hex_field(doc: dict, field: str, pattern, what: str) -> str:
+    value = doc.get(field)
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ConfirmError(what)
+    return value
+
+
 def reply_id(doc: dict) -> str:
     """The request's reply id (32 lowercase hex digits)."""
-    rid = doc.get("reply")
-    if not isinstance(rid, str) or not _RID.fullmatch(rid):
-        raise ConfirmError("reply id must be 32 lowercase hex digits")
-    return rid
+    return _hex_field(doc, "reply", _RID, "reply id must be 32 lowercase hex digits")
 
 
 def elements(doc: dict, count: Optional[int], max_count: int = ELEMENTS) -> List[bytes]:
@@ -205,10 +209,7 @@ def elements(doc: dict, count: Optional[int], max_count: int = ELEMENTS) -> List
 
 def key_id(doc: dict) -> str:
     """The OPRF key id of an evaluation request."""
-    k = doc.get("key")
-    if not isinstance(k, str) or not _KEYID.fullmatch(k):
-        raise ConfirmError("key id must be 16 lowercase hex digits")
-    return k
+    return _hex_field(doc, "key", _KEYID, "key id must be 16 lowercase hex digits")
 
 
 def token(doc: dict) -> Tuple[bytes, bytes]:
