@@ -4,6 +4,8 @@
     python bench/bench_confirm.py                 # everything below, x86 here
     python bench/bench_confirm.py --quick         # smaller counts
     python bench/bench_confirm.py --arm           # also the device's crypto under qemu-user arm64/armhf (root)
+    python bench/bench_confirm.py --round-trip-only --delay-ms 5   # the device 5 ms from the broker each
+                                                  # way (a delaying relay; the hub sits next to the broker)
 
 1. Round trip over a real mosquitto on loopback, cache off: the device's `Confirmer.ask` for an exact
    hit (evaluation + fetch, libsodium) against (a) the first version's protocol (short keys out, plain
@@ -63,7 +65,7 @@ def fill_wallet(confirmer, svc, lst, n):
                                                       wire.unb64(doc["proof"], 64), pk))
 
 
-def bench_round_trip(tmp, requests):
+def bench_round_trip(tmp, requests, delay=0.0):
     from agent.confirm.client import Confirmer
     from agent.lists.store import load_folder
     from agent.lists.trust import TrustStore
@@ -89,7 +91,10 @@ def bench_round_trip(tmp, requests):
         svc = ConfirmService(hub, topics, out, ttl_positive=0, ttl_negative=0, group=None,
                              token_budget=wire.MAX_TOKENS_PER_ISSUE * 16)
         svc.start()
-        dev = MqttClient(broker.url, "bench-dev").connect()
+        dev_url = broker.url
+        if delay:
+            dev_url = "mqtt://127.0.0.1:%d" % DelayLink(int(broker.url.rsplit(":", 1)[1]), delay).port
+        dev = MqttClient(dev_url, "bench-dev").connect()
         clients.append(dev)
         confirmer = Confirmer(dev, topics, "bench-dev", timeout=10.0, lists=lambda: [lst]).start()
         fill_wallet(confirmer, svc, lst, requests + 8)
@@ -284,14 +289,88 @@ def bench_arm(rounds):
     return out
 
 
+class DelayLink:
+    """A TCP relay in front of the broker that holds every chunk ``delay`` seconds each way: the
+    device's side of a real network (this kernel has no netem), order kept per direction."""
+
+    def __init__(self, target_port: int, delay: float):
+        import socket
+
+        self.delay = delay
+        self.target = target_port
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            u = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((c, u), (u, c)):
+                a.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self._pipe(a, b)
+
+    def _pipe(self, src, dst):
+        import queue
+
+        q = queue.Queue()
+
+        def reader():
+            while True:
+                try:
+                    data = src.recv(65536)
+                except OSError:
+                    data = b""
+                q.put((time.monotonic() + self.delay, data))
+                if not data:
+                    return
+
+        def writer():
+            while True:
+                due, data = q.get()
+                wait = due - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                if not data:
+                    try:
+                        dst.shutdown(1)
+                    except OSError:
+                        pass
+                    return
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    return
+        threading.Thread(target=reader, daemon=True).start()
+        threading.Thread(target=writer, daemon=True).start()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--arm", action="store_true", help="the device's crypto under qemu-user too (root)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--round-trip-only", action="store_true", help="only the round trips")
+    p.add_argument("--delay-ms", type=float, default=0.0,
+                   help="one-way delay between the device and the broker (a relay; the hub is next to the broker)")
     args = p.parse_args()
     requests, rounds, seal_n = (100, 50, 2000) if args.quick else (1000, 300, 20000)
+    if args.delay_ms:
+        requests = min(requests, 300)
     out = {}
+    if args.round_trip_only:
+        with tempfile.TemporaryDirectory(prefix="bench-confirm-") as tmp:
+            out["round_trip"] = bench_round_trip(tmp, requests, args.delay_ms / 1000.0)
+        out["round_trip"]["device_one_way_delay_ms"] = args.delay_ms
+        print(json.dumps(out["round_trip"]), flush=True)
+        return
     print("device crypto per request (%d blinded elements, unblinding them, opening a bucket of ~50 records):"
           % wire.ELEMENTS, flush=True)
     out["device"] = bench_device(rounds)
