@@ -185,7 +185,10 @@ class Confirmer:
             w.payload = msg.payload
             w.event.set()
 
-    def _exchange(self, topic: str, body: dict, rid: str, deadline: float) -> Optional[dict]:
+    def _exchange(self, topic: str, body: dict, rid: str, deadline: float, refusals: Optional[list] = None
+                  ) -> Optional[dict]:
+        """The answer to one request, or None (time-out, refusal, malformed); a refusal's word is
+        appended to ``refusals`` when given."""
         w = _Waiter()
         with self._lock:
             self._waiting[rid] = w
@@ -203,6 +206,8 @@ class Confirmer:
             if err is not None:
                 self.refused += 1
                 log.warning("the hub refused a confirmation request: %s", err)
+                if refusals is not None:
+                    refusals.append(err)
                 return None
             return doc
         except ConfirmError as exc:
@@ -361,21 +366,29 @@ class Confirmer:
         return tok
 
     def _round(self, lst, s: dict, probes: List[Probe], deadline: float):
-        tok = self._token(lst.source, deadline)
-        if tok is None:
-            self.no_tokens += 1
-            log.warning("no confirmation token left for %s this epoch: the hit stays unconfirmed", lst.source)
-            return None
-        self.requests += 1
         inputs = [sealed.oprf_input(lst.source, lst.name, lst.signal, band, value) for band, value in probes]
-        blinded = [oprf.blind(x) for x in inputs]
-        rid = self._take_reply()
-        body = {"v": wire.PROTOCOL, "key": s["key"], "reply": rid, "token": {"n": wire.b64(tok[0]), "y": wire.b64(tok[1])},
-                "e": [wire.b64(b) for b in wire.pad_elements([b for _, b in blinded], group.random_element)]}
-        try:
-            doc = self._exchange(self.topics.confirm_eval(self.topics.pick_partition()), body, rid, deadline)
-        finally:
-            self._drop_reply(rid)
+        # a token the hub calls spent or expired (one spent just before a power cut comes back from
+        # the wallet on disk) costs one more try with the next token, never the confirmation
+        for _attempt in range(3):
+            tok = self._token(lst.source, deadline)
+            if tok is None:
+                self.no_tokens += 1
+                log.warning("no confirmation token left for %s this epoch: the hit stays unconfirmed", lst.source)
+                return None
+            self.requests += 1
+            blinded = [oprf.blind(x) for x in inputs]  # fresh blinds each try: two tries look like strangers
+            rid = self._take_reply()
+            body = {"v": wire.PROTOCOL, "key": s["key"], "reply": rid,
+                    "token": {"n": wire.b64(tok[0]), "y": wire.b64(tok[1])},
+                    "e": [wire.b64(b) for b in wire.pad_elements([b for _, b in blinded], group.random_element)]}
+            refusals: list = []
+            try:
+                doc = self._exchange(self.topics.confirm_eval(self.topics.pick_partition()), body, rid, deadline,
+                                     refusals)
+            finally:
+                self._drop_reply(rid)
+            if doc is not None or not set(refusals) & {"token-spent", "token-expired"}:
+                break
         if doc is None:
             return None
         try:

@@ -14,6 +14,7 @@ import sys
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from agent.confirm.sealed import EXACT_BAND
 from agent.action import Action
 from agent.confirm.wire import EntryIndex
 from agent.core import urlcanon
@@ -146,7 +147,8 @@ def lookup_stack(tmp_path):
 def test_lookups_hit_like_exact_digests_and_confirm_by_equality(lookup_stack):
     scanner, hub = lookup_stack
     (r,) = scanner.lookup_url("http://LISTED.example.org/dir/sub/page.html?s=1")
-    assert r.verdict == "match" and r.hits[0].list.signal == "url" and r.hits[0].keys[0].startswith("url:")
+    assert r.verdict == "match" and r.hits[0].list.signal == "url"
+    assert r.hits[0].probes == ((EXACT_BAND, urlcanon.digest("listed.example.org/dir/")),)
     assert r.digests["url"] == urlcanon.digest("listed.example.org/dir/")
     assert scanner.confirm(r, hub).best.entry_id == "listed.example.org/dir/"
     assert scanner.lookup_url("http://deep.example.net/a/b.html?id=8")[0].verdict == "clean"
