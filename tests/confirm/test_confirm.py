@@ -343,3 +343,19 @@ def test_unconfirmed_hits_are_asked_again_and_reported_only_if_confirmed(mosquit
         assert policy.reconfirm() == 0 and policy.counters.pending_dropped == 1 and len(reports) == 2
     finally:
         dev.stop()
+
+
+def test_a_token_already_spent_costs_one_more_try_not_the_confirmation(mosquitto, world, tmp_path):
+    """A token spent just before a power cut comes back from the wallet on disk: refused as spent,
+    the device tries the next one and the hit is still confirmed."""
+    p = Pair(mosquitto, world, tmp_path, ttl=(0.0, 0.0))
+    try:
+        tok = p.confirmer.wallet.take("hl1")
+        key = next(k for k in p.services[0].keys.values() if k.source == "hl1")
+        assert p.services[0].spent.redeem("hl1", key.token_sk, *tok) is None  # spent elsewhere
+        p.confirmer.wallet._tokens["hl1"].insert(0, tok)  # and back at the front of the wallet
+        r = world["scanner"].scan_bytes(world["known"][2])
+        c = world["scanner"].confirm(r, p.confirmer.ask(r))
+        assert c.verdict == "match" and p.confirmer.refused == 1
+    finally:
+        p.close()
