@@ -32,7 +32,7 @@ import time
 from collections import OrderedDict
 from typing import Dict, Optional, Tuple
 
-from agent.confirm import oprf, sealed, tokens, wire
+from agent.confirm import exchange, oprf, sealed, tokens, wire
 from agent.core.errors import ConfigError, ConfirmError, GatewatchError
 from tools.broker_args import add_broker_arguments, client_from_args, topics_from_args
 from tools.partitions import add_lease_arguments, lease_of, member_will, split_topics
@@ -274,9 +274,11 @@ class ConfirmService:
             self._on_request(msg)
 
     def _on_request(self, msg) -> None:
-        kind = msg.topic[len(self.topics.prefix) + 1:].split("/")[1]  # confirm/<kind>[/<partition>]
+        parts = msg.topic[len(self.topics.prefix) + 1:].split("/")  # confirm/<kind>[/<partition>]
+        kind = parts[1]
+        partition = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() and parts[2].isascii() else None
         self._maybe_reload()
-        answer = self.answer_eval(msg.payload) if kind == "eval" else (
+        answer = self.answer_eval(msg.payload, partition) if kind == "eval" else (
             self.answer_fetch(msg.payload) if kind == "fetch" else None)
         self._send(answer)
 
@@ -310,8 +312,12 @@ class ConfirmService:
         return Refusal((topic_of(rid), wire.error_answer(rid, word)))
 
     # ------------------------------------------------------------ evaluation
-    def answer_eval(self, payload: bytes):
-        """(topic, payload) answering one evaluation request, or None for one with no usable reply id."""
+    def answer_eval(self, payload: bytes, partition: Optional[int] = None):
+        """(topic, payload) answering one evaluation request, or None for one with no usable reply id.
+
+        ``partition``: the topic's. With leases (``instance``) a token is accepted only on the partition
+        its nonce names (``exchange.eval_partition``): the one instance owning it keeps its spent set, so
+        a token sent to several instances is spent once."""
         rid = None
         try:
             doc = wire.loads(payload, "evaluation request")
@@ -326,6 +332,8 @@ class ConfirmService:
             key = self.keys.get(kid)
             if key is None:
                 return self._refuse("eval", rid, self.topics.confirm_resp, "unknown-key")
+        if self.instance is not None and partition != exchange.eval_partition(self.topics, (nonce, output)):
+            return self._refuse("eval", rid, self.topics.confirm_resp, "wrong-partition")
         # the token first: a flood of made-up or replayed tokens is refused before any element is decoded
         word = self.spent.redeem(key.source, key.token_sk, nonce, output)
         if word is not None:

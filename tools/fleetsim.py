@@ -10,8 +10,19 @@ does on the wire, with the agent's own checking code:
   digest, applies the delta with ``agent.core.delta`` and verifies the result in full with
   ``agent.lists.verify.verify_bytes``. "Installing" swaps the device's list in memory: writing and
   fsyncing thousands of files would measure this machine's disk, not the fleet.
-- confirmation: requests on ``confirm/req/<random partition>`` at a configured rate, each answered
-  on ``confirm/resp/<client id>/<request id>`` or timed out (the device's fail-open path, counted).
+- tokens: when told (``SimFleet.fetch_tokens``; the agent asks on a schedule at each epoch), each
+  device asks ``tokens/req/<login>/<the login's partition>`` for its batch of anonymous tokens and
+  checks the hub's batched proof against the token key its signed list names.
+- confirmation: private confirmation as the agent does it (docs/privacy.md), with the agent's own
+  message code (``agent.confirm.exchange``): per request one token spent on an evaluation of the
+  probes, blinded and padded to four elements, on ``confirm/eval/<random partition>``, then a fetch of
+  four buckets (padded) on ``confirm/fetch/<random partition>``; every bucket is checked against the
+  signed root and the records are opened on the device. Answers come on ``confirm/resp/<random reply
+  id>`` (a pre-subscribed pool, each id used once); no request names the device. A request counts as
+  answered only when the fetch answer verified and the expected entry opened (or nothing opened for
+  a probe that is not listed); else it timed out (the device's fail-open path), was refused, did not
+  verify, or opened the wrong thing, each counted. ``mode="echo"`` sends messages of the same shape
+  and size with no cryptography on either side, for a bare responder (the broker's own ceiling).
 - reports: spooled in memory, published with QoS 1 on ``reports/<source>/<token>/<partition of the
   report id>``, resent (doubling) until the hub acknowledges them on ``ack/<token>``.
 
@@ -43,9 +54,9 @@ import resource
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from agent.core.errors import ConfigError, GatewatchError
+from agent.core.errors import ConfigError, ConfirmError, GatewatchError
 
 log = logging.getLogger("gatewatch.fleetsim")
 
@@ -76,8 +87,11 @@ class SimDevice:
     """One simulated agent: a connection, the lists it holds, its report spool, its open requests."""
 
     def __init__(self, worker: "Worker", index: int):
+        from agent.confirm.tokens import TokenWallet
+
         self.w = worker
         self.client_id = "sim-%d-%05d" % (worker.index, index)
+        self.login = self.client_id  # the broker login: only token requests name it (the ACL ties them)
         self.index = index
         self.node = random.randrange(len(worker.nodes))
         self.token = os.urandom(8).hex()  # random, never derived from the client id (docs/reports.md)
@@ -89,7 +103,9 @@ class SimDevice:
         self.pending: Dict[str, bytes] = {}  # manifest topic -> newest payload not handled yet
         self.updating = False
         self.spool: Dict[str, list] = {}     # report id -> [payload, topic, next try, attempts]
-        self.requests: Dict[str, asyncio.Future] = {}
+        self.requests: Dict[str, asyncio.Future] = {}  # reply id -> its answer
+        self.replies: List[str] = []  # pre-subscribed reply ids, each used once (the agent's pool)
+        self.wallet = TokenWallet()
         self.connects = 0
 
     # connection ---------------------------------------------------------------------------
@@ -119,7 +135,10 @@ class SimDevice:
             t = self.w.topics
             c.subscribe(t.lists_filter().rsplit("/", 1)[0] + "/+/+/manifest", qos=1)
             c.subscribe(t.ack(self.token), qos=1)
-            c.subscribe(t.confirm_resp_filter(self.client_id), qos=1)
+            c.subscribe(t.tokens_resp_filter(self.login), qos=1)
+            self.replies = []  # a clean session: the old pool's subscriptions are gone
+            for _ in range(self.w.reply_pool):
+                self._add_reply()
             for base in list(self.fetches):
                 c.subscribe(base + "/+", qos=1)
             self.connected.set()
@@ -153,7 +172,7 @@ class SimDevice:
                     asyncio.ensure_future(self._updates())
         elif topic.startswith(self.w.ack_head):
             self._on_ack(payload)
-        elif topic.startswith(self.w.resp_head):
+        elif topic.startswith(self.w.resp_head) or topic.startswith(self.w.tokens_head):
             fut = self.requests.pop(topic.rsplit("/", 1)[-1], None)
             if fut is not None and not fut.done():
                 fut.set_result(bytes(payload))
@@ -246,6 +265,7 @@ class SimDevice:
         if lst.file.manifest_bytes != ann.file.manifest_bytes:
             raise ConfigError("the list does not carry the announced manifest")
         self.held[ann.ident] = (lst.version, data)
+        w.lists.setdefault((ann.ident, lst.version), lst)
         w.active.append((ann.ident, lst.version, self.index, time.monotonic(), via))
 
     # reports ------------------------------------------------------------------------------
@@ -284,27 +304,175 @@ class SimDevice:
                 self.w.stats["reports_acked"] += 1
 
     # confirmation -------------------------------------------------------------------------
-    async def confirm(self, lists: dict, timeout: float) -> Optional[float]:
-        """One request (the agent's v1 wire format); the round trip in seconds, or None (timed out)."""
+    def _add_reply(self) -> None:
+        c = self.client
+        if c is None:  # refilled on the next connect
+            return
+        rid = os.urandom(16).hex()
+        c.subscribe(self.w.topics.confirm_resp(rid), qos=1)
+        self.replies.append(rid)
+
+    def _take_reply(self) -> str:
+        """A subscribed reply id; its replacement is subscribed before the next request needs it."""
+        if self.replies:
+            rid = self.replies.pop(0)
+        else:  # more requests at once than the pool holds: this one is subscribed just before its request
+            rid = os.urandom(16).hex()
+            if self.client is not None:
+                self.client.subscribe(self.w.topics.confirm_resp(rid), qos=1)
+        self._add_reply()
+        return rid
+
+    def _drop_reply(self, rid: str) -> None:
+        c = self.client
+        if c is not None:
+            try:
+                c.unsubscribe(self.w.topics.confirm_resp(rid))
+            except Exception:  # not connected: the subscription dies with the session
+                pass
+
+    async def _exchange(self, topic: str, body: dict, rid: str, deadline: float) -> Optional[bytes]:
+        """Publish one request and wait for its answer until ``deadline`` (None: none came)."""
+        from agent.confirm import wire
+
         c = self.client
         if c is None:
             return None
-        rid = os.urandom(8).hex()
         fut = asyncio.get_running_loop().create_future()
         self.requests[rid] = fut
-        body = json.dumps({"v": 1, "id": rid, "client": self.client_id, "lists": lists}).encode()
-        t0 = time.monotonic()
-        c.publish(self.w.topics.confirm_req(self.w.topics.pick_partition()), body, qos=1)
         try:
-            answer = await asyncio.wait_for(fut, timeout)
+            c.publish(topic, wire.dumps(body), qos=1)
+            return await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
         except asyncio.TimeoutError:
-            self.requests.pop(rid, None)
             return None
+        finally:
+            self.requests.pop(rid, None)
+
+    async def _ask(self, topic: str, body: dict, rid: str, deadline: float):
+        """(outcome, answer): outcome None with the answer, or "timeout", "refused", "bad"."""
+        from agent.confirm import exchange
+
         try:
-            ok = json.loads(answer).get("id") == rid
-        except (ValueError, AttributeError):
-            ok = False
-        return time.monotonic() - t0 if ok else None
+            payload = await self._exchange(topic, body, rid, deadline)
+        finally:
+            if topic.startswith(self.w.confirm_head):
+                self._drop_reply(rid)
+        if payload is None:
+            return "timeout", None
+        try:
+            doc, err = exchange.read_answer(payload, rid)
+        except ConfirmError:
+            return "bad", None
+        return ("refused", doc) if err is not None else (None, doc)
+
+    def _token_keys(self) -> Dict[str, bytes]:
+        """{source: token key} of the sealed lists this device holds (from their signed manifests)."""
+        from agent.confirm.client import sealed_section
+
+        out = {}
+        for ident, (version, _data) in self.held.items():
+            lst = self.w.lists.get((ident, version))
+            s = sealed_section(lst) if lst is not None else None
+            if s and isinstance(s.get("tokens"), str):
+                out[lst.source] = bytes.fromhex(s["tokens"])
+        return out
+
+    async def fetch_tokens(self, count: int, timeout: float) -> str:
+        """This epoch's batch of ``count`` tokens for every source it holds a sealed list of (in
+        requests of at most 64, as the wire allows); the outcome: "ok", "timeout", "refused", "bad"."""
+        from agent.confirm import exchange, tokens, wire
+
+        t = self.w.topics
+        for source, pk in sorted(self._token_keys().items()):
+            left = count
+            while left > 0:
+                batch = tokens.Issuance(source, min(left, wire.MAX_TOKENS_PER_ISSUE), tokens.epoch_of(time.time()))
+                rid = os.urandom(16).hex()
+                topic = t.tokens_req(self.login, exchange.token_partition(t, self.login))
+                outcome, doc = await self._ask(topic, exchange.token_request(batch, rid), rid,
+                                               time.monotonic() + timeout)
+                if outcome is not None:
+                    return outcome
+                try:
+                    got = exchange.token_answer(batch, doc, pk)
+                except ConfirmError:
+                    return "bad"
+                self.wallet.add(source, got)
+                self.w.stats["tokens_issued"] += len(got)
+                left -= len(got)
+        return "ok"
+
+    async def confirm(self, job: tuple, timeout: float) -> Tuple[str, Optional[float]]:
+        """One confirmation request (evaluation + fetch) for ``job`` = (ident, probes, expected entry
+        ids): (outcome, round trip in seconds). Outcomes: "answered" (verified, and exactly the
+        expected entries opened), "wrong" (verified, something else opened), "timeout" (the agent's
+        fail-open path), "refused" (an error word), "bad" (did not verify), "no_tokens", "no_list"."""
+        from agent.confirm import exchange
+        from agent.confirm.client import sealed_section
+
+        ident, probes, expect = job
+        held = self.held.get(ident)
+        lst = self.w.lists.get((ident, held[0])) if held is not None else None
+        s = sealed_section(lst) if lst is not None else None
+        if s is None:
+            return "no_list", None
+        tok = self.wallet.take(lst.source)
+        if tok is None:
+            return "no_tokens", None
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        t = self.w.topics
+        rnd = exchange.Round(lst, s, probes)
+        rid = self._take_reply()
+        outcome, doc = await self._ask(t.confirm_eval(exchange.eval_partition(t, tok)), rnd.eval_request(tok, rid), rid, deadline)
+        if outcome is not None:
+            return outcome, None
+        try:
+            rnd.eval_answer(doc)
+        except ConfirmError:
+            return "bad", None
+        rid = self._take_reply()
+        outcome, doc = await self._ask(t.confirm_fetch(t.pick_partition()), rnd.fetch_request(rid), rid, deadline)
+        if outcome is not None:
+            return outcome, None
+        try:
+            opened = rnd.fetch_answer(doc)
+        except ConfirmError:
+            return "bad", None
+        got = sorted({e.id for entries in opened.values() for e in entries})
+        return ("answered" if got == sorted(expect) else "wrong"), time.monotonic() - t0
+
+    async def echo(self, job: tuple, timeout: float) -> Tuple[str, Optional[float]]:
+        """The same two exchanges with messages of the same shape and size, no cryptography and no
+        token (for the bare echo responder): the broker's and the clients' own ceiling."""
+        ident, _probes, _expect = job
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        t = self.w.topics
+        for topic, body in ((t.confirm_eval(t.pick_partition()), dict(ECHO_EVAL)),
+                            (t.confirm_fetch(t.pick_partition()), dict(ECHO_FETCH, list=ident))):
+            rid = self._take_reply()
+            body["reply"] = rid
+            outcome, _doc = await self._ask(topic, body, rid, deadline)
+            if outcome is not None:
+                return outcome, None
+        return "answered", time.monotonic() - t0
+
+
+def _echo_bodies():
+    import base64
+
+    def b(n):
+        return base64.b64encode(bytes(n)).decode()
+    return ({"v": 2, "key": "0" * 16, "reply": "", "token": {"n": b(32), "y": b(64)}, "e": [b(32)] * 4},
+            {"v": 2, "list": "", "version": 1, "ticket": b(16), "reply": "", "b": [0, 1, 2, 3]})
+
+
+#: request bodies of the sizes of an evaluation and a fetch (mode "echo": nothing in them is checked)
+ECHO_EVAL, ECHO_FETCH = _echo_bodies()
+
+#: what a confirmation request can end in (``SimDevice.confirm``), each counted as ``confirm_<outcome>``
+OUTCOMES = ("answered", "wrong", "timeout", "refused", "bad", "no_tokens", "no_list")
 
 
 class _Transient(GatewatchError):
@@ -336,21 +504,29 @@ class Worker:
         self.checker = Updater(None, self.topics, ListStore(os.path.join(self._tmp, "lists"), self.trust),
                                versions_path=os.path.join(self._tmp, "versions.json"))
         self.held = {}
+        self.lists: Dict[tuple, object] = {}  # (ident, version) -> the verified list (shared by the devices)
         for path in spec.get("held") or ():
             with open(path, "rb") as f:
                 data = f.read()
             lst = verify_bytes(data, self.trust, max_bytes=self.max_bytes)
             self.held[lst.ident] = (lst.version, data)
+            self.lists[(lst.ident, lst.version)] = lst
         self.fetch_timeout = spec.get("fetch_timeout", 30.0)
         self.resend_after = spec.get("resend_after", 5.0)
         self.resend_max = spec.get("resend_max", 60.0)
         self.report_sources = spec.get("report_sources") or ["hl1"]
         self.ack_head = self.topics.ack("x")[:-1]
-        self.resp_head = self.topics.confirm_resp("x", "y").rsplit("/", 2)[0] + "/"
+        self.resp_head = self.topics.confirm_resp("x")[:-1]
+        self.tokens_head = self.topics.tokens_resp("x", "y").rsplit("/", 2)[0] + "/"
+        self.confirm_head = self.topics.confirm_eval().rsplit("/", 1)[0] + "/"
+        from agent.confirm.client import REPLY_POOL
+        self.reply_pool = REPLY_POOL
         self.stopping = False
         self.active: list = []
         self.stats = {"disconnects": 0, "refused": 0, "update_retries": 0, "reports_sent": 0, "reports_acked": 0,
-                      "confirm_sent": 0, "confirm_answered": 0, "confirm_timeouts": 0}
+                      "confirm_sent": 0, "tokens_issued": 0}
+        self.stats.update(("confirm_" + o, 0) for o in OUTCOMES)
+        self.stats.update(("tokens_" + o, 0) for o in ("ok", "timeout", "refused", "bad"))
         self.rtts: list = []
         self.devices = [SimDevice(self, i) for i in range(spec["devices"])]
 
@@ -372,6 +548,8 @@ class Worker:
                     d.add_reports(cmd[1], cmd[2])
             elif cmd[0] == "confirm":
                 asyncio.ensure_future(self._confirm_load(*cmd[1:]))
+            elif cmd[0] == "tokens":
+                asyncio.ensure_future(self._fetch_tokens(*cmd[1:]))
             elif cmd[0] == "stats":
                 self.events.put(("stats", self.index, self._snapshot()))
         self.stopping = True
@@ -386,6 +564,7 @@ class Worker:
         s = dict(self.stats)
         s["spooled"] = sum(len(d.spool) for d in self.devices)
         s["connected"] = sum(1 for d in self.devices if d.client is not None)
+        s["tokens_held"] = sum(d.wallet.count(src) for d in self.devices for src in d._token_keys())
         s["rtts"] = list(self.rtts)
         return s
 
@@ -400,42 +579,62 @@ class Worker:
                 batch, self.active = self.active, []
                 self.events.put(("active", self.index, batch))
 
-    async def _confirm_load(self, rate: float, duration: float, lists: dict, timeout: float) -> None:
-        """``rate`` requests per second from this process for ``duration`` seconds, device by device;
-        ``rate`` 0: closed loop, every device asks again as soon as it has its answer (or timed out),
-        so the load is what the broker and the hub can take (an open-loop load far above that only
-        measures queues collapsing)."""
+    async def _fetch_tokens(self, count: int, timeout: float) -> None:
+        """Every device asks for its token batch (a few at a time: blinding and checking cost CPU)."""
+        gate = asyncio.Semaphore(32)
+
+        async def one(d):
+            async with gate:
+                self.stats["tokens_" + await d.fetch_tokens(count, timeout)] += 1
+
+        await asyncio.gather(*(one(d) for d in self.devices))
+        self.events.put(("tokens_done", self.index, None))
+
+    async def _confirm_load(self, rate: float, duration: float, jobs: Sequence[tuple], timeout: float,
+                            mode: str = "private") -> None:
+        """``rate`` requests per second from this process for ``duration`` seconds, device by device,
+        each for the next of ``jobs`` ((ident, probes, expected entry ids)); ``rate`` 0: closed loop,
+        every device asks again as soon as it has its answer (or timed out), so the load is what the
+        broker and the hub can take (an open-loop load far above that only measures queues collapsing)."""
         pending = []
+        self.rtts = []  # this load's round trips only
         t0 = time.monotonic()
         n = 0
+
+        def job():
+            nonlocal n
+            n += 1
+            return jobs[(n - 1) % len(jobs)]
+
+        def ask(d):
+            return d.echo(job(), timeout) if mode == "echo" else d.confirm(job(), timeout)
+
+        def note(outcome, rtt):
+            self.stats["confirm_" + outcome] += 1
+            if outcome == "answered":
+                self.rtts.append(rtt)
 
         async def one_device(d):
             while time.monotonic() - t0 < duration and not self.stopping:
                 self.stats["confirm_sent"] += 1
-                rtt = await d.confirm(lists, timeout)
-                if rtt is None:
-                    self.stats["confirm_timeouts"] += 1
+                outcome, rtt = await ask(d)
+                note(outcome, rtt)
+                if outcome == "no_tokens":
+                    break  # spent: this device is done for the epoch
+                if outcome != "answered":
                     await asyncio.sleep(0.1)
-                else:
-                    self.stats["confirm_answered"] += 1
-                    self.rtts.append(rtt)
 
         if rate <= 0:
             await asyncio.gather(*(one_device(d) for d in self.devices))
         while rate > 0 and time.monotonic() - t0 < duration and not self.stopping:
-            due = int((time.monotonic() - t0) * rate) - n
+            due = int((time.monotonic() - t0) * rate) - len(pending)
             for _ in range(max(0, due)):
-                d = self.devices[n % len(self.devices)]
-                n += 1
+                d = self.devices[len(pending) % len(self.devices)]
                 self.stats["confirm_sent"] += 1
-                pending.append(asyncio.ensure_future(d.confirm(lists, timeout)))
+                pending.append(asyncio.ensure_future(ask(d)))
             await asyncio.sleep(0.005)
-        for rtt in await asyncio.gather(*pending):
-            if rtt is None:
-                self.stats["confirm_timeouts"] += 1
-            else:
-                self.stats["confirm_answered"] += 1
-                self.rtts.append(rtt)
+        for outcome, rtt in await asyncio.gather(*pending):
+            note(outcome, rtt)
         self.events.put(("confirm_done", self.index, None))
 
 
@@ -477,6 +676,7 @@ class SimFleet:
         self.via: Dict[str, int] = {}
         self._stats: Dict[int, dict] = {}
         self._confirm_done = 0
+        self._tokens_done = 0
         for i, n in enumerate(per):
             parent, child = ctx.Pipe()
             spec = {"urls": urls, "devices": n, "trust": list(trust), "prefix": prefix, "held": list(held or ()),
@@ -498,6 +698,8 @@ class SimFleet:
             self._stats[worker] = body
         elif kind == "confirm_done":
             self._confirm_done += 1
+        elif kind == "tokens_done":
+            self._tokens_done += 1
 
     def _poll(self, timeout: float) -> bool:
         try:
@@ -556,7 +758,7 @@ class SimFleet:
         return per_device * self.devices
 
     def stats(self, timeout: float = 30.0) -> dict:
-        """Every process's counters, summed (``rtts``: every confirmation round trip, seconds)."""
+        """Every process's counters, summed (``rtts``: the last confirmation load's answered round trips, seconds)."""
         self._stats = {}
         for c in self.conns:
             c.send(("stats",))
@@ -579,17 +781,34 @@ class SimFleet:
                                    % (s["reports_acked"], total, timeout, s["spooled"]))
             time.sleep(0.5)
 
-    def confirm_load(self, rate: float, duration: float, lists: dict, timeout: float = 2.0) -> dict:
-        """``rate`` requests per second over the whole fleet for ``duration`` s (0: closed loop, one
-        request in flight per device); the statistics after."""
-        self._confirm_done = 0
+    def fetch_tokens(self, count: int = 64, timeout: float = 30.0) -> dict:
+        """Every device asks for its batch of ``count`` anonymous tokens of each source it holds a
+        sealed list of, checking the proof; {"ok", "timeout", "refused", "bad": devices, "issued"}."""
+        self._tokens_done = 0
         before = self.stats()
         for c in self.conns:
-            c.send(("confirm", rate / len(self.conns), duration, lists, timeout))
+            c.send(("tokens", count, timeout))
+        self._until(lambda: self._tokens_done == len(self.conns), timeout * 3 + 60, "the token batches")
+        s = self.stats()
+        out = {k: s["tokens_" + k] - before["tokens_" + k] for k in ("ok", "timeout", "refused", "bad")}
+        out["issued"] = s["tokens_issued"] - before["tokens_issued"]
+        return out
+
+    def confirm_load(self, rate: float, duration: float, jobs: Sequence[tuple], timeout: float = 2.0,
+                     mode: str = "private") -> dict:
+        """``rate`` requests per second over the whole fleet for ``duration`` s (0: closed loop, one
+        request in flight per device), each for the next of ``jobs``: (ident, [(band, value bytes),
+        ...] (1..4 probes), [entry ids that must open]). ``mode="echo"``: same-size messages, no
+        cryptography (for a bare responder). The counts after (``answered``, ``timeout``, ...)."""
+        self._confirm_done = 0
+        before = self.stats()
+        jobs = [(ident, [(int(b), bytes(v)) for b, v in probes], list(expect)) for ident, probes, expect in jobs]
+        for c in self.conns:
+            c.send(("confirm", rate / len(self.conns), duration, jobs, timeout, mode))
         self._until(lambda: self._confirm_done == len(self.conns), duration + timeout + 60, "the request load")
         s = self.stats()
-        out = {k: s[k] - before[k] for k in ("confirm_sent", "confirm_answered", "confirm_timeouts")}
-        rtts = s["rtts"][len(before["rtts"]):] if len(s["rtts"]) >= len(before["rtts"]) else s["rtts"]
+        out = {k: s["confirm_" + k] - before["confirm_" + k] for k in ("sent",) + OUTCOMES}
+        rtts = s["rtts"]  # every process keeps the last load's only
         out["p50_ms"] = round(1000 * _pct(rtts, 50), 2) if rtts else None
         out["p99_ms"] = round(1000 * _pct(rtts, 99), 2) if rtts else None
         return out

@@ -10,7 +10,8 @@ clustered brokers that install here (aedes over Redis) have none; EMQX, VerneMQ 
 them. So by default instances split the work themselves, over nothing but the broker:
 
 - Devices spread their messages over ``Topics.partitions`` partitions (a random value per message:
-  a random request id, the random report id), e.g. ``<p>/confirm/req/7``, ``<p>/reports/s/t/7``.
+  fresh random bytes, the random report id), e.g. ``<p>/confirm/eval/7``, ``<p>/reports/s/t/7``;
+  token batches go to the partition of the login (``<p>/tokens/req/<login>/<its partition>``).
 - Every instance holds a **lease**: it publishes a retained record on
   ``<p>/hub/<service>/members/<instance>`` every ``heartbeat`` seconds, and its will (sent by the
   broker when its connection dies) clears that record. Every instance reads every record.

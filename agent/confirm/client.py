@@ -1,9 +1,11 @@
 """Device-side private confirmation over MQTT: blinded probes out, sealed entries back, a cache.
 
-Owns: the exchange with the hub for the hits of one scan (evaluation, then bucket fetch), the reply
-topics (fresh random ids, pre-subscribed, each used once), the token wallet's refills, checking every
-bucket against the signed manifest's commitment, opening the records the probes' outputs open, and
-the cache of answers. Must not touch: the decision (``Scanner.confirm``), policy, reports.
+Owns: the exchange with the hub for the hits of one scan (evaluation, then bucket fetch) over MQTT,
+the reply topics (fresh random ids, pre-subscribed, each used once), the token wallet's refills,
+timeouts, counters and the cache of answers. The messages themselves, checking every bucket against
+the signed manifest's commitment and opening the records the probes' outputs open are
+``agent.confirm.exchange``'s (one implementation, which the fleet simulator uses too). Must not
+touch: the decision (``Scanner.confirm``), policy, reports.
 
 For each list with hits (docs/privacy.md):
 
@@ -23,7 +25,6 @@ answers what does not verify: the list is unanswered (policy decides; no report 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
@@ -32,10 +33,9 @@ import time
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple
 
-from agent.confirm import group, oprf, sealed, tokens, wire
+from agent.confirm import exchange, group, tokens, wire
 from agent.confirm.wire import AnsweredEntries, Entry, Probe
 from agent.core.errors import ConfirmError, CryptoUnavailable, GatewatchError
-from agent.core.signals import HASH_BYTES
 
 log = logging.getLogger("gatewatch.confirm")
 
@@ -199,10 +199,7 @@ class Confirmer:
             if not w.event.wait(max(0.0, deadline - time.monotonic())):
                 self.timeouts += 1
                 return None
-            doc = wire.loads(w.payload, "answer")
-            if wire.reply_id(doc) != rid:
-                raise ConfirmError("answer for another request")
-            err = wire.answer_error(doc)
+            doc, err = exchange.read_answer(w.payload, rid)
             if err is not None:
                 self.refused += 1
                 log.warning("the hub refused a confirmation request: %s", err)
@@ -241,16 +238,15 @@ class Confirmer:
                 return 0
             batch = tokens.Issuance(source, count, epoch)
             rid = os.urandom(16).hex()
-            body = {"v": wire.PROTOCOL, "source": source, "reply": rid, "e": [wire.b64(b) for b in batch.blinded]}
+            body = exchange.token_request(batch, rid)
             deadline = time.monotonic() + (timeout if timeout is not None else max(self.timeout, 10.0))
             # the login's own partition: one hub instance counts this device's batches
-            partition = self.topics.pick_partition(hashlib.sha256(self.login.encode()).digest())
+            partition = exchange.token_partition(self.topics, self.login)
             doc = self._exchange(self.topics.tokens_req(self.login, partition), body, rid, deadline)
             if doc is None:
                 return 0
             try:
-                got = batch.finish(wire.elements(doc, len(batch.blinded), wire.MAX_TOKENS_PER_ISSUE),
-                                   wire.unb64(doc.get("proof"), oprf.PROOF_BYTES, "proof"), token_pk)
+                got = exchange.token_answer(batch, doc, token_pk)
             except ConfirmError as exc:
                 self.bad_answers += 1
                 log.error("token issuance refused: %s", exc)
@@ -366,7 +362,6 @@ class Confirmer:
         return tok
 
     def _round(self, lst, s: dict, probes: List[Probe], deadline: float):
-        inputs = [sealed.oprf_input(lst.source, lst.name, lst.signal, band, value) for band, value in probes]
         # a token the hub calls spent or expired (one spent just before a power cut comes back from
         # the wallet on disk) costs one more try with the next token, never the confirmation
         for _attempt in range(3):
@@ -376,15 +371,13 @@ class Confirmer:
                 log.warning("no confirmation token left for %s this epoch: the hit stays unconfirmed", lst.source)
                 return None
             self.requests += 1
-            blinded = [oprf.blind(x) for x in inputs]  # fresh blinds each try: two tries look like strangers
+            rnd = exchange.Round(lst, s, probes)  # fresh blinds each try: two tries look like strangers
             rid = self._take_reply()
-            body = {"v": wire.PROTOCOL, "key": s["key"], "reply": rid,
-                    "token": {"n": wire.b64(tok[0]), "y": wire.b64(tok[1])},
-                    "e": [wire.b64(b) for b in wire.pad_elements([b for _, b in blinded], group.random_element)]}
+            body = rnd.eval_request(tok, rid)
             refusals: list = []
             try:
-                doc = self._exchange(self.topics.confirm_eval(self.topics.pick_partition()), body, rid, deadline,
-                                     refusals)
+                doc = self._exchange(self.topics.confirm_eval(exchange.eval_partition(self.topics, tok)), body, rid,
+                                     deadline, refusals)
             finally:
                 self._drop_reply(rid)
             if doc is not None or not set(refusals) & {"token-spent", "token-expired"}:
@@ -392,49 +385,27 @@ class Confirmer:
         if doc is None:
             return None
         try:
-            evaluated = wire.elements(doc, wire.ELEMENTS)
-            ticket = wire.unb64(doc.get("ticket"), 16, "ticket")
-            ttl = doc.get("ttl")
-            if (not isinstance(ttl, list) or len(ttl) != 2
-                    or not all(type(t) in (int, float) and 0 <= t < 1e9 for t in ttl)):
-                raise ConfirmError("field 'ttl' malformed")
-            outputs = [oprf.finalize(x, r, e) for x, (r, _), e in zip(inputs, blinded, evaluated)]
+            ttl = rnd.eval_answer(doc)
         except ConfirmError as exc:
             self.bad_answers += 1
             log.warning("evaluation answer refused: %s", exc)
             return None
-        entries = self._fetch(lst, s, probes, outputs, ticket, deadline)
+        entries = self._fetch(rnd, deadline)
         if entries is None:
             return None
-        return entries, (float(ttl[0]), float(ttl[1]))
+        return entries, ttl
 
-    def _fetch(self, lst, s: dict, probes: List[Probe], outputs: List[bytes], ticket: bytes, deadline: float):
-        n = s["buckets"]
-        openings = [sealed.Opening(y) for y in outputs]
-        real = sorted(set(o.bucket(n) for o in openings))
-        indices = real + [random.randrange(n) for _ in range(wire.BUCKETS_PER_FETCH - len(real))]
-        random.shuffle(indices)
+    def _fetch(self, rnd: exchange.Round, deadline: float):
         rid = self._take_reply()
-        body = {"v": wire.PROTOCOL, "list": lst.ident, "version": lst.version, "ticket": wire.b64(ticket),
-                "reply": rid, "b": indices}
+        body = rnd.fetch_request(rid)
         try:
             doc = self._exchange(self.topics.confirm_fetch(self.topics.pick_partition()), body, rid, deadline)
         finally:
             self._drop_reply(rid)
         if doc is None:
             return None
-        root = bytes.fromhex(s["root"])
         try:
-            buckets = wire.parse_buckets(doc, n.bit_length() - 1)
-            for i in real:
-                if i not in buckets or not sealed.verify_bucket(i, buckets[i][0], buckets[i][1], root, n):
-                    raise ConfirmError("bucket %d does not match the commitment of %s v%d" % (i, lst.ident, lst.version))
-            out: Dict[Probe, List[Entry]] = {}
-            want = HASH_BYTES.get(lst.signal)
-            for p, y, o in zip(probes, outputs, openings):
-                found = sealed.open_bucket(y, buckets[o.bucket(n)][0])
-                out[p] = [Entry(ident, h) for h, ident in found if want is None or len(h) == want]
-            return out
+            return rnd.fetch_answer(doc)
         except ConfirmError as exc:
             self.bad_answers += 1
             log.warning("bucket answer refused: %s", exc)

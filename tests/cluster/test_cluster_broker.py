@@ -87,7 +87,7 @@ class _Instance:
     def __init__(self, urls, name, topics, seen, lease=1.5):
         self.client = MqttClient(urls, name, will=member_will(topics, "svc", name), reconnect=(1, 2))
         self.lease = PartitionLease(self.client, topics, "svc", name, list(range(topics.partitions)),
-                                    lambda p: [topics.confirm_req(p)], lambda m: seen.put((name, m.topic)),
+                                    lambda p: [topics.confirm_eval(p)], lambda m: seen.put((name, m.topic)),
                                     heartbeat=0.3, lease=lease, grace=0.5)
         self.lease.start()
         self.client.connect(15)
@@ -111,10 +111,10 @@ def test_leases_split_take_over_and_hand_back(deployment):
         assert a.lease.members() == b.lease.members() == ["a", "b"]
         with MqttClient(deployment.urls, "dev") as dev:
             _drain(seen, 0.2)
-            wait_all([dev.publish(t.confirm_req(p), b"r", qos=1) for p in range(8)], 10)
+            wait_all([dev.publish(t.confirm_eval(p), b"r", qos=1) for p in range(8)], 10)
             got = _drain(seen, 1.0)
             # each request reaches exactly the instance that holds its partition
-            assert sorted(topic for _n, topic in got) == sorted(t.confirm_req(p) for p in range(8))
+            assert sorted(topic for _n, topic in got) == sorted(t.confirm_eval(p) for p in range(8))
             assert {(n, int(topic.rsplit("/", 1)[1])) for n, topic in got} == \
                 {("a", p) for p in a.lease.owned()} | {("b", p) for p in b.lease.owned()}
         # junk on the lease topic (wrong schema, wrong name, huge) joins nobody
@@ -162,7 +162,7 @@ def test_shared_split_subscribes_every_partition_shared():
             return Ack()
 
     t = Topics(partitions=4)
-    s = split_topics(FakeClient(), t, "confirm", list(range(4)), lambda p: [t.confirm_req(p)], None,
+    s = split_topics(FakeClient(), t, "confirm", list(range(4)), lambda p: [t.confirm_eval(p)], None,
                      instance="i", group="hub").start()
-    assert subs == ["$share/hub/gatewatch/v1/confirm/req/%d" % p for p in range(4)] and s.wait(1)
+    assert subs == ["$share/hub/gatewatch/v1/confirm/eval/%d" % p for p in range(4)] and s.wait(1)
     assert s.owned() == [0, 1, 2, 3]

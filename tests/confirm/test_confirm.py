@@ -359,3 +359,20 @@ def test_a_token_already_spent_costs_one_more_try_not_the_confirmation(mosquitto
         assert c.verdict == "match" and p.confirmer.refused == 1
     finally:
         p.close()
+
+
+def test_with_leases_a_token_is_accepted_only_on_the_partition_its_nonce_names(world):
+    """Hub instances split partitions by leases and keep their own spent sets: a token must go to the
+    partition its nonce names, so that a device cannot spend it once at every instance."""
+    from agent.confirm import exchange
+
+    svc = ConfirmService(None, Topics(), world["hub"].out, instance="hub-a")
+    key = next(iter(svc.keys))
+    tok = issue_tokens(svc, "hl1", 1)[0]
+    own = exchange.eval_partition(Topics(), tok)
+    req = {"v": 2, "key": key, "reply": "0" * 32, "token": {"n": wire.b64(tok[0]), "y": wire.b64(tok[1])},
+           "e": [wire.b64(group.random_element()) for _ in range(wire.ELEMENTS)]}
+    for other in ({*range(Topics().partitions)} - {own}) | {None}:
+        assert json.loads(svc.answer_eval(json.dumps(req).encode(), other)[1])["error"] == "wrong-partition"
+    assert "error" not in json.loads(svc.answer_eval(json.dumps(req).encode(), own)[1])
+    assert json.loads(svc.answer_eval(json.dumps(req).encode(), own)[1])["error"] == "token-spent"

@@ -255,7 +255,7 @@ allow_loopback_upstream = true  # the test's origin is on loopback
     clean_pdq = hash_image(known[2], fast=False).pdq.hex()  # an image that never matched
     forbidden = [CLIENT_IP, USER_AGENT, COOKIE, "cookie-secret-4711", "session=secret",
                  "GET http://origin.test", clean_pdq, hashlib.sha256(known[2]).hexdigest()]
-    n = sum(capture.assert_clean(forbidden, part) for part in ("/confirm/req", "/reports/", "/status/"))
+    n = sum(capture.assert_clean(forbidden, part) for part in ("/confirm/", "/tokens/", "/reports/", "/status/"))
     assert n >= 6, capture.messages
 
 
