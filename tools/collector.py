@@ -424,6 +424,10 @@ def _collect(args):
         client.stop()
         store.close()
         return 1
+    # say "collecting" once the broker has the subscriptions (with leases: this instance's partitions,
+    # which takes a lease round); reports sent before that are resent by the devices, never lost
+    if not collector.subscribed.wait(timeout):
+        log.warning("the broker has not confirmed the report subscriptions yet; collecting anyway")
     print("collecting reports from %s into %s (%s)" % (
         client.url, args.db, "sources: " + ", ".join(sorted(sources)) if sources else "any source"), flush=True)
     if args.duration is not None:

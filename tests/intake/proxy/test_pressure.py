@@ -10,7 +10,6 @@ import pytest
 
 from agent.intake.proxy.server import ProxyLimits
 from tests.intake.icap.support import JPEG_HEAD
-from tests.waiting import wait_for
 from tests.intake.proxy.origins import ScriptedOrigin, raw_request, split_response
 
 
@@ -82,9 +81,11 @@ def test_slow_heads_under_pressure_are_cut_short(proxy, origin):
     lt = proxy(limits=ProxyLimits(max_connections=40, max_connections_per_client=0, pressure_head_timeout=0.5))
     socks = open_many(lt.port, ["127.0.0.%d" % i for i in range(2, 12)], 5, first=b"GET / HTTP/1.1\r\nX: ")
     try:
-        # every slot now holds a half-sent head (not idle, so nothing to evict); the ten over the limit are
-        # being refused, and for a moment one of them may still be counted
-        wait_for(lambda: lt.server.active_connections == 40 and lt.server.idle_connections == 0, 5)
+        # the slots hold half-sent heads (not idle, so nothing to evict), never more than the limit: the ten
+        # over it are refused. (How many are still open depends on how fast this machine opened them: the
+        # 0.5 s head time-out under pressure already cuts the first ones.)
+        time.sleep(0.2)
+        assert lt.server.active_connections <= 40 and lt.server.idle_connections == 0
         took = served_within(lt.port, origin, "127.0.0.99", 4)
         assert took is not None and took < 3, took
         time.sleep(0.3)
