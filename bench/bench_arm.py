@@ -117,7 +117,7 @@ def inner_neural(blobs) -> dict:
     from PIL import Image
     import io
 
-    x = neural.preprocess(Image.open(io.BytesIO(blobs[0])), hasher.size, hasher.trim_tolerance)
+    x = neural.preprocess(Image.open(io.BytesIO(blobs[0])), hasher.size, hasher.trim_tolerance, hasher.derotate)
     t = time.perf_counter()
     for _ in range(20):
         hasher._run(x)

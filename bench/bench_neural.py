@@ -1,5 +1,5 @@
 """Neural hash benchmark: recall under geometric and other edits against PDQ in the same run, false
-matches among unrelated images, LSH band settings, inference time, model size, RSS.
+matches among unrelated images, LSH band settings, inference time, derotation's cost, model size, RSS.
 
     python bench/bench_neural.py [--threshold T] [--generated 300] [--update-manifest] [--json]
 
@@ -11,7 +11,8 @@ device path (agent.hashing.neural.neural_hash_bytes; PDQ via agent.hashing.imagi
 decode, nearest of the 8 dihedral variants, threshold 31 as the lists use). Edits: crop10 / crop20 =
 10% / 20% of each side removed in total, centred (5% / 10% per edge); pad20 = a border of 10% of the
 side on every edge (20% in total), black; pad20noise the same with a noise border; rot8 = 8 degrees,
-canvas grown, black corners; rot8crop the same, canvas kept; half_q60 = half size, JPEG q60; jpeg50;
+canvas grown, black corners; rot8crop the same, canvas kept; rot8white white corners; rot-4 / rot12 =
+4 degrees clockwise / 12 degrees, canvas grown, black corners; half_q60 = half size, JPEG q60; jpeg50;
 gray (saturation 0); bright (brightness 1.3, contrast 0.8); flip (mirror: not a goal).
 Unrelated pairs: all pairs of held-out samples plus generated pictures never trained on (seeds
 800000...), originals and edited versions; the 1M-entry false-match estimate uses both the
@@ -73,6 +74,9 @@ EDITS = {
     "pad20noise": lambda im: _pad(im, 0.20, noise=True),
     "rot8": lambda im: im.rotate(8, resample=Image.BILINEAR, expand=True),
     "rot8crop": lambda im: im.rotate(8, resample=Image.BILINEAR, expand=False),
+    "rot8white": lambda im: im.rotate(8, resample=Image.BILINEAR, expand=True, fillcolor=(255, 255, 255)),
+    "rot-4": lambda im: im.rotate(-4, resample=Image.BILINEAR, expand=True),
+    "rot12": lambda im: im.rotate(12, resample=Image.BILINEAR, expand=True),
     "half_q60": lambda im: _jpeg(im.resize((im.size[0] // 2, im.size[1] // 2), Image.LANCZOS), 60),
     "jpeg50": lambda im: _jpeg(im, 50),
     "gray": lambda im: ImageEnhance.Color(im).enhance(0.0),
@@ -176,6 +180,22 @@ def rss_with_model(models_dir: str) -> dict:
     a, b, c, hwm = (float(x) for x in out[-4:])
     return {"imports_mib": round(a, 1), "model_loaded_mib": round(b, 1), "after_20_codes_mib": round(c, 1),
             "peak_mib": round(hwm, 1), "model_cost_mib": round(c - a, 1)}
+
+
+def derotation_cost(images):
+    """{"originals"|"rot8": (median ms of neural.preprocess with derotation, without)}, same images, same run."""
+    out = {}
+    for label, imgs in (("originals", [im.convert("RGB") for im in images]),
+                        ("rot8", [EDITS["rot8"](im.convert("RGB")) for im in images])):
+        ms = {True: [], False: []}
+        for im in imgs:
+            for _ in range(5):
+                for on in (True, False):
+                    t = time.perf_counter()
+                    neural.preprocess(im, derotate_turns=on)
+                    ms[on].append((time.perf_counter() - t) * 1e3)
+        out[label] = (float(np.median(ms[True])), float(np.median(ms[False])))
+    return out
 
 
 def main() -> None:
@@ -386,12 +406,15 @@ def main() -> None:
         hash_image(big, fast=True)
         pdq_ms.append((time.perf_counter() - t) * 1e3)
     scan_ms = scan_cost(big, [r[1] for r in rows], [r[2] for r in rows], threshold) if args.models_dir is None else {}
+    derot_ms = derotation_cost([img for _, img in held])
     rss = rss_with_model(models_dir)
     size = os.path.getsize(hasher.path)
     print("\ninference (one thread): invoke %.2f ms; 1024x768 JPEG bytes -> code %.2f ms median (PDQ hash_image "
           "fast, same bytes, same run: %.2f ms); held-out samples bytes -> code median %.2f ms" % (
               invoke_ms, np.median(full_ms), np.median(pdq_ms), np.median(times) * 1e3))
     print("model %d bytes (%.0f KiB); RSS %s" % (size, size / 1024, rss))
+    print("derotation: neural.preprocess with / without it, held-out samples, median of 5 each (ms): %s" % (
+        "; ".join("%s %.2f / %.2f (%.2fx)" % (k, a, b, a / b) for k, (a, b) in derot_ms.items())))
     if scan_ms:
         print("Scanner.scan_bytes, same 1024x768 JPEG, median of 30 (ms): %s; with a neural list / PDQ list alone: "
               "%.2fx" % (", ".join("%s %.2f" % kv for kv in scan_ms.items()), scan_ms["pdq+neural"] / scan_ms["pdq"]))
@@ -405,6 +428,7 @@ def main() -> None:
         "false_match_rate_tail_fit": p_tail(threshold), "false_matches_per_image_1M_tail_fit": p_tail(threshold) * 1e6,
         "lsh": lsh_rows, "invoke_ms": round(invoke_ms, 2), "bytes_to_code_ms_1024x768": round(float(np.median(full_ms)), 2),
         "pdq_ms_1024x768": round(float(np.median(pdq_ms)), 2), "model_bytes": size, "rss": rss, "scan_ms": scan_ms,
+        "derotation_ms": derot_ms,
     }
     goals = []
     for kind, goal in GOALS.items():

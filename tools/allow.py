@@ -27,12 +27,15 @@ from agent.core import allowlist, listfile
 from agent.core.allowlist import AllowEntry
 from agent.core.errors import ConfigError, ListFormatError
 from agent.core.signals import HEX_LENGTHS
+from agent.lists.assemble import DEFAULT_NEURAL_MODEL
 from agent.lists.store import list_file_name
 from agent.lists.trust import check_name, key_id
 from tools.build import (DEFAULT_EXPIRES_DAYS, _makedirs, _undo_on_error, _write, check_build_options,
                          check_key_source, check_out_dir, load_private_key, next_version)
 
-DEFAULT_MODEL = "neural-v1"  # agent.hashing.neural.DEFAULT_MODEL: the network neural entries come from
+# the network neural entries come from: the one `lists build --signal neural` names (a device compares
+# an allow list's model with the one its neural codes come from, so a stale name disables its entries)
+DEFAULT_MODEL = DEFAULT_NEURAL_MODEL
 _HEX_RE = re.compile(r"[0-9a-f]+")
 _DIGITS_RE = re.compile(r"[0-9]{1,3}")
 MAX_INPUT_BYTES = 16 * 1024 * 1024

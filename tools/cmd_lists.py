@@ -26,7 +26,7 @@ file (SOURCE+LIST.vN.gwl) and the hub's private entries (hub/, mode 0600).
 
 --input takes a folder of images (hashed with --signal), or a text file: one hex digest a line,
 'pdq <hex>' or 'pdq,<hex>' lines, ThreatExchange .te rows ('<hex>,<count>,...'), or CSV with a type
-column (id,type,hash). --signal neural hashes images with the neural network (models/neural-v2; needs
+column (id,type,hash). --signal neural hashes images with the neural network (models/neural-v3; needs
 a TFLite runtime, the tflite extra) or reads 'neural,<hex>' lines and bare 32-hex codes; its LSH section
 (4 bands, multi-probe, the model's threshold) is signed into the manifest. --signal url and --signal domain take a
 text file of URLs or domain names, one a line ('#' comments): each is canonicalised the Safe Browsing

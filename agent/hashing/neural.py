@@ -16,8 +16,10 @@ significant bit of the last byte). ``margins[i]`` is |output i|: small means bit
 multi-probe LSH, like PDQ's margins).
 
 Preprocessing (``preprocess``): RGB (alpha flattened onto white) -> luma ("L", ITU-R 601) -> downscale
-so the longer side is at most 256 -> trim near-uniform borders (padding, letterboxing; lines whose
-95th-percentile deviation from the border colour is within ``trim_tolerance`` grey levels) -> resize to
+so the longer side is at most 256 -> turn back a picture turned with its canvas grown (``derotate``:
+four uniform corner triangles whose long sides are straight edges at one angle of 1-20 degrees; only
+when the manifest's ``input.derotate`` is true) -> trim near-uniform borders (padding, letterboxing;
+lines whose 95th-percentile deviation from the border colour is within ``trim_tolerance`` grey levels) -> resize to
 the model's input (64x64, bilinear, antialiased) -> per-image standardisation (zero mean, unit
 variance, clipped to +-3). Input tensor: float32 NHWC [1, 64, 64, 1].
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import threading
 from typing import Dict, List, Optional, Tuple
@@ -57,7 +60,7 @@ __all__ = [
 ]
 
 MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "models")
-DEFAULT_MODEL = "neural-v2"
+DEFAULT_MODEL = "neural-v3"
 
 WORK_SIDE = 256  # longer side of the working image the border trim runs on
 # grey levels: a border line is one whose 95th-percentile deviation stays within this. Padding is
@@ -66,6 +69,18 @@ WORK_SIDE = 256  # longer side of the working image the border trim runs on
 TRIM_TOLERANCE = 4
 TRIM_MAX_FRACTION = 0.45  # never trim more than this of a dimension (on each axis, both sides together)
 NORM_CLIP = 3.0
+# Derotation (``rotation_of``): a picture turned with its canvas grown shows four uniform corner
+# triangles whose long sides are the picture's edges. Fill pixels are within FILL_TOLERANCE grey levels
+# of the corners' colour (JPEG rings near the picture's edge); an edge is a straight line when at least
+# EDGE_INLIERS of its fill runs lie within EDGE_RESIDUAL px of it; the four edges agree within
+# ANGLE_AGREEMENT degrees; turns of DEROTATE_MIN..DEROTATE_MAX degrees are undone. Measured on the
+# held-out photos with the same weights (bench/bench_neural.py, docs/neural.md "Derotation"): 8-degree
+# turns found on the device 7/17 without, 16/17 with.
+FILL_TOLERANCE = 12
+EDGE_RESIDUAL = 1.5
+EDGE_INLIERS = 0.5
+ANGLE_AGREEMENT = 1.5
+DEROTATE_MIN, DEROTATE_MAX = 1.0, 20.0
 # Device-side extra queries (docs/neural.md, "Extra queries"): a copy of the query zoomed out by 12%
 # (reflected borders: the inverse of a crop) and turned by 6 degrees either way (the inverse of a
 # small rotation). Their codes only look up band keys, so a crop or rotation that moved the code's
@@ -165,13 +180,106 @@ def trim_box(a: np.ndarray, tolerance: float = TRIM_TOLERANCE) -> Tuple[int, int
     return top, bottom, left, right
 
 
-def _working(img: Image.Image, trim_tolerance: float) -> Image.Image:
-    """Luma, longer side <= WORK_SIDE, near-uniform borders trimmed: what the network's input is cut from."""
+def _fill_runs(a: np.ndarray, colour: float) -> np.ndarray:
+    """For each column of ``a``: how many leading rows are fill (within FILL_TOLERANCE of ``colour``)."""
+    notfill = np.abs(a.astype(np.int16) - int(round(colour))) > FILL_TOLERANCE
+    return np.where(notfill.any(axis=0), np.argmax(notfill, axis=0), a.shape[0]).astype(np.float64)
+
+
+def _line(xs: np.ndarray, ys: np.ndarray):
+    """(slope, intercept, inlier fraction) of the line most runs ``ys`` lie on, or None.
+
+    Dark picture content beside a dark fill lengthens runs, so plain least squares is pulled off the
+    edge: take the line through two of 16 sample points that most points lie within EDGE_RESIDUAL of
+    (deterministic), then refit it by least squares on those points."""
+    idx = np.linspace(0, len(xs) - 1, 16).astype(int)
+    i, j = np.triu_indices(len(idx), 1)
+    x1, y1 = xs[idx[i]], ys[idx[i]]
+    m = (ys[idx[j]] - y1) / (xs[idx[j]] - x1)
+    counts = (np.abs(ys[None, :] - (y1[:, None] + m[:, None] * (xs[None, :] - x1[:, None]))) <= EDGE_RESIDUAL).sum(1)
+    k = int(np.argmax(counts))  # the first of the best: deterministic
+    keep = np.abs(ys - (m[k] * xs + (y1[k] - m[k] * x1[k]))) <= EDGE_RESIDUAL
+    if keep.sum() < 8:
+        return None
+    m, b = np.polyfit(xs[keep], ys[keep], 1)
+    keep = np.abs(ys - (m * xs + b)) <= EDGE_RESIDUAL
+    return float(m), float(b), float(keep.mean())
+
+
+def _edge_from_top(a: np.ndarray, colour: float):
+    """(tilt in degrees, inlier fraction) of the picture edge seen from the top border of ``a``, or None.
+
+    Seen from a border, a turned picture's fill runs form a V: its tip is the picture's corner touching
+    the border, its long side the picture's edge at a small angle to the border."""
+    w = a.shape[1]
+    runs = _fill_runs(a, colour)
+    tip = int(np.argmin(runs))
+    lo, hi = (0, tip) if tip >= w / 2 else (tip, w)
+    n = hi - lo
+    if n < 24:
+        return None
+    xs = np.arange(lo + n // 8, hi - n // 8, dtype=np.float64)
+    fit = _line(xs, runs[xs.astype(int)])
+    if fit is None or fit[0] == 0:
+        return None
+    m, b, inliers = fit
+    if abs(-b / m - tip) > 0.05 * w + 3:  # the edge must run into the corner touching the border
+        return None
+    return math.degrees(math.atan(m)), inliers
+
+
+def rotation_of(a: np.ndarray) -> Optional[float]:
+    """The angle (degrees, counter-clockwise as PIL's ``rotate``) by which uint8 luma ``a`` looks turned
+    with its canvas grown (four uniform corners, four straight edges at one angle), or None."""
+    h, w = a.shape
+    if h < 32 or w < 32:
+        return None
+    corners = [float(np.median(c)) for c in (a[:2, :2], a[:2, -2:], a[-2:, :2], a[-2:, -2:])]
+    if max(corners) - min(corners) > FILL_TOLERANCE:
+        return None
+    colour = float(np.median(corners))
+    edges = []
+    for k in range(4):  # each border in turn seen as the top one
+        e = _edge_from_top(np.rot90(a, k), colour)
+        if e is None or e[1] < EDGE_INLIERS:
+            return None
+        edges.append(e)
+    weights = np.array([e[1] for e in edges])
+    tilts = np.array([e[0] for e in edges])
+    tilt = float((tilts * weights).sum() / weights.sum())
+    if np.abs(tilts - tilt).max() > ANGLE_AGREEMENT or not DEROTATE_MIN <= abs(tilt) <= DEROTATE_MAX:
+        return None
+    return -tilt  # a counter-clockwise turn makes the runs from the top fall from left to right
+
+
+def derotate(img: Image.Image) -> Image.Image:
+    """``img`` (luma) turned back and cut to the picture when ``rotation_of`` finds it turned; else ``img``."""
+    angle = rotation_of(np.asarray(img, dtype=np.uint8))
+    if angle is None:
+        return img
+    w, h = img.size
+    t = math.radians(abs(angle))
+    c, s = math.cos(t), math.sin(t)
+    # the grown canvas: w = W cos + H sin, h = W sin + H cos; solved for the picture's W, H
+    pw, ph = (w * c - h * s) / (c * c - s * s), (h * c - w * s) / (c * c - s * s)
+    if not (16 <= pw <= w and 16 <= ph <= h):  # no picture of that size fits: not a grown canvas after all
+        return img
+    inset = 2  # the edges' interpolated blend with the fill
+    box = (int(math.ceil((w - pw) / 2 + inset)), int(math.ceil((h - ph) / 2 + inset)),
+           int((w + pw) / 2 - inset), int((h + ph) / 2 - inset))
+    return img.rotate(-angle, resample=_BILINEAR, expand=False).crop(box)
+
+
+def _working(img: Image.Image, trim_tolerance: float, derotate_turns: bool = True) -> Image.Image:
+    """Luma, longer side <= WORK_SIDE, turned back if it looks turned (``derotate``), near-uniform borders
+    trimmed: what the network's input is cut from."""
     img = _to_luma(img)
     w, h = img.size
     if max(w, h) > WORK_SIDE:
         s = WORK_SIDE / float(max(w, h))
         img = img.resize((max(1, int(round(w * s))), max(1, int(round(h * s)))), _BILINEAR)
+    if derotate_turns:
+        img = derotate(img)
     a = np.asarray(img, dtype=np.uint8)
     top, bottom, left, right = trim_box(a, trim_tolerance)
     if top or bottom or left or right:
@@ -180,14 +288,15 @@ def _working(img: Image.Image, trim_tolerance: float) -> Image.Image:
     return img
 
 
-def preprocess(img: Image.Image, size: int = 64, trim_tolerance: float = TRIM_TOLERANCE) -> np.ndarray:
+def preprocess(img: Image.Image, size: int = 64, trim_tolerance: float = TRIM_TOLERANCE,
+               derotate_turns: bool = True) -> np.ndarray:
     """The network input for ``img``: float32 [1, size, size, 1], as in training (see module doc)."""
-    return _standardise(_working(img, trim_tolerance), size)
+    return _standardise(_working(img, trim_tolerance, derotate_turns), size)
 
 
-def query_variants(img: Image.Image, trim_tolerance: float = TRIM_TOLERANCE):
+def query_variants(img: Image.Image, trim_tolerance: float = TRIM_TOLERANCE, derotate_turns: bool = True):
     """The extra query pictures of ``img`` (``QUERY_VARIANTS``), as working images (see ``_working``)."""
-    base = _working(img, trim_tolerance)
+    base = _working(img, trim_tolerance, derotate_turns)
     out = []
     for kind, amount in QUERY_VARIANTS:
         if kind == "zoom-out":  # what the picture may have looked like before a crop: reflected borders
@@ -197,7 +306,9 @@ def query_variants(img: Image.Image, trim_tolerance: float = TRIM_TOLERANCE):
                 continue
             out.append(Image.fromarray(np.pad(a, ((py, py), (px, px)), mode="reflect"), "L"))
         else:  # rotate back by a small angle, canvas grown as a rotation usually leaves it
-            out.append(_working(base.rotate(amount, resample=_BILINEAR, expand=True, fillcolor=0), trim_tolerance))
+            # not derotated: that would undo the very turn this query is made of
+            turned = base.rotate(amount, resample=_BILINEAR, expand=True, fillcolor=0)
+            out.append(_working(turned, trim_tolerance, derotate_turns=False))
     return out
 
 
@@ -238,6 +349,8 @@ class NeuralHasher:
         self.bits = int(self.manifest["output_bits"])
         self.size = int(self.manifest["input"].get("height", 64))
         self.trim_tolerance = float(self.manifest["input"].get("trim_tolerance", TRIM_TOLERANCE))
+        # a manifest without the field (neural-v2) was measured without derotation: feed it what it was measured on
+        self.derotate = self.manifest["input"].get("derotate", False) is True
         self._interp = interpreter_cls(model_path=self.path, num_threads=max(1, int(threads)))
         self._interp.allocate_tensors()
         inp = self._interp.get_input_details()[0]
@@ -266,7 +379,7 @@ class NeuralHasher:
 
     def outputs(self, img: Image.Image) -> np.ndarray:
         """The raw tanh outputs (float32[bits]) for ``img``."""
-        return self._run(preprocess(img, self.size, self.trim_tolerance))
+        return self._run(preprocess(img, self.size, self.trim_tolerance, self.derotate))
 
     def code_and_margins(self, img: Image.Image) -> Tuple[bytes, np.ndarray]:
         """(code bytes, |output| per bit) of ``img``."""
@@ -276,7 +389,7 @@ class NeuralHasher:
     def variant_codes(self, img: Image.Image) -> List[Tuple[bytes, np.ndarray]]:
         """(code, margins) of each extra query picture of ``img`` (``query_variants``), for band lookups only."""
         out = []
-        for v in query_variants(img, self.trim_tolerance):
+        for v in query_variants(img, self.trim_tolerance, self.derotate):
             y = self._run(_standardise(v, self.size))
             out.append((np.packbits((y > 0)[::-1]).tobytes(), np.abs(y)))
         return out

@@ -23,7 +23,7 @@ from agent.matching import bloom_batch
 from agent.matching import lsh_batch
 
 DEFAULT_FP_RATE = 1e-6
-DEFAULT_NEURAL_MODEL = "neural-v2"  # agent.hashing.neural.DEFAULT_MODEL (not imported: numpy/PIL at import; a test checks they agree)
+DEFAULT_NEURAL_MODEL = "neural-v3"  # agent.hashing.neural.DEFAULT_MODEL (not imported: numpy/PIL at import; a test checks they agree)
 # LSH defaults, chosen by bench/bench_lsh.py (docs/benchmarks.md, "Perceptual lists").
 # min_quality 20: PDQ of flat or tiny images (quality near 0) is degenerate; textured pictures of low
 # contrast still hash usefully at 30-50, and the reference matches them, so the gate stays low.
@@ -35,7 +35,7 @@ DEFAULT_LSH = {"bands": 7, "flip_bits": 6, "depth": 2, "threshold": 31, "min_qua
 # Neural (docs/neural.md, "LSH"): 4 bands of 32 bits, multi-probe up to 2 of the 8 weakest bits per
 # band (148 probes per query; the code and its 3 extra queries make 592 per image, 0.14 false candidates
 # per image against 1M random entries); 32-bit bands, because 16-bit ones collide at that list size.
-# The threshold is the model manifest's (22 for neural-v2); min_quality gates on the PDQ quality of the
+# The threshold is the model manifest's (22 for neural-v3); min_quality gates on the PDQ quality of the
 # same decode (flat and tiny images all map to a few codes); key_bits as for PDQ.
 DEFAULT_NEURAL_LSH = {"bands": 4, "flip_bits": 8, "depth": 2, "min_quality": 20, "key_bits": 16}
 

@@ -14,7 +14,7 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from agent.core.errors import ConfigError
 from agent.hashing import neural, samples
@@ -160,6 +160,95 @@ def test_preprocess_trims_solid_padding_and_standardises():
     assert float(abs(a - b).mean()) < 0.05  # the black border is gone
 
 
+def _turned(img, angle, fill=(0, 0, 0)):
+    return img.rotate(angle, resample=Image.BILINEAR, expand=True, fillcolor=fill)
+
+
+def _luma256(img):
+    """What derotation sees: luma, longer side 256 (agent.hashing.neural._working before the trim)."""
+    img = img.convert("L")
+    s = 256 / max(img.size)
+    return img.resize((round(img.size[0] * s), round(img.size[1] * s)), Image.BILINEAR)
+
+
+def test_a_picture_turned_with_its_canvas_grown_is_turned_back():
+    img = samples.generate_image(31, (400, 300))
+    for angle, fill in ((8, (0, 0, 0)), (-5, (255, 255, 255)), (-12, (200, 50, 50)), (19, (0, 0, 0))):
+        turned = Image.open(io.BytesIO(samples.encode(_turned(img, angle, fill), "JPEG", 90)))
+        found = neural.rotation_of(np.asarray(_luma256(turned)))
+        assert found is not None and abs(found - angle) < 0.5, (angle, fill, found)
+        back = neural.derotate(_luma256(turned))
+        # the corners are gone: the picture's own aspect ratio, and its pixels, come back
+        assert abs(back.size[0] / back.size[1] - 4 / 3) < 0.05, (angle, back.size)
+        ref = np.asarray(_luma256(img).resize(back.size), dtype=np.float32)
+        assert np.abs(np.asarray(back, dtype=np.float32) - ref).mean() < 12, angle
+    # what the network sees: the turned picture's input is close to the picture's own
+    a, b = neural.preprocess(img), neural.preprocess(_turned(img, 8))
+    kept = neural.preprocess(_turned(img, 8), derotate_turns=False)
+    assert float(np.abs(a - b).mean()) < 0.25 < float(np.abs(a - kept).mean())
+
+
+def test_pictures_that_are_not_turned_are_left_alone():
+    img = samples.generate_image(32, (400, 300))
+    padded = Image.new("RGB", (480, 360), (0, 0, 0))
+    padded.paste(img, (40, 30))
+    diamond = Image.new("RGB", (300, 300), (255, 255, 255))  # a shape on a plain ground, not a turn
+    ImageDraw.Draw(diamond).polygon([(150, 40), (260, 150), (150, 260), (40, 150)], fill=(20, 20, 20))
+    for pic in (img, padded, Image.new("RGB", (300, 200), (0, 0, 0)), diamond, _turned(img, 0.5), _turned(img, 30)):
+        assert neural.rotation_of(np.asarray(_luma256(pic))) is None
+    # turned with the canvas kept (no corner touches the border): not derotated either
+    assert neural.rotation_of(np.asarray(_luma256(img.rotate(8, expand=False)))) is None
+
+
+def test_derotation_copes_with_garbage():
+    """Derotation runs on every image the neural signal hashes: flat, tiny, 1xN, noise, uniform corners
+    around noise, steps and huge turns never raise, and an angle, when found, is within the bounds."""
+    rng = np.random.default_rng(5)
+    shapes = [(256, 256), (32, 256), (256, 32), (31, 31), (1, 256), (256, 1), (40, 40), (1, 1)]
+    arrays = []
+    for shape in shapes:
+        arrays += [np.zeros(shape, np.uint8), np.full(shape, 255, np.uint8), rng.integers(0, 256, shape, dtype=np.uint8)]
+    framed = rng.integers(0, 256, (200, 256), dtype=np.uint8)
+    framed[:20, :20] = framed[:20, -20:] = framed[-20:, :20] = framed[-20:, -20:] = 0  # corners agree, no edges
+    stairs = np.repeat(np.arange(0, 256, 8, dtype=np.uint8)[None, :].repeat(8, 1), 64, 0)  # straight steps
+    arrays += [framed, stairs, stairs.T.copy()]
+    for a in arrays:
+        r = neural.rotation_of(a)
+        assert r is None or neural.DEROTATE_MIN <= abs(r) <= neural.DEROTATE_MAX, (a.shape, r)
+        out = neural.derotate(Image.fromarray(a, "L"))
+        assert out.mode == "L" and 1 <= out.size[0] <= a.shape[1] and 1 <= out.size[1] <= a.shape[0]
+    img = samples.generate_image(33, (300, 200))
+    for angle in (45, 89, 90, 135, 180, -60):  # far beyond DEROTATE_MAX: left to the network as they are
+        assert neural.rotation_of(np.asarray(_luma256(_turned(img, angle)))) is None, angle
+    for pic in (Image.new("RGB", (5000, 3)), Image.new("RGBA", (3, 4000)), Image.new("P", (1, 1)),
+                Image.fromarray(rng.integers(0, 256, (300, 300, 3), dtype=np.uint8), "RGB")):
+        x = neural.preprocess(pic)
+        assert x.shape == (1, 64, 64, 1) and np.isfinite(x).all()
+
+
+def test_training_script_writes_the_committed_manifest_and_network(manifest):
+    """models/train_neural.py re-creates the committed file: v3 is v2's network with derotation added on
+    the device, so the script names v3, asks for derotation at inference, and keeps v2's network (its
+    Keras name is in the .tflite) trained on views that are not derotated."""
+    from models import train_neural
+
+    assert (train_neural.NAME, train_neural.VERSION) == (manifest["name"], manifest["version"])
+    assert manifest["input"]["derotate"] is train_neural.DEROTATE is True
+    assert manifest["input"]["trim_tolerance"] == train_neural.TRIM_TOLERANCE == neural.TRIM_TOLERANCE
+    assert manifest["training"]["views_derotated"] is train_neural.TRAIN_DEROTATE is False
+    with open(MODEL, "rb") as fh:
+        assert train_neural.NETWORK.encode() in fh.read()
+
+
+@needs_runtime
+def test_hasher_derotates_as_its_manifest_says(manifest, tmp_path):
+    assert neural.NeuralHasher().derotate is True
+    older = dict(manifest, input={k: v for k, v in manifest["input"].items() if k != "derotate"})
+    (tmp_path / os.path.basename(MANIFEST)).write_text(json.dumps(older))
+    shutil.copy(MODEL, tmp_path / os.path.basename(MODEL))
+    assert neural.NeuralHasher(models_dir=str(tmp_path)).derotate is False  # a model measured without it
+
+
 @needs_runtime
 def test_identical_input_gives_identical_codes(hasher, manifest):
     img = samples.generate_image(21, (400, 300))
@@ -203,6 +292,20 @@ def test_ten_percent_crop_stays_within_threshold_and_unrelated_photos_do_not(has
             if a < b:
                 d = neural.hamming(codes[a], codes[b])
                 assert d > threshold, "%s vs %s: unrelated photos at distance %d <= %d" % (a, b, d, threshold)
+
+
+@needs_runtime
+def test_eight_degree_turns_of_held_out_photos_stay_within_threshold(hasher, manifest, photos):
+    """The goal (80%) on the 17 held-out photos: a turn of 8 degrees, canvas grown, black corners."""
+    graphics = {"colorwheel", "logo", "shepp_logan_phantom", "horse", "text", "page"}
+    held = [n for n in photos if n not in graphics]
+    near = []
+    for name in held:
+        entry = neural.neural_hash_bytes(samples.encode(photos[name], "JPEG", 90))
+        query = neural.neural_hash_bytes(samples.encode(_turned(photos[name], 8), "JPEG", 90))
+        near.append(neural.hamming(entry, query) <= manifest["threshold"])
+    print("8-degree turns within %d bits: %d of %d" % (manifest["threshold"], sum(near), len(held)))
+    assert sum(near) >= 0.8 * len(held)
 
 
 def test_hamming():

@@ -14,6 +14,8 @@ import pytest
 
 from agent.core.allowlist import MAX_RADIUS
 from agent.core.errors import ConfigError, TrustError
+from agent.hashing import neural
+from agent.lists.assemble import DEFAULT_NEURAL_MODEL
 from agent.lists.store import ListStore, load_folder
 from agent.lists.trust import TrustStore
 from agent.lists.verify import verify_bytes
@@ -52,7 +54,7 @@ def test_built_signed_and_loaded_by_the_folder_rule(tmp_path, hub):
     assert kinds == [("entry", 0), ("entry", 0), ("neural", 4), ("pdq", 5), ("sha256", 0)]
     assert {(e.list, e.entry) for e in lst.allow if e.kind == "entry"} == {("hl1/known", "img 7.jpg"),
                                                                           ("hl2/pdq", "a,b")}
-    assert lst.model == "neural-v1"
+    assert lst.model == DEFAULT_NEURAL_MODEL == neural.DEFAULT_MODEL  # what the device's codes come from
     # versions roll forward like `lists build`, and a device holding v2 refuses v1 (rollback)
     v2 = build_allow_list(good_input(tmp_path), out, "hl1", hub.key_path)
     assert os.path.basename(v2) == "hl1+allow.v2.gwl"
