@@ -43,20 +43,28 @@ class UpstreamThread:
             ready.set()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.task = asyncio.run_coroutine_threadsafe(serve(self.zone, "127.0.0.1", 0, up), self.loop)
+
+        async def start():
+            return asyncio.ensure_future(serve(self.zone, "127.0.0.1", 0, up))
+        self.task = asyncio.run_coroutine_threadsafe(start(), self.loop).result(20)
         if not ready.wait(20):
-            raise RuntimeError("test resolver did not start: %r" % (self.task.exception(0.1)
+            raise RuntimeError("test resolver did not start: %r" % (self.task.exception()
                                                                     if self.task.done() else "still starting"))
 
     def stop(self):
-        self.task.cancel()
+        async def finish():
+            # every task of this loop (the server and its TCP handlers) ends here, on the loop, so none
+            # is left pending for the garbage collector to log about during a later test
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         try:
-            self.task.result(5)  # wait until the server task has really ended on its loop
-        except BaseException:
-            pass
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
+            asyncio.run_coroutine_threadsafe(finish(), self.loop).result(10)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
 
 
 @pytest.fixture
