@@ -58,15 +58,13 @@ def found(bloom, queries, bands, flip_bits, depth):
     return np.array(hits), np.array(probes)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--entries", type=int, default=1_000_000)
-    ap.add_argument("--images", type=int, default=40)
-    ap.add_argument("--budget-mb", type=float, default=16.0, help="filter size budget for --entries")
-    args = ap.parse_args()
-    rng = np.random.default_rng(1)
-    t0 = time.time()
-    known = [samples.generate_image(s) for s in range(2000, 2000 + args.images)]
+def prepare(images, rng, unrelated_images=20):
+    """The queries every LSH bench measures: (known hashes, real, synthetic, unrelated).
+
+    real and synthetic are lists of (true distance, variants); unrelated is a list of variants; a
+    variant is (hash, margins) as the device computes it.
+    """
+    known = [samples.generate_image(s) for s in range(2000, 2000 + images)]
     known += [img for _, img in samples.sample_images()]
     known_bytes = [samples.encode(img, "JPEG", quality=90) for img in known]
     known_hashes = [hash_image(b, fast=False) for b in known_bytes]
@@ -89,14 +87,31 @@ def main() -> None:
                 x ^= 1 << int(i)
             synthetic.append((d, [(x.to_bytes(32, "big"), None)]))
     unrelated = []
-    for s in range(9000, 9000 + 20):
+    for s in range(9000, 9000 + unrelated_images):
         hq = hash_image(samples.encode(samples.generate_image(s), "JPEG"), fast=True, dihedral=True)
         unrelated.append([(v.hash, v.margins) for v in hq.dihedral])
+    return known_hashes, real, synthetic, unrelated
+
+
+def list_entries(known_hashes, n, rng):
+    """(n + known, 32) uint8: n random 256-bit hashes standing in for a large list, plus the known ones."""
+    filler = rng.integers(0, 256, size=(n, 32), dtype=np.uint8)
+    return np.concatenate([filler, np.frombuffer(b"".join(h.pdq for h in known_hashes), np.uint8)
+                           .reshape(-1, 32)])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--entries", type=int, default=1_000_000)
+    ap.add_argument("--images", type=int, default=40)
+    ap.add_argument("--budget-mb", type=float, default=16.0, help="filter size budget for --entries")
+    args = ap.parse_args()
+    rng = np.random.default_rng(1)
+    t0 = time.time()
+    known_hashes, real, synthetic, unrelated = prepare(args.images, rng)
     print("prepared %d real and %d synthetic queries in %.1fs" % (len(real), len(synthetic), time.time() - t0))
 
-    filler = rng.integers(0, 256, size=(args.entries, 32), dtype=np.uint8)
-    entries = np.concatenate([filler, np.frombuffer(b"".join(h.pdq for h in known_hashes), np.uint8)
-                              .reshape(-1, 32)])
+    entries = list_entries(known_hashes, args.entries, rng)
     bits_per_entry = args.budget_mb * 8e6 / args.entries
     settings = [(8, 0, 0), (8, 4, 1), (8, 6, 2), (6, 6, 2), (6, 8, 2), (7, 6, 2), (10, 4, 1)]
     print("filter budget %.1f MB for %d entries = %.1f bits/entry" % (args.budget_mb, args.entries,
