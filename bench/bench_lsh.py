@@ -34,6 +34,7 @@ from agent.core.lsh import hamming  # noqa: E402
 from agent.hashing.imaging import hash_image  # noqa: E402
 
 BUCKETS = [(0, 4), (5, 8), (9, 12), (13, 16), (17, 24), (25, 31)]
+KINDS = ("jpeg50", "half", "png", "flip", "crop5")  # the real transforms, in prepare()'s order
 
 
 def build(hashes, bands, bits_per_entry):
@@ -62,7 +63,7 @@ def prepare(images, rng, unrelated_images=20):
     """The queries every LSH bench measures: (known hashes, real, synthetic, unrelated).
 
     real and synthetic are lists of (true distance, variants); unrelated is a list of variants; a
-    variant is (hash, margins) as the device computes it.
+    variant is (hash, margins) as the device computes it. real[i] is transform KINDS[i % len(KINDS)].
     """
     known = [samples.generate_image(s) for s in range(2000, 2000 + images)]
     known += [img for _, img in samples.sample_images()]
@@ -71,7 +72,7 @@ def prepare(images, rng, unrelated_images=20):
     real = []  # (distance, variants)
     for img_bytes, h0 in zip(known_bytes, known_hashes):
         original = Image.open(io.BytesIO(img_bytes))
-        for kind in ("jpeg50", "half", "png", "flip", "crop5"):
+        for kind in KINDS:
             t = original if kind == "png" else samples.transform(original, kind)
             data = samples.encode(t, "PNG" if kind == "png" else "JPEG", quality=90)
             hq = hash_image(data, fast=True, dihedral=True)

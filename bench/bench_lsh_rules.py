@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench.bench_lsh import BUCKETS, build, list_entries, prepare  # noqa: E402
+from bench.bench_lsh import BUCKETS, KINDS, build, list_entries, prepare  # noqa: E402
 from agent.core.bloom import Bloom  # noqa: E402
 from agent.matching import bloom_batch, lsh_batch as lsh_np  # noqa: E402
 
@@ -189,6 +189,11 @@ def main() -> None:
                 if (bands, flip_bits, depth, name, rule) == DEFAULT + ("bloom", 1):
                     row.append("(baseline)")
                 print(" | ".join(row), flush=True)
+                if rule == 2:
+                    lost = [(KINDS[i % len(KINDS)], d) for i, (d, _) in enumerate(real)
+                            if d <= BUCKETS[-1][1] and candidates(real_hits[i], 1) and not found[i]]
+                    print("  t=2 loses what t=1 finds (d <= %d): %s" % (
+                        BUCKETS[-1][1], ", ".join("%s d=%d" % x for x in sorted(lost)) or "nothing"))
             print("  (%s: %d random queries counted in %.0fs%s)" % (
                 name, args.random, count_s, "; fuse built in %.1fs" % build_s if name == "fuse16" else ""),
                 flush=True)
