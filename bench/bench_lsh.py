@@ -101,19 +101,28 @@ def list_entries(known_hashes, n, rng):
                            .reshape(-1, 32)])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(doc):
+    """The options every LSH bench takes (list size, known images, filter budget)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--entries", type=int, default=1_000_000)
     ap.add_argument("--images", type=int, default=40)
     ap.add_argument("--budget-mb", type=float, default=16.0, help="filter size budget for --entries")
-    args = ap.parse_args()
+    return ap
+
+
+def setup(args):
+    """rng, queries (prepare) and list entries (list_entries) for parsed ``arguments``, and bits per entry."""
     rng = np.random.default_rng(1)
     t0 = time.time()
     known_hashes, real, synthetic, unrelated = prepare(args.images, rng)
     print("prepared %d real and %d synthetic queries in %.1fs" % (len(real), len(synthetic), time.time() - t0))
-
     entries = list_entries(known_hashes, args.entries, rng)
-    bits_per_entry = args.budget_mb * 8e6 / args.entries
+    return rng, real, synthetic, unrelated, entries, args.budget_mb * 8e6 / args.entries
+
+
+def main() -> None:
+    args = arguments(__doc__).parse_args()
+    rng, real, synthetic, unrelated, entries, bits_per_entry = setup(args)
     settings = [(8, 0, 0), (8, 4, 1), (8, 6, 2), (6, 6, 2), (6, 8, 2), (7, 6, 2), (10, 4, 1)]
     print("filter budget %.1f MB for %d entries = %.1f bits/entry" % (args.budget_mb, args.entries,
                                                                      bits_per_entry))

@@ -24,7 +24,6 @@ in-place add as a Bloom filter allows); that cost is not measured here.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -34,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench.bench_lsh import BUCKETS, KINDS, build, list_entries, prepare  # noqa: E402
+from bench.bench_lsh import BUCKETS, KINDS, arguments, build, setup  # noqa: E402
 from agent.core.bloom import Bloom  # noqa: E402
 from agent.matching import bloom_batch, lsh_batch as lsh_np  # noqa: E402
 
@@ -47,7 +46,10 @@ class Fuse16:
     """A binary fuse filter (16-bit fingerprints) over 16-byte band keys, mixed to 64 bits."""
 
     def __init__(self, keys: np.ndarray):
-        from pyfusefilter._xorfilter import ffi, lib  # the C library of pyfusefilter
+        try:
+            from pyfusefilter._xorfilter import ffi, lib  # the C library of pyfusefilter
+        except ImportError as e:
+            raise SystemExit("bench_lsh_rules needs pyfusefilter (pip install '.[bench]'): %s" % e)
         self._mixer = Bloom(64, 1, b"fuse-bench-seed!")
         self._lib = lib
         mixed = np.unique(self.mix(keys))  # fuse construction needs distinct keys
@@ -133,10 +135,7 @@ def computed_false_candidates(q, bands, probes_per_band, t):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--entries", type=int, default=1_000_000)
-    ap.add_argument("--images", type=int, default=40)
-    ap.add_argument("--budget-mb", type=float, default=16.0, help="Bloom filter budget for --entries")
+    ap = arguments(__doc__)
     ap.add_argument("--random", type=int, default=100_000, help="random unrelated queries per setting")
     ap.add_argument("--quick", action="store_true", help="smoke run: small list, few images and queries")
     args = ap.parse_args()
@@ -144,12 +143,7 @@ def main() -> None:
         # the same bits per entry as the budget gives at --entries
         args.budget_mb *= 20_000 / args.entries
         args.entries, args.images, args.random = 20_000, 4, 2_000
-    rng = np.random.default_rng(1)
-    t0 = time.time()
-    known_hashes, real, synthetic, unrelated = prepare(args.images, rng)
-    print("prepared %d real and %d synthetic queries in %.1fs" % (len(real), len(synthetic), time.time() - t0))
-    entries = list_entries(known_hashes, args.entries, rng)
-    bits_per_entry = args.budget_mb * 8e6 / args.entries
+    rng, real, synthetic, unrelated, entries, bits_per_entry = setup(args)
     dist = np.array([d for d, _ in real])
     sd = np.array([d for d, _ in synthetic])
     settings = [DEFAULT, (6, 6, 2), (6, 8, 2), (6, 10, 2), (7, 8, 2), (8, 6, 2)]
