@@ -34,6 +34,7 @@ from agent.core.lsh import hamming  # noqa: E402
 from agent.hashing.imaging import hash_image  # noqa: E402
 
 BUCKETS = [(0, 4), (5, 8), (9, 12), (13, 16), (17, 24), (25, 31)]
+KINDS = ("jpeg50", "half", "png", "flip", "crop5")  # the real transforms, in prepare()'s order
 
 
 def build(hashes, bands, bits_per_entry):
@@ -58,22 +59,20 @@ def found(bloom, queries, bands, flip_bits, depth):
     return np.array(hits), np.array(probes)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--entries", type=int, default=1_000_000)
-    ap.add_argument("--images", type=int, default=40)
-    ap.add_argument("--budget-mb", type=float, default=16.0, help="filter size budget for --entries")
-    args = ap.parse_args()
-    rng = np.random.default_rng(1)
-    t0 = time.time()
-    known = [samples.generate_image(s) for s in range(2000, 2000 + args.images)]
+def prepare(images, rng, unrelated_images=20):
+    """The queries every LSH bench measures: (known hashes, real, synthetic, unrelated).
+
+    real and synthetic are lists of (true distance, variants); unrelated is a list of variants; a
+    variant is (hash, margins) as the device computes it. real[i] is transform KINDS[i % len(KINDS)].
+    """
+    known = [samples.generate_image(s) for s in range(2000, 2000 + images)]
     known += [img for _, img in samples.sample_images()]
     known_bytes = [samples.encode(img, "JPEG", quality=90) for img in known]
     known_hashes = [hash_image(b, fast=False) for b in known_bytes]
     real = []  # (distance, variants)
     for img_bytes, h0 in zip(known_bytes, known_hashes):
         original = Image.open(io.BytesIO(img_bytes))
-        for kind in ("jpeg50", "half", "png", "flip", "crop5"):
+        for kind in KINDS:
             t = original if kind == "png" else samples.transform(original, kind)
             data = samples.encode(t, "PNG" if kind == "png" else "JPEG", quality=90)
             hq = hash_image(data, fast=True, dihedral=True)
@@ -89,15 +88,41 @@ def main() -> None:
                 x ^= 1 << int(i)
             synthetic.append((d, [(x.to_bytes(32, "big"), None)]))
     unrelated = []
-    for s in range(9000, 9000 + 20):
+    for s in range(9000, 9000 + unrelated_images):
         hq = hash_image(samples.encode(samples.generate_image(s), "JPEG"), fast=True, dihedral=True)
         unrelated.append([(v.hash, v.margins) for v in hq.dihedral])
-    print("prepared %d real and %d synthetic queries in %.1fs" % (len(real), len(synthetic), time.time() - t0))
+    return known_hashes, real, synthetic, unrelated
 
-    filler = rng.integers(0, 256, size=(args.entries, 32), dtype=np.uint8)
-    entries = np.concatenate([filler, np.frombuffer(b"".join(h.pdq for h in known_hashes), np.uint8)
-                              .reshape(-1, 32)])
-    bits_per_entry = args.budget_mb * 8e6 / args.entries
+
+def list_entries(known_hashes, n, rng):
+    """(n + known, 32) uint8: n random 256-bit hashes standing in for a large list, plus the known ones."""
+    filler = rng.integers(0, 256, size=(n, 32), dtype=np.uint8)
+    return np.concatenate([filler, np.frombuffer(b"".join(h.pdq for h in known_hashes), np.uint8)
+                           .reshape(-1, 32)])
+
+
+def arguments(doc):
+    """The options every LSH bench takes (list size, known images, filter budget)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--entries", type=int, default=1_000_000)
+    ap.add_argument("--images", type=int, default=40)
+    ap.add_argument("--budget-mb", type=float, default=16.0, help="filter size budget for --entries")
+    return ap
+
+
+def setup(args):
+    """rng, queries (prepare) and list entries (list_entries) for parsed ``arguments``, and bits per entry."""
+    rng = np.random.default_rng(1)
+    t0 = time.time()
+    known_hashes, real, synthetic, unrelated = prepare(args.images, rng)
+    print("prepared %d real and %d synthetic queries in %.1fs" % (len(real), len(synthetic), time.time() - t0))
+    entries = list_entries(known_hashes, args.entries, rng)
+    return rng, real, synthetic, unrelated, entries, args.budget_mb * 8e6 / args.entries
+
+
+def main() -> None:
+    args = arguments(__doc__).parse_args()
+    rng, real, synthetic, unrelated, entries, bits_per_entry = setup(args)
     settings = [(8, 0, 0), (8, 4, 1), (8, 6, 2), (6, 6, 2), (6, 8, 2), (7, 6, 2), (10, 4, 1)]
     print("filter budget %.1f MB for %d entries = %.1f bits/entry" % (args.budget_mb, args.entries,
                                                                      bits_per_entry))
