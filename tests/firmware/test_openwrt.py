@@ -140,7 +140,7 @@ def test_per_source_policy_is_refused_where_the_agent_refuses_it(setting, items)
     from agent.sources import SourceRules
     if setting == "min_countries" and isinstance(items, str):
         line = "\toption min_countries '%s'" % items
-        value = int(items) if items.lstrip("-").isascii() and items.lstrip("-").isdigit() else items
+        value = int(items) if re.fullmatch(r"-?[0-9]+", items) else items
     else:
         line = "\n".join("\tlist %s '%s'" % (setting, i) for i in items)
         value = list(items)

@@ -8,7 +8,7 @@ import pytest
 from agent.intake import Decision, Inspector
 from agent.intake.dns.server import DnsServer, Upstreams
 from tests.intake.dns.upstream import Zone, serve
-from tests.intake.icap.support import LoopThread
+from tests.intake.icap.support import LoopThread, loop_threads
 
 
 class NameInspector(Inspector):
@@ -76,16 +76,6 @@ def upstream():
 
 @pytest.fixture
 def forwarder(upstream):
-    started = []
-
-    def make(inspector=None, upstreams=None, **kw):
-        inspector = inspector or NameInspector()
-        server = DnsServer(inspector, upstreams=upstreams or Upstreams(["127.0.0.1:%d" % upstream.port]), **kw)
-        lt = LoopThread(server)
-        lt.inspector = inspector
-        started.append(lt)
-        return lt
-
-    yield make
-    for lt in started:
-        lt.stop()
+    def build(inspector, upstreams=None, **kw):
+        return LoopThread(DnsServer(inspector, upstreams=upstreams or Upstreams(["127.0.0.1:%d" % upstream.port]), **kw))
+    yield from loop_threads(NameInspector, build)

@@ -3,21 +3,9 @@
 import pytest
 
 from agent.intake.icap.server import IcapServer
-from tests.intake.icap.support import LoopThread, MarkerInspector
+from tests.intake.icap.support import LoopThread, MarkerInspector, loop_threads
 
 
 @pytest.fixture
 def icap():
-    started = []
-
-    def make(inspector=None, **kw):
-        inspector = inspector or MarkerInspector()
-        server = IcapServer(inspector, **kw)
-        lt = LoopThread(server)
-        lt.inspector = inspector
-        started.append(lt)
-        return lt
-
-    yield make
-    for lt in started:
-        lt.stop()
+    yield from loop_threads(MarkerInspector, lambda inspector, **kw: LoopThread(IcapServer(inspector, **kw)))

@@ -55,6 +55,23 @@ class LoopThread:
             self.loop.close()
 
 
+def loop_threads(default_inspector, build):
+    """A fixture body: yields make(inspector=None, **kw) -> a started LoopThread (``build(inspector, **kw)``,
+    with ``.inspector`` set); every one it started stops after the test."""
+    started = []
+
+    def make(inspector=None, **kw):
+        inspector = inspector or default_inspector()
+        lt = build(inspector, **kw)
+        lt.inspector = inspector
+        started.append(lt)
+        return lt
+
+    yield make
+    for lt in started:
+        lt.stop()
+
+
 def chunked(data: bytes, size: int = 8192) -> bytes:
     out = b""
     for i in range(0, len(data), size):

@@ -1,8 +1,6 @@
 """URL and name lookups in the proxy: plain HTTP blocked before the fetch, CONNECT refused by host, with the
 real scanner and policy over signed url/domain lists of benign example names."""
 
-import socket
-
 from tests.intake.namelists import http, inspector_factory, origin  # noqa: F401  (fixtures)
 
 
@@ -32,14 +30,6 @@ def test_proxy_keeps_the_connection_after_a_blocked_get(proxy, inspector_factory
     lt = proxy(inspector_factory())
     listed = "http://127.0.0.1:%d/listed/x" % origin.port
     url = "http://127.0.0.1:%d/open.html" % origin.port
-    s = socket.create_connection(("127.0.0.1", lt.port), timeout=10)
-    s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\nGET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-              % (listed.encode(), url.encode()))
-    out = b""
-    while True:
-        data = s.recv(65536)
-        if not data:
-            break
-        out += data
-    s.close()
+    out = http(lt.port, b"GET %s HTTP/1.1\r\nHost: x\r\n\r\nGET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+               % (listed.encode(), url.encode()))
     assert out.startswith(b"HTTP/1.1 403") and b"HTTP/1.1 200" in out and out.endswith(b"<p>open</p>" * 100)
