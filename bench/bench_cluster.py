@@ -13,6 +13,14 @@ Each figure comes with a baseline measured in the same run:
   instances (the same partitions and leases, answers of the same sizes, no cryptography on either
   side): the broker's and the clients' own ceiling. CPU seconds per second of load of the hub
   instances, the broker (3 nodes and Redis) and the simulated devices say where the cores go.
+  Before a hub setting each device holds enough anonymous tokens for the whole run at the echo rate of
+  the same setting (the hub instances issue up to 1,024 per device here), so no device runs dry.
+
+    python bench/bench_cluster.py --skip publish --instances 1,2,4,8 --hub-cpu 0.1 --confirm-devices 100
+
+`--hub-cpu F` (root) puts each hub and echo instance in a cgroup of its own held to F of one core, as if
+each ran on a small machine: the instances, not this machine's 2 cores, then limit the rate, so adding
+instances shows how the partitioned service scales, until the cores of the whole run are used up.
 Entries are random benign digests; nothing here is real list material.
 """
 
@@ -134,7 +142,57 @@ def bench_publish(tmp, cluster, counts, entries, processes):
     return rows
 
 
-def _instances(kind, k, tmp, cluster, hub_out, sizes, env):
+TOKEN_CAP = 1024  # the bench hub's token budget per device (the service's upper bound; its default is 64)
+
+
+CGROUP_ROOTS = ("/sys/fs/cgroup/cpu", "/sys/fs/cgroup")  # cgroup v1 cpu controller, or the v2 unified tree
+
+
+def cpu_group(name):
+    """A cgroup of its own for one instance, without a limit until `hold_to` sets one; or an error saying
+    why there is none.
+
+    A quota per instance stands in for a smaller hub machine per instance: with each instance held to a
+    tenth of a core, the hub instances, not the 2 cores of this machine, are what limits the rate, so
+    adding instances shows how the partitioned service scales until the cores run out.
+    """
+    for root in CGROUP_ROOTS:
+        if os.path.exists(os.path.join(root, "cpu.cfs_quota_us")) or os.path.exists(
+                os.path.join(root, "cgroup.controllers")):
+            path = os.path.join(root, "gatewatch-bench", name)
+            os.makedirs(path, exist_ok=True)
+            return path
+    raise SystemExit("--hub-cpu needs a writable cpu cgroup (v1 %s or v2 %s) and root" % CGROUP_ROOTS)
+
+
+def hold_to(path, fraction, period=100000):
+    """Give the processes in cgroup `path` `fraction` of one core from now on (CFS quota)."""
+    if os.path.exists(os.path.join(path, "cpu.cfs_quota_us")):  # cgroup v1
+        with open(os.path.join(path, "cpu.cfs_period_us"), "w") as f:
+            f.write(str(period))
+        with open(os.path.join(path, "cpu.cfs_quota_us"), "w") as f:
+            f.write(str(int(period * fraction)))
+    else:
+        with open(os.path.join(path, "cpu.max"), "w") as f:
+            f.write("%d %d" % (int(period * fraction), period))
+
+
+def _join_group(path):
+    def join():
+        with open(os.path.join(path, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+    return join
+
+
+def _drop_groups(paths):
+    for path in paths:
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+
+def _instances(kind, k, tmp, cluster, hub_out, sizes, env, groups=False):
     procs = []
     for i in range(k):
         name = "%s-%d-%d-%d" % (kind, k, i, time.monotonic_ns() % 100000)
@@ -144,11 +202,23 @@ def _instances(kind, k, tmp, cluster, hub_out, sizes, env):
         else:
             argv = [sys.executable, "-m", "tools.hub_cli", "serve", "--lists", hub_out, "--db",
                     os.path.join(tmp, name + ".db"), "--client-id", name, "--ttl-positive", "0",
-                    "--ttl-negative", "0", "--heartbeat", "0.5", "--lease", "3"]
+                    "--ttl-negative", "0", "--heartbeat", "0.5", "--lease", "3",
+                    "--tokens-per-device", str(TOKEN_CAP)]
             for u in cluster.urls:
                 argv += ["--broker", u]
-        procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        group = cpu_group(name) if groups else None
+        p = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             preexec_fn=_join_group(group) if group else None)
+        p.cgroup = group
+        procs.append(p)
     return procs
+
+
+def tokens_needed(rate, duration, devices):
+    """Tokens each device needs for a warm-up second and a run of `duration` at `rate` answered/s spread
+    over `devices`, with a quarter to spare: whole batches of 64, 64 to TOKEN_CAP."""
+    per = (rate or 0) * (duration + 2) * 1.25 / max(devices, 1)
+    return int(min(TOKEN_CAP, max(64, -(-per // 64) * 64)))
 
 
 def _median(xs):
@@ -156,7 +226,7 @@ def _median(xs):
     return xs[len(xs) // 2] if xs else None
 
 
-def bench_confirm(tmp, cluster, instances, devices, rate, duration, repeats):
+def bench_confirm(tmp, cluster, instances, devices, rate, duration, repeats, hub_cpu=None):
     from agent.confirm.sealed import EXACT_BAND
     from agent.lists.store import load_folder
     from tests.listkit import Hub, random_entries
@@ -181,18 +251,25 @@ def bench_confirm(tmp, cluster, instances, devices, rate, duration, repeats):
     try:
         # echo and hub alternate, setting after setting, round after round: the other engineers' load
         # on this machine changes by the minute, and each figure is a median over the rounds
+        echo_rate = None
         for rnd in range(repeats):
             for k in instances:
                 for kind in ("echo", "hub"):
-                    procs = _instances(kind, k, tmp, cluster, hub.out, sizes, env)
+                    procs = _instances(kind, k, tmp, cluster, hub.out, sizes, env, bool(hub_cpu))
                     time.sleep(3 + k)  # connected, leases settled (grace over)
                     toks = None
                     try:
-                        if kind == "hub" and fleet.stats()["tokens_held"] < devices * 40:
-                            # fresh instances count afresh: every device gets this epoch's batch again
+                        # enough tokens for the whole run at the echo rate of the same setting (the hub's
+                        # ceiling), so that no device runs dry and stops asking mid-run
+                        need = tokens_needed(echo_rate, duration, devices)
+                        if kind == "hub" and fleet.stats()["tokens_held"] < need * devices:
+                            # fresh instances count afresh: every device may take a new batch
                             t0 = time.monotonic()
-                            toks = fleet.fetch_tokens(64, timeout=60.0)
+                            toks = fleet.fetch_tokens(need, timeout=60.0)
                             toks["batches_per_s"] = round(toks["ok"] / (time.monotonic() - t0), 1)
+                        for p in procs:  # tokens come before the limit: issuing them is not what is measured
+                            if p.cgroup:
+                                hold_to(p.cgroup, hub_cpu)
                         mode = "echo" if kind == "echo" else "private"
                         fleet.confirm_load(rate, 1.0, jobs, timeout=5.0, mode=mode)  # warm-up
                         pids = [p.pid for p in procs]
@@ -206,6 +283,7 @@ def bench_confirm(tmp, cluster, instances, devices, rate, duration, repeats):
                             p.terminate()
                         for p in procs:
                             p.wait(20)
+                        _drop_groups([p.cgroup for p in procs if p.cgroup])
                     n_hub, n_broker = len(pids), len(broker_pids)
                     r.update({"kind": kind, "instances": k, "round": rnd, "tokens": toks,
                               "answered_per_s": round(r["answered"] / duration, 1),
@@ -218,6 +296,8 @@ def bench_confirm(tmp, cluster, instances, devices, rate, duration, repeats):
                     for part in ("hub", "broker", "devices", "total"):  # CPU per answered request, ms
                         r["ms_cpu_" + part] = round(1000 * r["cpu_" + part] / max(r["answered_per_s"], 0.1), 2)
                     runs.append(r)
+                    if kind == "echo":
+                        echo_rate = r["answered_per_s"]
                     print("  %-4s %d instance(s), round %d: %6.1f answered/s (p50 %s ms, p99 %s ms; %d timed out, "
                           "%d wrong, %d bad, %d refused, %d without tokens); cores busy: hub %.2f, broker %.2f, "
                           "devices %.2f: %.0f requests per core-second%s"
@@ -265,6 +345,9 @@ def main():
     p.add_argument("--confirm-devices", type=int, default=200, help="simulated devices asking (default %(default)s)")
     p.add_argument("--repeats", type=int, default=3, help="rounds over every confirmation setting; figures are "
                    "medians (default %(default)s)")
+    p.add_argument("--hub-cpu", type=float, default=0.0, help="hold each hub (and echo) instance to this fraction "
+                   "of one core with a cgroup CPU quota, as if each ran on a small machine of its own (root; "
+                   "default 0: no limit, every process shares this machine's cores)")
     p.add_argument("--skip", default="", help="comma-separated parts to skip: publish, confirm")
     p.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
@@ -279,7 +362,7 @@ def main():
     instances = [int(x) for x in args.instances.split(",")]
     if args.quick:
         counts, args.entries, args.duration, args.repeats = [50, 200], 2000, 3.0, 1
-    out = {"cpus": os.cpu_count()}
+    out = {"cpus": os.cpu_count(), "hub_cpu": args.hub_cpu or None}
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
         cluster = start_cluster(os.path.join(tmp, "cluster"))
         try:
@@ -287,11 +370,12 @@ def main():
                 print("publish -> active on 3 aedes nodes over Redis (%d-entry list):" % args.entries, flush=True)
                 out["publish"] = bench_publish(tmp, cluster, counts, args.entries, args.processes)
             if "confirm" not in args.skip:
-                print("confirmation requests through the cluster (%d devices, %s for %.0fs):"
+                print("confirmation requests through the cluster (%d devices, %s for %.0fs%s):"
                       % (args.confirm_devices, "%d/s offered" % args.rate if args.rate else "closed loop",
-                         args.duration), flush=True)
+                         args.duration, ", each instance held to %.2f of a core" % args.hub_cpu if args.hub_cpu else ""),
+                      flush=True)
                 out["confirm"] = bench_confirm(tmp, cluster, instances, args.confirm_devices, args.rate, args.duration,
-                                               args.repeats)
+                                               args.repeats, args.hub_cpu or None)
         finally:
             cluster.stop()
     if args.json:
