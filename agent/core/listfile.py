@@ -22,10 +22,10 @@ import json
 import struct
 
 try:
-    from agent.core import allowlist
+    from agent.core import allowlist, fuse
     from agent.core.errors import ListFormatError
 except ImportError:  # MicroPython
-    from core import allowlist
+    from core import allowlist, fuse
     from core.errors import ListFormatError
 
 MAGIC = b"GWL1"
@@ -33,7 +33,8 @@ FORMAT_VERSION = 1
 SIGNALS = ("sha256", "sha1", "md5", "url", "domain", "pdq", "neural")
 REQUIRED = ("format", "source", "list", "signal", "version", "created", "expires", "key_id",
             "content_length", "content_sha256", "filter")
-FILTER_REQUIRED = ("type", "m", "k", "salt", "entries")
+FILTER_REQUIRED = ("type", "salt", "entries")
+FILTER_TYPES = {"bloom": ("m", "k"), fuse.TYPE: ("segment_length", "segment_count", "array_length")}
 PERCEPTUAL_BITS = {"pdq": 256, "neural": 128}  # hash bits of the signals that need an 'lsh' section
 
 
@@ -75,7 +76,7 @@ _HEX = "0123456789abcdef"
 # Ranges of the fields a device acts on. A signed list is still checked: a hub bug or a stolen key
 # must not make a scan raise, loop or allocate without bound (flip_bits/depth set the probe count).
 LSH_RANGES = {"bands": (1, 64), "flip_bits": (0, 32), "depth": (0, 3), "threshold": (0, 256),
-              "min_quality": (0, 100), "key_bits": (1, 64)}
+              "min_quality": (0, 100), "key_bits": (1, 64), "min_bands": (1, 64)}
 MAX_PROBES_PER_BAND = 1024  # sum of C(flip_bits, d) for d <= depth; the default (6, 2) gives 22
 
 
@@ -138,20 +139,31 @@ def check_manifest(manifest):
     for name in FILTER_REQUIRED:
         if name not in filt:
             raise ListFormatError("filter lacks field '%s'" % name)
-    if filt["type"] != "bloom":
-        raise ListFormatError("filter type %r is not supported" % (filt["type"],))
-    _int_in("filter field 'm'", filt["m"], 64, 0xFFFFFFFF)
-    _int_in("filter field 'k'", filt["k"], 1, 64)
+    kind = filt["type"]
+    if type(kind) is not str or kind not in FILTER_TYPES:
+        raise ListFormatError("filter type %r is not supported (this agent reads %s)"
+                              % (kind, ", ".join(sorted(FILTER_TYPES))))
+    for name in FILTER_TYPES[kind]:
+        if name not in filt:
+            raise ListFormatError("a %s filter lacks field '%s'" % (kind, name))
     _text("filter field 'salt'", filt["salt"], _HEX, 32, 32)
     _int_in("filter field 'entries'", filt["entries"], 0, 1 << 40)
-    for name, hi in (("capacity", 1 << 40), ("keys_per_entry", 64)):
+    for name, hi in (("capacity", 1 << 40), ("keys_per_entry", 64), ("keys", 1 << 46)):
         if name in filt:
             _int_in("filter field '%s'" % name, filt[name], 0, hi)
     if "fp_rate" in filt and (type(filt["fp_rate"]) not in (int, float) or not 0 < filt["fp_rate"] < 1):
         raise ListFormatError("filter field 'fp_rate' must be a number between 0 and 1")
-    if manifest["content_length"] != (filt["m"] + 7) // 8:
-        raise ListFormatError("content length %d does not fit a filter of %d bits"
-                              % (manifest["content_length"], filt["m"]))
+    if kind == "bloom":
+        _int_in("filter field 'm'", filt["m"], 64, 0xFFFFFFFF)
+        _int_in("filter field 'k'", filt["k"], 1, 64)
+        if manifest["content_length"] != (filt["m"] + 7) // 8:
+            raise ListFormatError("content length %d does not fit a filter of %d bits"
+                                  % (manifest["content_length"], filt["m"]))
+    else:
+        for name in FILTER_TYPES[kind]:
+            _int_in("filter field '%s'" % name, filt[name], 1, fuse.MAX_ARRAY_LENGTH)
+        fuse.check_params(filt["segment_length"], filt["segment_count"], filt["array_length"],
+                          manifest["content_length"])
     lsh = manifest.get("lsh")
     signal = manifest["signal"]
     if signal in PERCEPTUAL_BITS and lsh is None:
@@ -229,6 +241,8 @@ def check_lsh(lsh, nbits=256):
         raise ListFormatError("lsh threshold %d exceeds the %d bits of the hash" % (lsh["threshold"], nbits))
     if lsh["bands"] > nbits:
         raise ListFormatError("lsh bands %d exceed the %d bits of the hash" % (lsh["bands"], nbits))
+    if lsh.get("min_bands", 1) > lsh["bands"]:
+        raise ListFormatError("lsh min_bands %d exceeds the list's %d bands" % (lsh["min_bands"], lsh["bands"]))
     band_width = (nbits + lsh["bands"] - 1) // lsh["bands"]
     if lsh["flip_bits"] > band_width:
         raise ListFormatError("lsh flip_bits %d exceeds the %d bits of a band" % (lsh["flip_bits"], band_width))

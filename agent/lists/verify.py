@@ -15,7 +15,7 @@ import os
 import time
 from typing import Optional
 
-from agent.core import allowlist, listfile
+from agent.core import allowlist, fuse, listfile
 from agent.core.bloom import Bloom
 from agent.core.errors import ConfigError, ListFormatError, TrustError
 from agent.core.signals import SIGNALS
@@ -76,11 +76,20 @@ class LoadedList:
         # agent.allow reads ``allow`` (docs/list-format.md, "Allow lists")
         self.allow = lf.allow
         if self.signal == allowlist.SIGNAL:
-            self.bloom = None
+            self.filter = None
             self.model = m["allow"].get("model")
         else:
             f = m["filter"]
-            self.bloom = Bloom(f["m"], f["k"], bytes.fromhex(f["salt"]), bits=lf.content)
+            if f["type"] == fuse.TYPE:
+                self.filter = fuse.Fuse16(bytes.fromhex(f["salt"]), f["segment_length"], f["segment_count"],
+                                          f["array_length"], lf.content)
+            else:
+                self.filter = Bloom(f["m"], f["k"], bytes.fromhex(f["salt"]), bits=lf.content)
+
+    @property
+    def bloom(self):
+        """The list's membership filter (``filter``), by the name it had while Bloom was the only kind."""
+        return self.filter
 
     @property
     def entries(self) -> int:
@@ -129,7 +138,9 @@ def verify_bytes(data: bytes, trust: TrustStore, *, now: Optional[float] = None,
         if reason is not None:
             raise TrustError("%s holds neural codes of model %s, which this agent cannot compute (%s); "
                              "it would never match" % (what, m["model"], reason))
-    fill = _ones(lf.content) / float(m["filter"]["m"]) if "filter" in m else 0.0
+    # a fuse filter matches a key that is not in it at 2^-16 whatever its content holds: no fill check
+    bloom = "filter" in m and m["filter"]["type"] == "bloom"
+    fill = _ones(lf.content) / float(m["filter"]["m"]) if bloom else 0.0
     if fill > MAX_FILL:
         raise TrustError("%s: its filter is %.0f%% full (a list built by the hub is at most half full); "
                          "it would match almost any image" % (what, 100 * fill))

@@ -95,10 +95,14 @@ def test_refuses_bad_manifest_json():
 def test_refuses_missing_fields():
     for name in listfile.REQUIRED:
         refuse(file_bytes(manifest(**{name: None})), "'%s'" % name)
-    for name in listfile.FILTER_REQUIRED:
+    for name in listfile.FILTER_REQUIRED + listfile.FILTER_TYPES["bloom"]:
         f = manifest()["filter"]
         del f[name]
         refuse(file_bytes(manifest(filter=f)), "'%s'" % name)
+    for name in listfile.FILTER_REQUIRED + listfile.FILTER_TYPES["fuse16"]:
+        f = FUSE_FILTER.copy()
+        del f[name]
+        refuse(file_bytes(manifest(filter=f, content_length=96), content=bytes(96)), "'%s'" % name)
 
 
 def test_refuses_bad_values():
@@ -140,6 +144,36 @@ def test_refuses_wrong_types_and_ranges_in_the_filter_and_lsh():
     lsh = dict(good)
     del lsh["bands"]
     refuse(file_bytes(manifest(signal="pdq", lsh=lsh)), "bands")
+
+
+FUSE_FILTER = {"type": "fuse16", "salt": "22" * 16, "entries": 20, "segment_length": 16, "segment_count": 1,
+               "array_length": 48}
+
+
+def test_fuse_filters_are_read_and_checked():
+    m = listfile.parse(file_bytes(manifest(filter=FUSE_FILTER, content_length=96), content=bytes(96))).manifest
+    assert m["filter"] == FUSE_FILTER
+    for over, words in ((dict(segment_length=12, array_length=42), "power of two"),
+                        (dict(segment_length=2, array_length=6), "power of two"),
+                        (dict(array_length=64), "array_length"),
+                        (dict(segment_count=0), "segment_count"),
+                        (dict(segment_count="1"), "segment_count"),
+                        (dict(segment_length=True), "segment_length"),
+                        (dict(array_length=-48), "array_length"),
+                        (dict(segment_length=1 << 18, segment_count=1 << 20, array_length=((1 << 20) + 2) << 18),
+                         "array_length"),
+                        (dict(keys=-1), "keys"),
+                        (dict(type=["fuse16"]), "not supported")):
+        f = dict(FUSE_FILTER)
+        f.update(over)
+        refuse(file_bytes(manifest(filter=f, content_length=96), content=bytes(96)), words)
+    refuse(file_bytes(manifest(filter=FUSE_FILTER, content_length=97), content=bytes(97)), "content length")
+    # min_bands, the perceptual candidate rule, is within 1..bands
+    good = {"bands": 7, "flip_bits": 6, "depth": 2, "threshold": 31, "min_bands": 2}
+    assert listfile.parse(file_bytes(manifest(signal="pdq", lsh=good))).manifest["lsh"]["min_bands"] == 2
+    for value, words in ((8, "exceeds"), (0, "min_bands"), ("2", "min_bands"), (True, "min_bands")):
+        lsh = dict(good, min_bands=value)
+        refuse(file_bytes(manifest(signal="pdq", lsh=lsh)), words)
 
 
 def test_every_single_byte_truncation_is_refused():
