@@ -50,13 +50,14 @@ class Hub:
 
     def build(self, entries: List[Entry], *, name: str = "sha", version: Optional[int] = None,
               capacity: int = 5000, out: Optional[str] = None, key=None, now=None,
-              expires_days: float = 30, signal: str = "sha256", logged: bool = True, sealed: bool = True) -> str:
+              expires_days: float = 30, signal: str = "sha256", logged: bool = True, sealed: bool = True,
+              filter_type: str = "bloom") -> str:
         """Build and sign one version (appended to the log, if the hub keeps one, unless ``logged`` is
         False; sealed for private confirmation unless ``sealed`` is False); returns the device file path."""
         path, _hub, _m = build_list(source=self.source, name=name, signal=signal, entries=entries,
                                     key=key or self.key, out_dir=out or self.out, version=version,
                                     capacity=capacity, now=now, expires_days=expires_days,
-                                    confirm_key=self.confirm_key if sealed else None)
+                                    confirm_key=self.confirm_key if sealed else None, filter_type=filter_type)
         if self.log is not None and logged:
             self.log.append([path], self.log_key)
             self.log.write_folder(os.path.dirname(path))
@@ -64,8 +65,8 @@ class Hub:
 
 
 def random_entries(n: int, seed: int, signal: str = "sha256") -> List[Entry]:
-    """``n`` benign random digests (deterministic from ``seed``)."""
-    size = {"sha256": 32, "sha1": 20, "md5": 16}[signal]
+    """``n`` benign random digests, or random 256-bit PDQ hashes (deterministic from ``seed``)."""
+    size = {"sha256": 32, "sha1": 20, "md5": 16, "pdq": 32}[signal]
     out = []
     for i in range(n):
         h = hashlib.sha256(b"gatewatch-test-%d-%d" % (seed, i)).digest()[:size]

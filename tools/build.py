@@ -28,6 +28,7 @@ from agent.atomicfile import write_atomic
 from agent.confirm.wire import Entry
 from agent.core import listfile
 from agent.core.bloom import expected_fp_rate
+from agent.core.fuse import FINGERPRINT_BITS as FUSE_FINGERPRINT_BITS, TYPE as FUSE_TYPE
 from agent.core.errors import ConfigError, ListFormatError
 from agent.core.signals import EXACT_SIGNALS, HEX_LENGTHS, NAME_SIGNALS, PERCEPTUAL_SIGNALS
 from agent.lists.assemble import DEFAULT_FP_RATE, DEFAULT_NEURAL_MODEL, assemble, lsh_params
@@ -559,7 +560,7 @@ def build_list(*, source: str, name: str, signal: str, entries: Sequence[Entry],
                out_dir: str, fp_rate: float = DEFAULT_FP_RATE, version: Optional[int] = None,
                expires_days: float = DEFAULT_EXPIRES_DAYS, capacity: Optional[int] = None,
                lsh: Optional[dict] = None, now: Optional[float] = None,
-               confirm_key=None) -> Tuple[str, str, dict]:
+               confirm_key=None, filter_type: str = "bloom") -> Tuple[str, str, dict]:
     """Build, sign and write a list; return (device file, hub entries file, manifest).
 
     With ``confirm_key`` (tools.sealing.ConfirmKey of the source) every entry is also sealed for
@@ -568,7 +569,10 @@ def build_list(*, source: str, name: str, signal: str, entries: Sequence[Entry],
     no confirmation (devices still block its exact hits locally and report nothing).
 
     A new version reuses the filter parameters (m, k, salt) of the newest version in out_dir when the
-    entries fit its capacity, so that a delta between the two is just the bits that changed. Every
+    entries fit its capacity, so that a delta between the two is just the bits that changed.
+    ``filter_type`` "fuse16" holds the list in a binary fuse filter (agent.core.fuse) instead: about
+    as small as the default Bloom filter of a PDQ list with far fewer false positives per probe, but
+    rebuilt whole for every version (its deltas are as large as the list). Every
     check runs before anything is written; if writing fails, what was written is removed again.
     """
     check_name("source", source)
@@ -593,7 +597,8 @@ def build_list(*, source: str, name: str, signal: str, entries: Sequence[Entry],
     version, prev = next_version(out_dir, source, name, version)
     pf = prev.manifest["filter"] if prev else None
     reuse = None
-    if (pf and prev.manifest["signal"] == signal and pf.get("capacity", 0) >= n
+    if (pf and filter_type == "bloom" and pf["type"] == "bloom" and prev.manifest["signal"] == signal
+            and pf.get("capacity", 0) >= n
             and pf.get("fp_rate") == fp_rate and prev.manifest.get("lsh") == params):
         reuse = (pf["m"], pf["k"], bytes.fromhex(pf["salt"]), pf["capacity"])
     table = sealed_section = None
@@ -608,7 +613,7 @@ def build_list(*, source: str, name: str, signal: str, entries: Sequence[Entry],
         data = assemble(source=source, name=name, signal=signal, version=version, hashes=[e.hash for e in unique],
                         sign=key.sign, key_id=key_id(key.public_key()), created=now,
                         expires=int(now + expires_days * 86400), fp_rate=fp_rate, lsh=params, capacity=capacity,
-                        params=reuse, model=model, sealed=sealed_section)
+                        params=reuse, model=model, sealed=sealed_section, filter_type=filter_type)
         manifest = listfile.parse(data).manifest
     except ListFormatError as e:  # e.g. a filter over 2**32 bits: nothing is written
         raise ConfigError("cannot build %s/%s: %s" % (source, name, e))
@@ -640,9 +645,14 @@ def filter_stats(loaded_or_file) -> dict:
     """Statistics of a list's filter: fill, design and expected false-positive rates, bits per entry."""
     lf = getattr(loaded_or_file, "file", loaded_or_file)
     f = lf.manifest["filter"]
+    if f["type"] == FUSE_TYPE:
+        return {"type": f["type"], "bytes": lf.manifest["content_length"], "entries": f["entries"],
+                "keys": f.get("keys"), "fingerprint_bits": FUSE_FINGERPRINT_BITS,
+                "expected_fp_rate": 2.0 ** -FUSE_FINGERPRINT_BITS,
+                "bits_per_entry": round(8 * lf.manifest["content_length"] / max(f["entries"], 1), 3)}
     ones = int(np.unpackbits(np.frombuffer(lf.content, dtype=np.uint8)).sum())
     n_keys = f["entries"] * f.get("keys_per_entry", 1)
-    return {"bits": f["m"], "bytes": lf.manifest["content_length"], "probes": f["k"],
+    return {"type": f["type"], "bits": f["m"], "bytes": lf.manifest["content_length"], "probes": f["k"],
             "entries": f["entries"], "capacity": f.get("capacity"), "design_fp_rate": f.get("fp_rate"),
             "fill": round(ones / f["m"], 6),
             "expected_fp_rate": expected_fp_rate(f["m"], f["k"], n_keys) if n_keys else 0.0,

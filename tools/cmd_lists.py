@@ -11,7 +11,7 @@ import sys
 from agent.core import listfile
 from agent.core.errors import ConfigError, ListFormatError
 from agent.core.signals import EXACT_SIGNALS, NAME_SIGNALS, PERCEPTUAL_SIGNALS
-from agent.lists.assemble import DEFAULT_FP_RATE
+from agent.lists.assemble import DEFAULT_FP_RATE, lsh_params
 from agent.lists.trust import check_name
 from agent.lists.verify import DEFAULT_MAX_BYTES
 from tools.allow import allow_stats
@@ -82,6 +82,15 @@ def add_arguments(p) -> None:
                    help="days until the list expires on devices (default %g)" % DEFAULT_EXPIRES_DAYS)
     b.add_argument("--capacity", type=_whole(1, MAX_CAPACITY), metavar="N",
                    help="entries the filter is sized for (headroom keeps later versions delta-able)")
+    b.add_argument("--filter", choices=("bloom", "fuse16"), default="bloom", dest="filter_type",
+                   help="the device's filter: bloom (default; later versions ship as small deltas) or fuse16, a "
+                        "binary fuse filter with 16-bit fingerprints (about the bytes of the default Bloom filter "
+                        "of a PDQ list, far fewer false positives per probe, but every version ships whole; "
+                        "--fp-rate and --capacity do not apply)")
+    b.add_argument("--min-bands", type=_whole(1, 64), metavar="T",
+                   help="perceptual lists: an image is a candidate only when probes of at least T distinct bands "
+                        "of the image (or of one of its variants) hit (default 1; docs/benchmarks.md, "
+                        "\"Candidate rules and filters\", prices T=2)")
     b.add_argument("--confirm-key", metavar="FILE",
                    help="the source's confirmation key (default: NAME.confirm beside --key): entries are sealed "
                         "with it for private confirmation, and the manifest signs their commitment")
@@ -112,6 +121,12 @@ def main(args) -> int:
     if confirm_key.source != args.source:
         raise ConfigError("confirmation key %s is for source %r, not %r"
                           % (args.confirm_key or default_confirm_path(args.key), confirm_key.source, args.source))
+    if args.min_bands is not None and args.signal not in PERCEPTUAL_SIGNALS:
+        raise ConfigError("--min-bands is for perceptual lists (%s), not --signal %s"
+                          % (", ".join(PERCEPTUAL_SIGNALS), args.signal))
+    lsh = {"min_bands": args.min_bands} if args.min_bands is not None else None
+    if lsh is not None:
+        lsh_params(args.signal, lsh)  # more bands asked than the list has: said before any hashing
     if not os.path.exists(args.input):
         raise ConfigError("--input %s does not exist" % args.input)
     check_out_dir(args.out)
@@ -137,7 +152,7 @@ def main(args) -> int:
     device, hub, manifest = build_list(
         source=args.source, name=args.list_name, signal=args.signal, entries=entries, key=key,
         out_dir=args.out, fp_rate=args.fp_rate, version=args.version, expires_days=args.expires_days,
-        capacity=args.capacity, confirm_key=confirm_key)
+        capacity=args.capacity, confirm_key=confirm_key, filter_type=args.filter_type, lsh=lsh)
     logged = None
     if log_store is not None:
         indices, _head = log_store.append([device], log_key)

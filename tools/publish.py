@@ -151,8 +151,12 @@ class Plan:
         self.delta: Optional[bytes] = None
         self.delta_chunks: List[bytes] = []
         if previous is not None:
-            self.delta = list_delta.encode(previous.data, newest.data)
-            self.delta_chunks = split(self.delta, chunk_size)
+            delta = list_delta.encode(previous.data, newest.data)
+            # a delta no smaller than the list itself (a binary fuse list is rebuilt whole for every
+            # version) is not offered: it would only double what the broker retains
+            if len(delta) < len(newest.data):
+                self.delta = delta
+                self.delta_chunks = split(self.delta, chunk_size)
 
     def announcement(self) -> dict:
         n = self.newest

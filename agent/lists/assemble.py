@@ -14,12 +14,12 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from agent.core import listfile
+from agent.core import fuse, listfile
 from agent.core.bloom import Bloom, optimal_parameters
 from agent.core import lsh as core_lsh
 from agent.core.errors import ConfigError, ListFormatError
 from agent.core.signals import EXACT_SIGNALS, HASH_BYTES, PERCEPTUAL_SIGNALS
-from agent.matching import bloom_batch
+from agent.matching import bloom_batch, fuse_batch
 from agent.matching import lsh_batch
 
 DEFAULT_FP_RATE = 1e-6
@@ -78,9 +78,12 @@ def lsh_params(signal: str, lsh: Optional[dict], model: Optional[str] = None) ->
 def assemble(*, source: str, name: str, signal: str, version: int, hashes: Sequence[bytes],
              sign: Callable[[bytes], bytes], key_id: str, created: int, expires: int,
              fp_rate: float = DEFAULT_FP_RATE, lsh: Optional[dict] = None, capacity: Optional[int] = None,
-             params: Optional[tuple] = None, model: Optional[str] = None, sealed: Optional[dict] = None) -> bytes:
-    """The list file's bytes. ``params`` (m, k, salt, capacity) reuses a filter layout for small deltas;
-    ``sealed`` is the commitment to the hub's sealed entries (tools.sealing.commitment)."""
+             params: Optional[tuple] = None, model: Optional[str] = None, sealed: Optional[dict] = None,
+             filter_type: str = "bloom") -> bytes:
+    """The list file's bytes. ``params`` (m, k, salt, capacity) reuses a Bloom layout for small deltas;
+    ``sealed`` is the commitment to the hub's sealed entries (tools.sealing.commitment); ``filter_type``
+    "fuse16" holds the keys in a binary fuse filter instead (agent.core.fuse: static, no small deltas,
+    false positives at 2^-16 per key for ~18 bits of filter per key; ``fp_rate`` does not apply)."""
     if signal not in EXACT_SIGNALS + PERCEPTUAL_SIGNALS:
         raise ConfigError("signal %r is not supported; use one of %s"
                           % (signal, ", ".join(EXACT_SIGNALS + PERCEPTUAL_SIGNALS)))
@@ -90,24 +93,32 @@ def assemble(*, source: str, name: str, signal: str, version: int, hashes: Seque
         if len(h) != want:
             raise ConfigError("a %s hash is %d bytes, got one of %d" % (signal, want, len(h)))
     keys_per_entry = lsh["bands"] if lsh else 1
-    if params is None:
-        cap = max(capacity or n, n, 1)
-        m, k = optimal_parameters(cap * keys_per_entry, fp_rate)
-        salt = secrets.token_bytes(16)
+    arr = np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(n, -1) if n else None
+    if filter_type == fuse.TYPE:
+        keys = entry_keys(signal, arr, lsh) if n else np.zeros((0, 2), dtype=np.uint64)
+        content, fparams = fuse_batch.build(keys)
+        filt = {"type": fuse.TYPE, "entries": n, "keys_per_entry": keys_per_entry, **fparams}
+    elif filter_type == "bloom":
+        if params is None:
+            cap = max(capacity or n, n, 1)
+            m, k = optimal_parameters(cap * keys_per_entry, fp_rate)
+            salt = secrets.token_bytes(16)
+        else:
+            m, k, salt, cap = params
+        bloom = Bloom(m, k, salt)
+        if n:
+            bloom_batch.add_many(bloom, entry_keys(signal, arr, lsh))
+        content = bytes(bloom.bits)
+        filt = {"type": "bloom", "m": m, "k": k, "salt": salt.hex(), "entries": n, "capacity": cap,
+                "fp_rate": fp_rate, "keys_per_entry": keys_per_entry}
     else:
-        m, k, salt, cap = params
-    bloom = Bloom(m, k, salt)
-    if n:
-        arr = np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(n, -1)
-        bloom_batch.add_many(bloom, entry_keys(signal, arr, lsh))
-    content = bytes(bloom.bits)
+        raise ConfigError("filter type %r is not supported; use bloom or %s" % (filter_type, fuse.TYPE))
     manifest = {
         "format": listfile.FORMAT_VERSION, "source": source, "list": name, "signal": signal,
         "version": int(version), "created": int(created), "expires": int(expires),
         "key_id": key_id, "content_length": len(content),
         "content_sha256": hashlib.sha256(content).hexdigest(),
-        "filter": {"type": "bloom", "m": m, "k": k, "salt": salt.hex(), "entries": n, "capacity": cap,
-                   "fp_rate": fp_rate, "keys_per_entry": keys_per_entry},
+        "filter": filt,
     }
     if lsh:
         manifest["lsh"] = lsh

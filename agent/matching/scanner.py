@@ -14,9 +14,10 @@ import threading
 import time
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-from agent.matching import bloom_batch
+from agent.matching import bloom_batch, fuse_batch
 from agent.matching import lsh_batch as lsh_np
 from agent.core import lsh as core_lsh
+from agent.core.fuse import Fuse16
 from agent.core.lsh import hamming
 from agent.core.signals import BYTE_SIGNALS, EXACT_SIGNALS, PERCEPTUAL_SIGNALS
 from agent.core.errors import ConfigError, GatewatchError, ImageError
@@ -123,7 +124,7 @@ class Scanner:
         for lst in lists:
             if lst.signal in d:
                 try:
-                    if d[lst.signal][:16] in lst.bloom:
+                    if d[lst.signal][:16] in lst.filter:
                         hits.append(Hit(lst, ((EXACT_BAND, d[lst.signal]),), distance=0))
                 except Exception as exc:  # one broken list must not hide the others' hits
                     self._fault(lst, exc)
@@ -196,7 +197,7 @@ class Scanner:
                 if lst.signal == "domain" and not host_only:
                     continue
                 try:
-                    if digest[:16] in lst.bloom:
+                    if digest[:16] in lst.filter:
                         hits.append(Hit(lst, ((EXACT_BAND, digest),), distance=0))
                 except Exception as exc:  # one broken list must not hide the others' hits
                     self._fault(lst, exc)
@@ -223,14 +224,22 @@ class Scanner:
         else:
             queries = [(getattr(v, "hash", None) or getattr(v, "pdq"), getattr(v, "margins", None))
                        for v in (hashes.dihedral or [hashes])]
-        pairs: List[Tuple[int, int]] = []
-        for h, margins in queries:
-            pairs.extend(lsh_np.probes(h, margins, bands, params.get("flip_bits", 0), params.get("depth", 0), nbits))
-        pairs = list(dict.fromkeys(pairs))
-        found = bloom_batch.contains_many(lst.bloom, lsh_np.probe_keys(pairs, bands, tag))
+        per_query = [lsh_np.probes(h, margins, bands, params.get("flip_bits", 0), params.get("depth", 0), nbits)
+                     for h, margins in queries]
+        pairs = list(dict.fromkeys(p for q in per_query for p in q))
+        found = contains_many(lst.filter, lsh_np.probe_keys(pairs, bands, tag))
         if not found.any():
             return None
-        probes = tuple(dict.fromkeys((j, band_value_bytes(v)) for (j, v), f in zip(pairs, found) if f))
+        hit = {p for p, f in zip(pairs, found) if f}
+        min_bands = params.get("min_bands", 1)
+        if min_bands > 1:
+            # the list's candidate rule: probes of at least min_bands distinct bands of one query (the
+            # image or one of its variants) must hit; the probes sent on are that query's hits
+            agreeing = [q for q in per_query if len({p[0] for p in q if p in hit}) >= min_bands]
+            if not agreeing:
+                return None
+            hit = {p for q in agreeing for p in q if p in hit}
+        probes = tuple(dict.fromkeys((j, band_value_bytes(v)) for j, v in pairs if (j, v) in hit))
         return Hit(lst, probes)
 
     def confirm(self, result: ScanResult, hub: Dict[str, EntryIndex]) -> ScanResult:
@@ -256,6 +265,13 @@ class Scanner:
         if unanswered:
             return result._replace(verdict="candidate", hits=tuple(unanswered))
         return result._replace(verdict="clean", hits=(), reason=None)
+
+
+def contains_many(filt, keys):
+    """Membership of many keys in a list's filter, Bloom or binary fuse."""
+    if isinstance(filt, Fuse16):
+        return fuse_batch.contains_many(filt, keys)
+    return bloom_batch.contains_many(filt, keys)
 
 
 def _neural_hasher(model: Optional[str]):

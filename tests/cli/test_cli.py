@@ -260,3 +260,32 @@ def test_scan_applies_the_sources_allow_list(built, tmp_path):
     assert rows["a_exact.jpg"] == {"path": str(built / "query" / "a_exact.jpg"), "verdict": "allowed",
                                    "allowed_by": ["hotline/allow"]}, rows
     assert rows["c_flip.jpg"]["verdict"] == "match" and rc == 1
+
+
+def test_build_a_fuse_list_with_two_agreeing_bands(built, tmp_path):
+    out = tmp_path / "fuse"
+    rc, o, err = hub("lists", "build", "--source", "hotline", "--list", "fused", "--signal", "pdq", "--input",
+                     built / "known", "--key", built / "keys" / "hotline.key", "--out", out, "--filter", "fuse16",
+                     "--min-bands", "2")
+    assert rc == 0, err
+    rc, o, err = hub("lists", "inspect", out / "hotline+fused.v1.gwl")
+    doc = json.loads(o)
+    assert doc["manifest"]["filter"]["type"] == "fuse16" and doc["manifest"]["lsh"]["min_bands"] == 2
+    assert doc["stats"]["type"] == "fuse16" and doc["stats"]["expected_fp_rate"] == 2.0 ** -16
+    rc, o, err = run("scan", "--lists", out, "--trust", built / "keys" / "hotline.pub", "--confirm-with", out,
+                     built / "query" / "a_exact.jpg", built / "query" / "c_flip.jpg", built / "query" / "d_unrelated0.jpg")
+    rows = {os.path.basename(r["path"]): r["verdict"] for r in lines(o)}
+    assert rows == {"a_exact.jpg": "match", "c_flip.jpg": "match", "d_unrelated0.jpg": "clean"}, err
+
+
+@pytest.mark.parametrize("extra,words", [
+    (["--signal", "sha256", "--min-bands", "2"], "--min-bands is for perceptual lists"),
+    (["--signal", "pdq", "--min-bands", "8"], "min_bands 8 exceeds the list's 7 bands"),
+    (["--signal", "pdq", "--min-bands", "٢"], "ASCII digits"),
+    (["--signal", "pdq", "--filter", "cuckoo"], "invalid choice"),
+])
+def test_build_refuses_bad_filter_options(built, tmp_path, extra, words):
+    rc, o, err = hub("lists", "build", "--source", "hotline", "--list", "x", "--input", built / "known",
+                     "--key", built / "keys" / "hotline.key", "--out", tmp_path / "l", *extra)
+    assert rc == 2 and words in err, err
+    assert not (tmp_path / "l").exists()

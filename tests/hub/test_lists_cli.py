@@ -45,6 +45,28 @@ def test_publish_command(mosquitto, tmp_path):
         client.stop()
 
 
+def test_a_fuse_list_is_published_without_a_delta_and_devices_take_the_snapshot(mosquitto, tmp_path):
+    hub = Hub(tmp_path / "hub")
+    first = random_entries(300, 3, signal="pdq")
+    hub.build(first, name="pdq", signal="pdq", filter_type="fuse16")
+    client = MqttClient(mosquitto.url, "dev-fuse").connect()
+    try:
+        up = Updater(client, Topics(), ListStore(str(tmp_path / "dev"), hub.trust())).start()
+        r = hub_cli("publish", "--broker", mosquitto.url, "--lists", hub.out, "--json")
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: "hl1/pdq" in up.lists)
+        hub.build(first + random_entries(10, 4, signal="pdq"), name="pdq", signal="pdq", filter_type="fuse16")
+        r = hub_cli("publish", "--broker", mosquitto.url, "--lists", hub.out, "--json")
+        assert r.returncode == 0, r.stderr
+        ann = json.loads(r.stdout)
+        assert ann["version"] == 2 and ann["deltas"] == []  # a rebuilt fuse filter: the delta would be the list
+        wait_for(lambda: up.lists["hl1/pdq"].version == 2)
+        assert type(up.lists["hl1/pdq"].filter).__name__ == "Fuse16"
+        up.stop()
+    finally:
+        client.stop()
+
+
 @pytest.mark.parametrize("args,match", [
     (["--lists", "/nonexistent"], "does not exist"),
     (["--lists", "."], "no .gwl list files"),
