@@ -1,14 +1,14 @@
 """Perceptual (PDQ) candidate rules and filters: t=1 vs t=2 bands, Bloom vs binary fuse, same budget.
 
-    python bench/bench_lsh_rules.py [--entries 1000000] [--images 40] [--random 100000] [--quick]
+    python bench/bench_lsh_rules.py [--entries 1000000] [--images 40] [--random 100000] [--settings 7/6/2] [--quick]
 
 A candidate under rule t is an image one of whose dihedral variants has hits in at least t distinct
 bands (t=1 is today's rule: any probe hits). For each LSH setting (bands / flip bits / depth) it builds,
 for --entries random 256-bit hashes plus the known images' PDQ hashes (bench_lsh.prepare):
 - a Bloom filter of the list format at --budget-mb (today's filter), and
-- a real binary fuse filter with 16-bit fingerprints (pyfusefilter's C code, called through its cffi
-  library with our own 64-bit key mix because its Python wrapper hashes str(item), which xxhash 4
-  refuses); its size is what it is (about 18 bits per key), printed, and may exceed the budget.
+- the list format's binary fuse filter with 16-bit fingerprints (`lists build --filter fuse16`:
+  agent.core.fuse, built by agent.matching.fuse_batch); its size is what it is (about 18 bits per
+  key), printed, and may exceed the budget.
 Then it measures, per filter and rule:
 - recall by distance bucket on real transforms (as bench_lsh), and on uniform random flips d <= 16;
 - false candidates per unrelated image, COUNTED on --random random queries (8 independent random
@@ -34,8 +34,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from bench.bench_lsh import BUCKETS, KINDS, arguments, build, setup  # noqa: E402
-from agent.core.bloom import Bloom  # noqa: E402
-from agent.matching import bloom_batch, lsh_batch as lsh_np  # noqa: E402
+from agent.core import fuse as core_fuse  # noqa: E402
+from agent.matching import bloom_batch, fuse_batch, lsh_batch as lsh_np  # noqa: E402
 
 VARIANTS = 8  # dihedral variants per image
 DEFAULT = (7, 6, 2)
@@ -43,33 +43,16 @@ FUSE_SPACE = 1.125  # bits per key per fingerprint bit of a 3-wise binary fuse f
 
 
 class Fuse16:
-    """A binary fuse filter (16-bit fingerprints) over 16-byte band keys, mixed to 64 bits."""
+    """The list format's binary fuse filter (agent.core.fuse, built by agent.matching.fuse_batch)."""
 
     def __init__(self, keys: np.ndarray):
-        try:
-            from pyfusefilter._xorfilter import ffi, lib  # the C library of pyfusefilter
-        except ImportError as e:
-            raise SystemExit("bench_lsh_rules needs pyfusefilter (pip install '.[bench]'): %s" % e)
-        self._mixer = Bloom(64, 1, b"fuse-bench-seed!")
-        self._lib = lib
-        mixed = np.unique(self.mix(keys))  # fuse construction needs distinct keys
-        self._filter = ffi.new("binary_fuse16_t *")
-        if not lib.binary_fuse16_allocate(len(mixed), self._filter):
-            raise MemoryError("cannot allocate a fuse filter for %d keys" % len(mixed))
-        if not lib.binary_fuse16_populate(ffi.cast("uint64_t *", ffi.from_buffer(mixed)), len(mixed),
-                                          self._filter):
-            raise RuntimeError("fuse filter construction failed")
-        self.nbytes = lib.binary_fuse16_size_in_bytes(self._filter)
-
-    def __del__(self):
-        self._lib.binary_fuse16_free(self._filter)
-
-    def mix(self, keys: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(bloom_batch.hashes(self._mixer, keys)[0])
+        content, params = fuse_batch.build(keys)
+        self.filter = core_fuse.Fuse16(bytes.fromhex(params["salt"]), params["segment_length"],
+                                       params["segment_count"], params["array_length"], content)
+        self.nbytes = len(content)
 
     def contains_many(self, keys: np.ndarray) -> np.ndarray:
-        contain, f = self._lib.binary_fuse16_contain, self._filter
-        return np.fromiter((contain(k, f) for k in self.mix(keys).tolist()), dtype=bool, count=len(keys))
+        return fuse_batch.contains_many(self.filter, keys)
 
 
 def variant_band_hits(lookup, variants, bands, flip_bits, depth):
@@ -138,6 +121,8 @@ def main() -> None:
     ap = arguments(__doc__)
     ap.add_argument("--random", type=int, default=100_000, help="random unrelated queries per setting")
     ap.add_argument("--quick", action="store_true", help="smoke run: small list, few images and queries")
+    ap.add_argument("--settings", default="7/6/2,6/6/2,6/8/2,6/10/2,7/8/2,8/6/2",
+                    help="LSH settings bands/flip_bits/depth, comma-separated (default %(default)s)")
     args = ap.parse_args()
     if args.quick:
         # the same bits per entry as the budget gives at --entries
@@ -146,7 +131,7 @@ def main() -> None:
     rng, real, synthetic, unrelated, entries, bits_per_entry = setup(args)
     dist = np.array([d for d, _ in real])
     sd = np.array([d for d, _ in synthetic])
-    settings = [DEFAULT, (6, 6, 2), (6, 8, 2), (6, 10, 2), (7, 8, 2), (8, 6, 2)]
+    settings = [tuple(int(x) for x in item.split("/")) for item in args.settings.split(",")]
     print("Bloom budget %.1f MB for %d entries = %.1f bits/entry; %d random queries per setting"
           % (args.budget_mb, args.entries, bits_per_entry, args.random))
     header = ["bands/flip/depth", "filter", "t"] + ["%d-%d" % b for b in BUCKETS] + \
