@@ -82,7 +82,7 @@ def add_arguments(p) -> None:
                    help="days until the list expires on devices (default %g)" % DEFAULT_EXPIRES_DAYS)
     b.add_argument("--capacity", type=_whole(1, MAX_CAPACITY), metavar="N",
                    help="entries the filter is sized for (headroom keeps later versions delta-able)")
-    b.add_argument("--filter", choices=("bloom", "fuse16"), default="bloom", dest="filter_type",
+    b.add_argument("--filter", choices=sorted(listfile.FILTER_TYPES), default="bloom", dest="filter_type",
                    help="the device's filter: bloom (default; later versions ship as small deltas) or fuse16, a "
                         "binary fuse filter with 16-bit fingerprints (about the bytes of the default Bloom filter "
                         "of a PDQ list, far fewer false positives per probe, but every version ships whole; "

@@ -1,7 +1,7 @@
 """A binary fuse filter over 16-byte keys: 3-wise, 16-bit fingerprints (MicroPython-safe lookups).
 
-Owns: the portable layout of a ``"fuse16"`` list filter (docs/list-format.md, "Binary fuse filters")
-and its lookup. Building one is the hub's (``agent.matching.fuse_build``, numpy); a device only reads.
+Owns: the portable layout of a ``"fuse16"`` list filter (docs/list-format.md, "Binary fuse filter")
+and its lookup. Building one is the hub's (``agent.matching.fuse_batch``, numpy); a device only reads.
 Must not touch: files, manifests, numpy.
 
 Why: a Bloom filter spends 1.44x the entropy bound per key; a binary fuse filter (Graf & Lemire,

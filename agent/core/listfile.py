@@ -160,8 +160,6 @@ def check_manifest(manifest):
             raise ListFormatError("content length %d does not fit a filter of %d bits"
                                   % (manifest["content_length"], filt["m"]))
     else:
-        for name in FILTER_TYPES[kind]:
-            _int_in("filter field '%s'" % name, filt[name], 1, fuse.MAX_ARRAY_LENGTH)
         fuse.check_params(filt["segment_length"], filt["segment_count"], filt["array_length"],
                           manifest["content_length"])
     lsh = manifest.get("lsh")

@@ -8,7 +8,8 @@ Construction is the usual peeling of a 3-hypergraph (Graf & Lemire 2022, the siz
 with that key, which may leave another slot with a single key, and so on; when every key has been
 peeled, fingerprints are assigned in reverse order, each key's own slot taking whatever makes the XOR
 of its three slots equal its fingerprint. A rare failure (a 2-core of the hypergraph) retries with a
-fresh salt. The peeling loop is plain Python over lists: about 10 s per million keys here.
+fresh salt. The peeling loop is plain Python over lists: 33 s for the 7 M band keys of 1 M PDQ entries
+(docs/benchmarks.md, "Candidate rules and filters").
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def fingerprints(h: np.ndarray) -> np.ndarray:
 def contains_many(filt: core_fuse.Fuse16, keys) -> np.ndarray:
     """Membership of many keys: a boolean array."""
     h = key_hashes(keys, filt.salt)
-    words = np.frombuffer(bytes(filt.content), dtype="<u2")
+    words = np.frombuffer(filt.content, dtype="<u2")  # a view: no copy of the filter per scan
     a, b, c = slots(h, filt.segment_length, filt.segment_count_length)
     return (words[a] ^ words[b] ^ words[c]) == fingerprints(h)
 
